@@ -1,0 +1,238 @@
+"""One settings tree. Environment: CHATBOT_ prefix, nested with __ (CHATBOT_QDRANT__URL=...).
+
+OPENAI_API_KEY / OPENAI_BASE_URL and COHERE_API_KEY / CO_API_KEY are honoured as the SDKs honour them.
+Nothing is read at import; Settings() reads the environment when __main__ builds it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from chatbot.errors import ConfigError
+
+LOCAL_EMBEDDING_MODEL = "all-MiniLM-L6-v2-int8"
+
+
+class OpenAISettings(BaseModel):
+    api_key: SecretStr | None = Field(None, description="API key (OPENAI_API_KEY is honoured too).")
+    base_url: str | None = Field(
+        None, description="Base URL of any OpenAI-compatible server (Ollama, vLLM, llama.cpp); OPENAI_BASE_URL too."
+    )
+    timeout: float = Field(30.0, gt=0, description="Per-request timeout in seconds for the openai SDK.")
+    max_retries: int = Field(2, ge=0, le=10, description="SDK retries (only ever before the first token).")
+    chat_model: str = Field("gpt-4o-mini", description="Chat model name.")
+    embedding_model: str = Field("text-embedding-3-small", description="Embedding model name.")
+    embedding_dimensions: int = Field(1536, gt=0, description="Dimensions of embedding_model's vectors.")
+    max_concurrency: int = Field(64, gt=0, description="Concurrent requests to this provider per process.")
+
+
+class CohereSettings(BaseModel):
+    api_key: SecretStr | None = Field(None, description="API key (COHERE_API_KEY or CO_API_KEY are honoured too).")
+    base_url: str | None = Field(None, description="Base URL of the Cohere API (for proxies and tests).")
+    timeout: float = Field(30.0, gt=0, description="Per-request timeout in seconds for the cohere SDK.")
+    max_retries: int = Field(2, ge=0, le=10, description="Retries before the first token.")
+    chat_model: str = Field("command-r-08-2024", description="Chat model name.")
+    embedding_model: str = Field("embed-english-v3.0", description="Embedding model name.")
+    embedding_dimensions: int = Field(1024, gt=0, description="Dimensions of embedding_model's vectors.")
+    rerank_model: str = Field("rerank-english-v3.0", description="Rerank model name.")
+    max_concurrency: int = Field(64, gt=0, description="Concurrent requests to this provider per process.")
+
+
+class LocalModelSettings(BaseModel):
+    threads: int = Field(1, ge=1, le=16, description="onnxruntime intra-op threads for the offline embedder.")
+    batch_size: int = Field(64, ge=1, le=1024, description="Texts per inference batch when ingesting.")
+    max_tokens: int = Field(256, ge=16, le=512, description="Truncation length of the offline embedder.")
+    extractive_sentences: int = Field(4, ge=1, le=20, description="Sentences the extractive answer quotes.")
+
+
+class QdrantSettings(BaseModel):
+    url: str | None = Field(None, description="Qdrant server URL (http://host:6333). Set this or path, not both.")
+    api_key: SecretStr | None = Field(None, description="API key for a Qdrant server.")
+    path: str | None = Field(
+        None, description="Embedded (local mode) storage directory, or ':memory:'. Default ./data/qdrant."
+    )
+    collection: str = Field("documents", description="Collection holding document chunks.")
+    timeout: float = Field(10.0, gt=0, description="Request timeout for a Qdrant server, seconds.")
+    shard_number: int | None = Field(None, ge=1, description="Shards when creating a collection on a cluster.")
+    replication_factor: int | None = Field(None, ge=1, description="Replicas when creating a collection on a cluster.")
+    upsert_batch: int = Field(256, ge=1, le=10_000, description="Points per upsert call while ingesting.")
+
+    @property
+    def location(self) -> str:
+        return self.url or self.path or "./data/qdrant"
+
+    @property
+    def is_local(self) -> bool:
+        return self.url is None
+
+
+class RetrievalSettings(BaseModel):
+    top_k: int = Field(5, ge=1, le=50, description="Passages given to the model.")
+    score_threshold: float | None = Field(None, description="Drop dense hits scoring below this (dense mode).")
+    mode: Literal["auto", "dense", "sparse", "hybrid"] = Field(
+        "auto", description="auto = hybrid when a sparse model is available, else dense."
+    )
+    fusion: Literal["rrf", "dbsf"] = Field("rrf", description="How hybrid mode fuses dense and sparse hits.")
+    prefetch_limit: int = Field(40, ge=1, le=1000, description="Candidates each prefetch brings to fusion.")
+    rerank: bool = Field(True, description="Rerank with Cohere when a Cohere key is configured.")
+    rerank_candidates: int = Field(25, ge=1, le=200, description="Candidates sent to the reranker.")
+    rewrite_followups: bool = Field(True, description="Rewrite follow-up questions into standalone queries.")
+
+
+class LimitSettings(BaseModel):
+    max_message_chars: int = Field(4000, ge=1, description="Longest user message accepted.")
+    max_history_messages: int = Field(20, ge=0, description="Earlier messages kept per conversation and sent.")
+    max_conversations: int = Field(10_000, ge=1, description="Conversations kept in memory (oldest dropped).")
+    max_frame_bytes: int = Field(65_536, ge=1024, description="Largest websocket frame or JSON body accepted.")
+    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest uploaded document.")
+    max_files_per_upload: int = Field(20, ge=1, description="Documents per upload request.")
+    max_answers_per_process: int = Field(256, ge=1, description="Concurrent answers per process; beyond: busy.")
+    max_connections: int = Field(1000, ge=1, description="Open websocket connections per process.")
+
+
+class StreamSettings(BaseModel):
+    coalesce_ms: float = Field(30.0, ge=0, description="Tokens are batched into frames at most this long.")
+    coalesce_chars: int = Field(256, ge=1, description="A frame is flushed once it holds this many characters.")
+    grace_seconds: float = Field(30.0, ge=0, description="How long an answer runs on after its reader left.")
+    cancel_on_disconnect: bool = Field(False, description="Cancel an answer as soon as its reader disconnects.")
+    log_max_events: int = Field(4096, ge=16, description="Events kept per answer for resume.")
+    send_timeout: float = Field(10.0, gt=0, description="A client that does not read for this long is detached.")
+    heartbeat_seconds: float = Field(15.0, gt=0, description="SSE comment / websocket ping after this much quiet.")
+    on_busy_connection: Literal["refuse", "replace"] = Field(
+        "refuse", description="A new ask while one runs on the connection: refuse it, or stop the old one."
+    )
+
+
+class DeadlineSettings(BaseModel):
+    embed: float = Field(10.0, gt=0, description="Seconds to embed the question.")
+    retrieve: float = Field(10.0, gt=0, description="Seconds to search the vector store.")
+    first_token: float = Field(30.0, gt=0, description="Seconds from start of generation to the first token.")
+    answer: float = Field(180.0, gt=0, description="Seconds for the whole answer.")
+
+
+class ServerSettings(BaseModel):
+    host: str = Field("127.0.0.1", description="Interface to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to bind.")
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Origins allowed for CORS and websocket (besides the server's own). '*' allows any.",
+    )
+    shutdown_seconds: float = Field(10.0, ge=0, description="On SIGTERM, running answers get this long to finish.")
+    uvloop: bool = Field(True, description="Run hypercorn on uvloop when it is installed.")
+    ingest_on_start: bool = Field(True, description="`serve` ingests docs/guide when the collection is empty.")
+
+
+class Settings(BaseSettings):
+    """Everything the service can be told. Build it once in __main__ (or a test) and pass it down."""
+
+    model_config = SettingsConfigDict(env_prefix="CHATBOT_", env_nested_delimiter="__", extra="ignore")
+
+    env: Literal["dev", "prod"] = Field("dev", description="prod refuses placeholder secrets and open access.")
+    embedding_provider: Literal["auto", "local", "openai", "cohere"] = Field(
+        "auto", description="auto = openai if its key is set, else cohere if its key is set, else local."
+    )
+    chat_provider: Literal["auto", "extractive", "openai", "cohere"] = Field(
+        "auto", description="auto = openai if its key is set, else cohere if its key is set, else extractive."
+    )
+    default_tenant: str = Field("public", description="Tenant used when no credential names one.")
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)  # type: ignore[arg-type]
+    cohere: CohereSettings = Field(default_factory=CohereSettings)  # type: ignore[arg-type]
+    local: LocalModelSettings = Field(default_factory=LocalModelSettings)  # type: ignore[arg-type]
+    qdrant: QdrantSettings = Field(default_factory=QdrantSettings)  # type: ignore[arg-type]
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)  # type: ignore[arg-type]
+    limits: LimitSettings = Field(default_factory=LimitSettings)  # type: ignore[arg-type]
+    stream: StreamSettings = Field(default_factory=StreamSettings)  # type: ignore[arg-type]
+    deadlines: DeadlineSettings = Field(default_factory=DeadlineSettings)  # type: ignore[arg-type]
+    server: ServerSettings = Field(default_factory=ServerSettings)  # type: ignore[arg-type]
+    prompts_dir: Path | None = Field(None, description="Directory of prompt templates (default: ./prompts).")
+    docs_dir: Path | None = Field(None, description="Documents `serve` ingests when empty (default: ./docs/guide).")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, dotenv_settings, file_secret_settings, _SdkEnvSource(settings_cls))
+
+    @field_validator("qdrant")
+    @classmethod
+    def _one_qdrant_location(cls, value: QdrantSettings) -> QdrantSettings:
+        if value.url and value.path:
+            raise ValueError("set CHATBOT_QDRANT__URL (a server) or CHATBOT_QDRANT__PATH (embedded), not both")
+        return value
+
+    @model_validator(mode="after")
+    def _providers_have_keys(self) -> Settings:
+        for role, choice in (("embedding", self.resolved_embedding_provider), ("chat", self.resolved_chat_provider)):
+            if choice == "openai" and self.openai.api_key is None:
+                raise ValueError(
+                    f"{role} provider openai needs OPENAI_API_KEY (or CHATBOT_OPENAI__API_KEY); "
+                    "for a local OpenAI-compatible server any non-empty value works"
+                )
+            if choice == "cohere" and self.cohere.api_key is None:
+                raise ValueError(f"{role} provider cohere needs COHERE_API_KEY (or CHATBOT_COHERE__API_KEY)")
+        return self
+
+    @property
+    def resolved_embedding_provider(self) -> str:
+        if self.embedding_provider != "auto":
+            return self.embedding_provider
+        return self._keyed_provider() or "local"
+
+    @property
+    def resolved_chat_provider(self) -> str:
+        if self.chat_provider != "auto":
+            return self.chat_provider
+        return self._keyed_provider() or "extractive"
+
+    def _keyed_provider(self) -> str | None:
+        if self.openai.api_key is not None:
+            return "openai"
+        if self.cohere.api_key is not None:
+            return "cohere"
+        return None
+
+
+class _SdkEnvSource(PydanticBaseSettingsSource):
+    """Lowest-priority source: the SDKs' own variables (OPENAI_API_KEY, OPENAI_BASE_URL, COHERE_API_KEY, CO_API_KEY)."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        env = os.environ
+        found: dict[str, Any] = {}
+        openai: dict[str, str] = {}
+        if env.get("OPENAI_API_KEY"):
+            openai["api_key"] = env["OPENAI_API_KEY"]
+        if env.get("OPENAI_BASE_URL"):
+            openai["base_url"] = env["OPENAI_BASE_URL"]
+        if openai:
+            found["openai"] = openai
+        cohere_key = env.get("COHERE_API_KEY") or env.get("CO_API_KEY")
+        if cohere_key:
+            found["cohere"] = {"api_key": cohere_key}
+        return found
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build Settings from the environment, turning validation errors into one readable ConfigError."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors():
+            where = "__".join(str(p) for p in err["loc"]) or "settings"
+            lines.append(f"  CHATBOT_{where.upper()}: {err['msg']}" if err["loc"] else f"  {err['msg']}")
+        raise ConfigError("Invalid settings:\n" + "\n".join(lines)) from exc
