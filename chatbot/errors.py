@@ -241,3 +241,21 @@ class VectorStoreUnavailable(UpstreamError):
     code = "vector_store_unavailable"
     status = 503
     default_message = "The vector store is unavailable."
+
+
+def _all_subclasses(cls: type[ChatbotError]) -> list[type[ChatbotError]]:
+    out = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out
+
+
+def status_for_code(code: str) -> int:
+    """The HTTP status of an error code (for errors that arrive as events rather than exceptions)."""
+    if code.endswith("_timeout"):
+        return DeadlineExceeded.status
+    for cls in _all_subclasses(ChatbotError):
+        if cls.code == code:
+            return cls.status
+    return ChatbotError.status

@@ -1,0 +1,164 @@
+"""REST and SSE routes. Transport only: parse, call the use case, render events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from quart import Blueprint, Response, jsonify, request
+
+from chatbot.api.asks import start_answer
+from chatbot.api.context import services, tenant
+from chatbot.api.sse import HEARTBEAT, SSE_HEADERS, Heartbeat, sse_event, with_heartbeats
+from chatbot.api.wire import ChatBody, dumps, event_frame, parse_json, validate
+from chatbot.errors import (
+    BadRequest,
+    ChatbotError,
+    PayloadTooLarge,
+    UnknownDocument,
+    status_for_code,
+)
+from chatbot.rag.events import DoneEvent, ErrorEvent, SourcesEvent, StartEvent, StoppedEvent, TokenEvent
+
+bp = Blueprint("http", __name__)
+
+
+@bp.get("/healthz")
+async def healthz() -> Any:
+    return {"status": "ok"}
+
+
+@bp.get("/readyz")
+async def readyz() -> Any:
+    svc = services()
+    checks = {
+        "vector_store": await svc.store.ping(),
+        "embedder": svc.embedder.name,
+        "chat_model": svc.chat.name,
+        "accepting": svc.answers.accepting,
+    }
+    ready = bool(checks["vector_store"]) and svc.answers.accepting
+    return jsonify({"status": "ready" if ready else "not_ready", "checks": checks}), 200 if ready else 503
+
+
+async def json_body() -> Any:
+    raw = await request.get_data()
+    if len(raw) > services().settings.limits.max_frame_bytes:
+        raise PayloadTooLarge()
+    return parse_json(raw or b"null")
+
+
+@bp.post("/v1/chat")
+async def chat() -> Any:
+    body: ChatBody = validate(ChatBody, await json_body())
+    wants_sse = body.stream or "text/event-stream" in request.headers.get("Accept", "")
+    message_id, conversation_id = await start_answer(body.message, body.conversation_id)
+    if wants_sse:
+        return sse_response(message_id, after=0)
+    return await collect_answer(message_id, conversation_id)
+
+
+async def collect_answer(message_id: str, conversation_id: str) -> Any:
+    """Read the whole answer and return it as one JSON body (an error event becomes an HTTP error)."""
+    svc = services()
+    parts: list[str] = []
+    result: dict[str, Any] = {"message_id": message_id, "conversation_id": conversation_id, "sources": []}
+    async for _seq, event in svc.answers.read(message_id, tenant()):
+        if isinstance(event, TokenEvent):
+            parts.append(event.delta)
+        elif isinstance(event, SourcesEvent):
+            result["sources"] = [s.to_dict() for s in event.sources]
+        elif isinstance(event, DoneEvent):
+            frame = event_frame(message_id, 0, event)
+            result.update({k: frame[k] for k in ("finish_reason", "model", "usage", "timings", "cached")})
+        elif isinstance(event, StoppedEvent):
+            result.update(finish_reason="stopped", stopped=True)
+        elif isinstance(event, ErrorEvent):
+            err = ChatbotError(event.message, code=event.code, retry_after=event.retry_after)
+            err.status = status_for_code(event.code)  # type: ignore[misc]
+            raise err
+    result["answer"] = "".join(parts)
+    return result
+
+
+def sse_response(message_id: str, *, after: int) -> Response:
+    svc = services()
+    who = tenant()
+    interval = svc.settings.stream.heartbeat_seconds
+
+    async def body() -> AsyncIterator[bytes]:
+        events = svc.answers.read(message_id, who, after)
+        try:
+            async for item in with_heartbeats(events, interval):
+                if isinstance(item, Heartbeat):
+                    yield HEARTBEAT
+                    continue
+                seq, event = item
+                yield sse_event(dumps(event_frame(message_id, seq, event)), event=event.type, event_id=seq)
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+
+    response = Response(body(), status=200, headers=SSE_HEADERS)
+    response.timeout = None  # type: ignore[assignment]  # an answer may stream longer than Quart's default
+    return response
+
+
+@bp.get("/v1/chat/<message_id>/events")
+async def chat_events(message_id: str) -> Any:
+    """Resume an answer's SSE stream after Last-Event-ID (or ?after=N)."""
+    raw = request.headers.get("Last-Event-ID") or request.args.get("after") or "0"
+    try:
+        after = int(raw)
+    except ValueError:
+        raise BadRequest("Last-Event-ID / after must be an integer sequence number.", code="invalid_after") from None
+    services().answers.log.check(message_id, tenant(), after)  # 404 now, not a broken stream later
+    return sse_response(message_id, after=after)
+
+
+@bp.post("/v1/chat/<message_id>/stop")
+async def chat_stop(message_id: str) -> Any:
+    stopped = services().answers.stop(message_id, tenant())
+    return {"message_id": message_id, "stopped": stopped}
+
+
+@bp.get("/v1/conversations/<conversation_id>")
+async def conversation(conversation_id: str) -> Any:
+    svc = services()
+    turns = await svc.conversations.history(tenant(), conversation_id, svc.settings.limits.max_history_messages)
+    return {"conversation_id": conversation_id, "turns": [t.to_dict() for t in turns]}
+
+
+@bp.get("/v1/documents")
+async def list_documents() -> Any:
+    docs = await services().store.list_documents(tenant())
+    return {"documents": [d.to_dict() for d in docs]}
+
+
+@bp.post("/v1/documents")
+async def upload_documents() -> Any:
+    svc = services()
+    limits = svc.settings.limits
+    files = await request.files
+    uploads = files.getlist("file") + files.getlist("files")
+    if not uploads:
+        raise BadRequest("Send one or more files as multipart/form-data field 'file'.", code="no_files")
+    if len(uploads) > limits.max_files_per_upload:
+        raise BadRequest(f"At most {limits.max_files_per_upload} files per request.", code="too_many_files")
+    results = []
+    for upload in uploads:
+        name = (upload.filename or "").replace("\\", "/").rsplit("/", 1)[-1]
+        if not name:
+            raise BadRequest("Every file needs a file name.", code="missing_filename")
+        data = upload.read()
+        result = await svc.ingestor.ingest_bytes(tenant(), name, data)
+        results.append(result.to_dict())
+    return jsonify({"documents": results}), 201
+
+
+@bp.delete("/v1/documents/<doc_id>")
+async def delete_document(doc_id: str) -> Any:
+    deleted = await services().store.delete_document(tenant(), doc_id)
+    if not deleted:
+        raise UnknownDocument()
+    return {"doc_id": doc_id, "deleted_chunks": deleted}
+

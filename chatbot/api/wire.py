@@ -1,0 +1,146 @@
+"""Our native wire format: request bodies, client frames, and event -> frame rendering.
+
+Every server frame of an answer carries `message_id` and `seq` so that a client can resume after `seq`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from chatbot.errors import (
+    ChatbotError,
+    EmptyMessage,
+    InvalidJSON,
+    MessageTooLong,
+    UnknownFrameType,
+    ValidationFailed,
+)
+from chatbot.rag.events import (
+    ChatEvent,
+    DoneEvent,
+    ErrorEvent,
+    SourcesEvent,
+    StartEvent,
+    StoppedEvent,
+    TokenEvent,
+)
+
+ConversationId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")]
+MessageId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+class ChatBody(_Strict):
+    """POST /v1/chat"""
+
+    message: str = Field(description="The user's message.")
+    conversation_id: ConversationId | None = Field(None, description="Continue this conversation; omit to start one.")
+    stream: bool = Field(False, description="Stream server-sent events instead of one JSON answer.")
+
+
+class AskFrame(_Strict):
+    type: Literal["ask"]
+    message: str
+    conversation_id: ConversationId | None = None
+    request_id: str | None = Field(None, max_length=128, description="Echoed back on error frames for this ask.")
+
+
+class StopFrame(_Strict):
+    type: Literal["stop"]
+    message_id: MessageId | None = None
+
+
+class ResumeFrame(_Strict):
+    type: Literal["resume"]
+    message_id: MessageId
+    after: int = Field(0, ge=0)
+
+
+class PingFrame(_Strict):
+    type: Literal["ping"]
+
+
+ClientFrame = AskFrame | StopFrame | ResumeFrame | PingFrame
+_FRAMES: dict[str, type[BaseModel]] = {"ask": AskFrame, "stop": StopFrame, "resume": ResumeFrame, "ping": PingFrame}
+
+
+def parse_json(raw: str | bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidJSON() from exc
+
+
+def validate(model: type[BaseModel], data: Any) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        details = [
+            {"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in exc.errors(include_url=False)[:10]
+        ]
+        raise ValidationFailed(details={"errors": details}) from None
+
+
+def parse_client_frame(raw: str | bytes) -> ClientFrame:
+    data = parse_json(raw)
+    if not isinstance(data, dict):
+        raise ValidationFailed("A frame is a JSON object with a 'type'.")
+    kind = data.get("type")
+    model = _FRAMES.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise UnknownFrameType(f"Unknown frame type; expected one of: {', '.join(_FRAMES)}.")
+    frame: ClientFrame = validate(model, data)
+    return frame
+
+
+def check_message(message: str, max_chars: int) -> str:
+    if not message.strip():
+        raise EmptyMessage()
+    if len(message) > max_chars:
+        raise MessageTooLong(f"The message is {len(message)} characters; the limit is {max_chars}.")
+    return message.strip()
+
+
+def event_frame(message_id: str, seq: int, event: ChatEvent) -> dict[str, Any]:
+    """One event as a native frame (websocket text frame, SSE data)."""
+    frame: dict[str, Any] = {"type": event.type, "message_id": message_id, "seq": seq}
+    if isinstance(event, TokenEvent):
+        frame["delta"] = event.delta
+    elif isinstance(event, SourcesEvent):
+        frame["sources"] = [s.to_dict() for s in event.sources]
+    elif isinstance(event, StartEvent):
+        frame["conversation_id"] = event.conversation_id
+    elif isinstance(event, DoneEvent):
+        frame.update(
+            finish_reason=event.finish_reason,
+            model=event.model,
+            usage=event.usage.to_dict(),
+            timings=event.timings,
+            cached=event.cached,
+        )
+    elif isinstance(event, StoppedEvent):
+        frame["reason"] = event.reason
+    elif isinstance(event, ErrorEvent):
+        frame.update(code=event.code, message=event.message)
+        if event.retry_after is not None:
+            frame["retry_after"] = event.retry_after
+    return frame
+
+
+def error_frame(err: ChatbotError, *, message_id: str | None = None, request_id: str | None = None) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": "error", **err.to_dict()}
+    if message_id:
+        frame["message_id"] = message_id
+    if request_id:
+        frame["request_id"] = request_id
+    return frame
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))

@@ -1,0 +1,123 @@
+"""create_app(settings, services=None) -> Quart. No app, client or settings exist at import time."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from quart import Quart, g, jsonify, request
+from quart.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+
+from chatbot.api import http, ws
+from chatbot.api.context import EXTENSION
+from chatbot.api.ws import CLOSE_SERVICE_RESTART, origin_allowed
+from chatbot.errors import ChatbotError
+from chatbot.services import Services, build_services
+from chatbot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Quart:
+    if settings is None:
+        settings = services.settings if services is not None else Settings()
+    app = Quart(__name__)
+    limits = settings.limits
+    app.config.update(
+        MAX_CONTENT_LENGTH=limits.max_upload_bytes * limits.max_files_per_upload + 1024 * 1024,
+        BODY_TIMEOUT=60,
+        RESPONSE_TIMEOUT=None,  # streamed answers have their own deadlines (settings.deadlines)
+    )
+    app.register_blueprint(http.bp)
+    app.register_blueprint(ws.bp)
+    _register_error_handlers(app)
+    _register_request_hooks(app, settings)
+
+    if services is not None:
+        app.extensions[EXTENSION] = services
+    else:
+
+        @app.while_serving
+        async def lifespan() -> AsyncIterator[None]:
+            async with build_services(settings) as built:
+                app.extensions[EXTENSION] = built
+                yield
+                await drain(app)
+
+    return app
+
+
+async def drain(app: Quart) -> None:
+    """Graceful shutdown: refuse new answers, let running ones finish until the deadline, end the rest
+    with an error event, then close every websocket with 1012 (service restart)."""
+    svc: Services | None = app.extensions.get(EXTENSION)
+    if svc is None:
+        return
+    await svc.answers.shutdown(svc.settings.server.shutdown_seconds)
+    for conn in list(svc.connections):
+        conn.close(CLOSE_SERVICE_RESTART)
+
+
+def error_response(err: ChatbotError) -> ResponseReturnValue:
+    body = {"error": {**err.to_dict(), "request_id": g.get("request_id", "")}}
+    headers = {}
+    if err.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(err.retry_after)))
+    return jsonify(body), err.status, headers
+
+
+def _register_error_handlers(app: Quart) -> None:
+    @app.errorhandler(ChatbotError)
+    async def on_chatbot_error(err: ChatbotError) -> ResponseReturnValue:
+        if err.status >= 500:
+            log.warning("request %s failed: %s", g.get("request_id"), err.code)
+        return error_response(err)
+
+    @app.errorhandler(HTTPException)
+    async def on_http_exception(err: HTTPException) -> ResponseReturnValue:
+        status = err.code or 500
+        wrapped = ChatbotError(err.description or err.name, code=_HTTP_CODES.get(status, "http_error"))
+        wrapped.status = status  # type: ignore[misc]
+        return error_response(wrapped)
+
+    @app.errorhandler(Exception)
+    async def on_unexpected(err: Exception) -> ResponseReturnValue:
+        log.exception("request %s failed unexpectedly", g.get("request_id"))
+        return error_response(ChatbotError())
+
+
+def _register_request_hooks(app: Quart, settings: Settings) -> None:
+    allowed = settings.server.allowed_origins
+
+    @app.before_request
+    async def assign_request_id() -> ResponseReturnValue | None:
+        g.request_id = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
+        if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
+            return "", 204
+        return None
+
+    @app.after_request
+    async def add_headers(response: Any) -> Any:
+        response.headers["X-Request-ID"] = g.get("request_id", "")
+        origin = request.headers.get("Origin")
+        if origin and allowed and origin_allowed(origin, None, allowed):
+            response.headers["Access-Control-Allow-Origin"] = origin
+            response.headers["Vary"] = "Origin"
+            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, X-Chatbot-Tenant, Last-Event-ID"
+            response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
+        return response

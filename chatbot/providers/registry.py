@@ -1,0 +1,107 @@
+"""Name -> factory for every provider. SDKs are imported lazily inside the factories, and each SDK client is
+built once per process (shared by that vendor's embedder, chat model and reranker) and closed on exit."""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any
+
+from chatbot.errors import ConfigError
+from chatbot.providers.base import ChatModel, Embedder, Reranker, SparseEmbedder
+from chatbot.settings import Settings
+
+
+@dataclass(slots=True)
+class Providers:
+    embedder: Embedder
+    sparse: SparseEmbedder | None
+    chat: ChatModel
+    reranker: Reranker | None
+
+
+class _Clients:
+    """One SDK client per vendor, created on first use and registered for closing."""
+
+    def __init__(self, settings: Settings, stack: AsyncExitStack) -> None:
+        self.settings = settings
+        self.stack = stack
+        self._openai: Any = None
+        self._cohere: Any = None
+
+    def openai(self) -> Any:
+        if self._openai is None:
+            module = _import("chatbot.providers.openai_models", "openai")
+            self._openai = module.build_openai_client(self.settings.openai)
+            self.stack.push_async_callback(self._openai.close)
+        return self._openai
+
+    def cohere(self) -> Any:
+        if self._cohere is None:
+            module = _import("chatbot.providers.cohere_models", "cohere")
+            self._cohere = module.build_cohere_client(self.settings.cohere)
+            self.stack.push_async_callback(_close_cohere, self._cohere)
+        return self._cohere
+
+
+async def _close_cohere(client: Any) -> None:
+    wrapper = getattr(client, "_client_wrapper", None)
+    httpx_client = getattr(getattr(wrapper, "httpx_client", None), "httpx_client", None)
+    if httpx_client is not None:
+        await httpx_client.aclose()
+
+
+def _import(module: str, package: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - depends on the install
+        raise ConfigError(f"The {package} provider needs the '{package}' package: pip install {package}") from exc
+
+
+def build_providers(settings: Settings, stack: AsyncExitStack) -> Providers:
+    clients = _Clients(settings, stack)
+    embedder = _build_embedder(settings, clients, stack)
+    chat = _build_chat(settings, clients)
+    reranker = None
+    if settings.retrieval.rerank and settings.cohere.api_key is not None:
+        reranker = _import("chatbot.providers.cohere_models", "cohere").CohereReranker(clients.cohere(), settings.cohere)
+    sparse: SparseEmbedder | None = None
+    if settings.retrieval.mode != "dense":
+        from chatbot.providers.local_models import BM25SparseEmbedder
+
+        sparse = BM25SparseEmbedder()
+    return Providers(embedder=embedder, sparse=sparse, chat=chat, reranker=reranker)
+
+
+def _build_embedder(settings: Settings, clients: _Clients, stack: AsyncExitStack) -> Embedder:
+    name = settings.resolved_embedding_provider
+    if name == "openai":
+        module = _import("chatbot.providers.openai_models", "openai")
+        embedder: Embedder = module.OpenAIEmbedder(clients.openai(), settings.openai)
+        return embedder
+    if name == "cohere":
+        module = _import("chatbot.providers.cohere_models", "cohere")
+        embedder = module.CohereEmbedder(clients.cohere(), settings.cohere)
+        return embedder
+    from chatbot.providers.local_models import LocalEmbedder
+
+    local = LocalEmbedder(settings.local)
+    stack.push_async_callback(local.aclose)
+    return local
+
+
+def _build_chat(settings: Settings, clients: _Clients) -> ChatModel:
+    name = settings.resolved_chat_provider
+    if name == "openai":
+        chat: ChatModel = _import("chatbot.providers.openai_models", "openai").OpenAIChatModel(
+            clients.openai(), settings.openai
+        )
+        return chat
+    if name == "cohere":
+        chat = _import("chatbot.providers.cohere_models", "cohere").CohereChatModel(clients.cohere(), settings.cohere)
+        return chat
+    from chatbot.providers.extractive import ExtractiveChatModel
+
+    return ExtractiveChatModel(settings.local)

@@ -1,0 +1,234 @@
+"""Answers as tasks, decoupled from the connections that read them.
+
+- start() runs the pipeline in its own task; its events go through a coalescer into the event log.
+- stop() cancels the task: cancellation closes the model's HTTP stream, the provider stops generating.
+- Readers attach and detach. With no reader left, the answer runs on for the grace window, then is cancelled
+  the same way (at once when stream.cancel_on_disconnect is set).
+- Shutdown stops accepting, lets running answers finish until a deadline, then ends the rest with an error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+
+from chatbot.errors import Busy, ShuttingDown, UnknownMessage
+from chatbot.rag.eventlog import EventLog
+from chatbot.rag.events import ChatEvent, ErrorEvent, StoppedEvent, TokenEvent, is_terminal
+from chatbot.rag.pipeline import AnswerRequest, Pipeline
+from chatbot.settings import StreamSettings
+
+log = logging.getLogger(__name__)
+
+STOP_REQUESTED = "stop_requested"
+DISCONNECTED = "disconnected"
+SHUTDOWN = "shutdown"
+REPLACED = "replaced"
+
+
+def new_message_id() -> str:
+    return "msg_" + uuid.uuid4().hex
+
+
+@dataclass(eq=False, slots=True)
+class Answer:
+    message_id: str
+    tenant: str
+    conversation_id: str
+    task: asyncio.Task[None] | None = None
+    readers: int = 0
+    stop_reason: str | None = None
+    finished: bool = False
+    grace_timer: asyncio.TimerHandle | None = None
+    started: float = field(default_factory=time.monotonic)
+
+
+class Coalescer:
+    """Batches token deltas into frames: the first token goes out at once (time to first token matters),
+    later ones every `interval` seconds or once `max_chars` are buffered. Other events flush the buffer first."""
+
+    def __init__(self, emit: Callable[[ChatEvent], object], *, interval: float, max_chars: int) -> None:
+        self._emit = emit
+        self._interval = interval
+        self._max_chars = max_chars
+        self._buffer: list[str] = []
+        self._size = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._sent_first = False
+
+    def push(self, event: ChatEvent) -> None:
+        if not isinstance(event, TokenEvent):
+            self.flush()
+            self._emit(event)
+            return
+        if not self._sent_first or self._interval <= 0:
+            self._sent_first = True
+            self._emit(event)
+            return
+        self._buffer.append(event.delta)
+        self._size += len(event.delta)
+        if self._size >= self._max_chars:
+            self.flush()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._interval, self.flush)
+
+    def flush(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._buffer:
+            delta = "".join(self._buffer)
+            self._buffer.clear()
+            self._size = 0
+            self._emit(TokenEvent(delta=delta))
+
+
+class AnswerManager:
+    def __init__(self, pipeline: Pipeline, log_: EventLog, settings: StreamSettings, *, max_answers: int) -> None:
+        self.pipeline = pipeline
+        self.log = log_
+        self.settings = settings
+        self.max_answers = max_answers
+        self._answers: dict[str, Answer] = {}
+        self._accepting = True
+
+    @property
+    def accepting(self) -> bool:
+        return self._accepting
+
+    @property
+    def running(self) -> int:
+        return sum(1 for a in self._answers.values() if not a.finished)
+
+    def start(self, req: AnswerRequest) -> Answer:
+        if not self._accepting:
+            raise ShuttingDown()
+        if self.running >= self.max_answers:
+            raise Busy(retry_after=1.0)
+        answer = Answer(req.message_id, req.tenant, req.conversation_id)
+        self.log.create(req.message_id, req.tenant)
+        self._answers[req.message_id] = answer
+        answer.task = asyncio.create_task(self._run(answer, req), name=f"answer-{req.message_id}")
+        return answer
+
+    def get(self, message_id: str, tenant: str) -> Answer:
+        answer = self._answers.get(message_id)
+        if answer is None or answer.tenant != tenant:
+            raise UnknownMessage()
+        return answer
+
+    def stop(self, message_id: str, tenant: str, reason: str = STOP_REQUESTED) -> bool:
+        """Cancel a running answer. False if it had already ended. Unknown ids raise UnknownMessage."""
+        answer = self._answers.get(message_id)
+        if answer is None:
+            if self.log.tenant_of(message_id) == tenant:
+                return False  # ended and forgotten here; its log is still readable
+            raise UnknownMessage()
+        if answer.tenant != tenant:
+            raise UnknownMessage()
+        return self._cancel(answer, reason)
+
+    async def read(self, message_id: str, tenant: str, after: int = 0) -> AsyncIterator[tuple[int, ChatEvent]]:
+        """Read an answer's events as an attached reader (keeps the answer alive past the grace window)."""
+        events = self.log.read(message_id, tenant, after)
+        answer = self._answers.get(message_id)
+        if answer is not None:
+            self._attach(answer)
+        try:
+            async for item in events:
+                yield item
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+            if answer is not None:
+                self._detach(answer)
+
+    async def shutdown(self, deadline: float) -> None:
+        """Stop accepting; wait up to `deadline` seconds for running answers, then end the rest with an error."""
+        self._accepting = False
+        tasks = [a.task for a in self._answers.values() if a.task and not a.finished]
+        if tasks:
+            await asyncio.wait(tasks, timeout=deadline)
+        for answer in list(self._answers.values()):
+            self._cancel(answer, SHUTDOWN)
+        tasks = [a.task for a in self._answers.values() if a.task and not a.task.done()]
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+
+    # -- internals ------------------------------------------------------------------------------------
+
+    def _cancel(self, answer: Answer, reason: str) -> bool:
+        if answer.finished or answer.task is None or answer.task.done():
+            return False
+        if answer.stop_reason is None:
+            answer.stop_reason = reason
+        answer.task.cancel(reason)
+        return True
+
+    def _attach(self, answer: Answer) -> None:
+        answer.readers += 1
+        if answer.grace_timer is not None:
+            answer.grace_timer.cancel()
+            answer.grace_timer = None
+
+    def _detach(self, answer: Answer) -> None:
+        answer.readers -= 1
+        if answer.readers > 0 or answer.finished:
+            return
+        if self.settings.cancel_on_disconnect or self.settings.grace_seconds <= 0:
+            self._cancel(answer, DISCONNECTED)
+        else:
+            answer.grace_timer = asyncio.get_running_loop().call_later(
+                self.settings.grace_seconds, self._abandon, answer
+            )
+
+    def _abandon(self, answer: Answer) -> None:
+        answer.grace_timer = None
+        if answer.readers == 0:
+            log.info("answer %s has had no reader for %ss; cancelling", answer.message_id, self.settings.grace_seconds)
+            self._cancel(answer, DISCONNECTED)
+
+    async def _run(self, answer: Answer, req: AnswerRequest) -> None:
+        mid = answer.message_id
+        ended = False
+
+        def emit(event: ChatEvent) -> None:
+            nonlocal ended
+            if not ended:
+                self.log.append(mid, event)
+                ended = is_terminal(event)
+
+        coalescer = Coalescer(
+            emit, interval=self.settings.coalesce_ms / 1000, max_chars=self.settings.coalesce_chars
+        )
+        try:
+            events = self.pipeline.stream_answer(req)
+            try:
+                async for event in events:
+                    coalescer.push(event)
+            finally:
+                await events.aclose()  # type: ignore[attr-defined]  # saves the turn, closes the model stream
+        except asyncio.CancelledError:
+            coalescer.flush()
+            if answer.stop_reason == SHUTDOWN:
+                err = ShuttingDown("The server shut down before the answer finished.")
+                emit(ErrorEvent(code=err.code, message=err.message))
+            else:
+                emit(StoppedEvent(reason=answer.stop_reason or STOP_REQUESTED))
+            raise
+        finally:
+            coalescer.flush()
+            if not ended:  # defensive: a pipeline always ends with a terminal event
+                emit(ErrorEvent(code="internal_error", message="The answer ended unexpectedly."))
+            answer.finished = True
+            if answer.grace_timer is not None:
+                answer.grace_timer.cancel()
+            # forget the task after the log forgets the events, so stop() on a finished id stays well-defined
+            with contextlib.suppress(RuntimeError):
+                asyncio.get_running_loop().call_later(
+                    self.settings.grace_seconds + 1, self._answers.pop, mid, None
+                )

@@ -1,0 +1,307 @@
+"""The use case: one user message in, a stream of typed events out.
+
+    async for event in pipeline.stream_answer(AnswerRequest(...)):
+        ...
+
+Stages: load history (and embed the raw question at the same time) -> rewrite a follow-up -> retrieve
+(raw and rewritten queries fused in one vector store call) -> rerank (optional) -> sources event -> render
+prompts -> stream the model's reply as token events -> done. Each stage has its own deadline. Any failure
+becomes exactly one error event. The turn is saved on every path: done, stopped (generator closed early or
+task cancelled) and error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from chatbot.errors import ChatbotError, DeadlineExceeded
+from chatbot.providers.base import (
+    ChatMessage,
+    ChatModel,
+    ChatRequest,
+    Embedder,
+    Passage,
+    Reranker,
+    SparseEmbedder,
+)
+from chatbot.rag.conversations import ConversationStore, Turn
+from chatbot.rag.events import (
+    ChatEvent,
+    DoneEvent,
+    ErrorEvent,
+    Source,
+    SourcesEvent,
+    StartEvent,
+    TokenEvent,
+    Usage,
+)
+from chatbot.rag.followups import fallback_rewrite, looks_like_followup
+from chatbot.rag.prompts import Prompts
+from chatbot.rag.retrieval import QueryVectors, SearchMode, VectorStore
+from chatbot.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerRequest:
+    tenant: str
+    question: str
+    message_id: str
+    conversation_id: str = ""
+    # Given by clients that keep their own history (OpenAI-compatible API); then nothing is saved.
+    history: Sequence[ChatMessage] | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+
+
+@dataclass(slots=True)
+class _Progress:
+    parts: list[str] = field(default_factory=list)
+    outcome: str = "stopped"
+    error_code: str | None = None
+
+
+class Pipeline:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        embedder: Embedder,
+        sparse: SparseEmbedder | None,
+        chat: ChatModel,
+        store: VectorStore,
+        prompts: Prompts,
+        conversations: ConversationStore,
+        reranker: Reranker | None = None,
+    ) -> None:
+        self.settings = settings
+        self.embedder = embedder
+        self.sparse = sparse
+        self.chat = chat
+        self.store = store
+        self.prompts = prompts
+        self.conversations = conversations
+        self.reranker = reranker
+
+    @property
+    def search_mode(self) -> SearchMode:
+        mode = self.settings.retrieval.mode
+        has_sparse = self.sparse is not None and self.store.has_sparse
+        if mode == "auto":
+            return "hybrid" if has_sparse else "dense"
+        if mode in ("sparse", "hybrid") and not has_sparse:
+            return "dense"
+        return mode
+
+    async def stream_answer(self, req: AnswerRequest) -> AsyncIterator[ChatEvent]:
+        progress = _Progress()
+        try:
+            yield StartEvent(message_id=req.message_id, conversation_id=req.conversation_id)
+            async with contextlib.aclosing(self._run(req, progress)) as events:
+                async for event in events:
+                    yield event
+            progress.outcome = "done"
+        except ChatbotError as exc:
+            progress.outcome, progress.error_code = "error", exc.code
+            log.info("answer %s failed: %s", req.message_id, exc.code, exc_info=exc.status >= 500)
+            yield ErrorEvent(code=exc.code, message=exc.message, retry_after=exc.retry_after)
+        except Exception:
+            progress.outcome, progress.error_code = "error", "internal_error"
+            log.exception("answer %s failed unexpectedly", req.message_id)
+            yield ErrorEvent(code="internal_error", message=ChatbotError.default_message)
+        finally:
+            await self._save_turn(req, progress)
+
+    async def _run(self, req: AnswerRequest, progress: _Progress) -> AsyncIterator[ChatEvent]:
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        limits = self.settings.limits
+        deadlines = self.settings.deadlines
+
+        history_task: Awaitable[list[ChatMessage]]
+        if req.history is not None:
+            history_task = _ready(list(req.history)[-limits.max_history_messages :] if limits.max_history_messages else [])
+        else:
+            history_task = self._load_history(req)
+        raw_vectors, history = await asyncio.gather(
+            _staged("embed", deadlines.embed, self._embed_query(req.question), timings),
+            history_task,
+        )
+
+        queries = [raw_vectors]
+        search_text = req.question
+        if history and self.settings.retrieval.rewrite_followups and looks_like_followup(req.question):
+            search_text = await self._rewrite(req.question, history)
+            if search_text != req.question:
+                queries.append(await _staged("embed", deadlines.embed, self._embed_query(search_text), timings))
+
+        retrieval = self.settings.retrieval
+        want = retrieval.rerank_candidates if self.reranker else retrieval.top_k
+        sources = await _staged(
+            "retrieve",
+            deadlines.retrieve,
+            self.store.search(
+                req.tenant,
+                queries,
+                mode=self.search_mode,
+                limit=want,
+                prefetch_limit=retrieval.prefetch_limit,
+                score_threshold=retrieval.score_threshold,
+                fusion=retrieval.fusion,
+            ),
+            timings,
+        )
+        if self.reranker and sources:
+            sources = await _staged("rerank", deadlines.retrieve, self._rerank(search_text, sources), timings)
+        sources = sources[: retrieval.top_k]
+        yield SourcesEvent(sources=tuple(sources))
+
+        passages = [Passage(n=s.n, text=s.text, title=s.title) for s in sources]
+        request = ChatRequest(
+            messages=self.prompts.chat_messages(req.question, passages, history),
+            question=req.question,
+            passages=passages,
+            max_tokens=req.max_tokens,
+            temperature=req.temperature,
+        )
+        gen_started = time.perf_counter()
+        usage = Usage()
+        finish_reason = "stop"
+        stream = self.chat.stream_reply(request)
+        first_deadline = gen_started + deadlines.first_token
+        answer_deadline = started + deadlines.answer
+        try:
+            while True:
+                waiting_first = not progress.parts
+                limit_at = min(first_deadline, answer_deadline) if waiting_first else answer_deadline
+                try:
+                    chunk = await _next_before(stream, limit_at)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    stage = "first_token" if waiting_first and first_deadline <= answer_deadline else "answer"
+                    raise DeadlineExceeded(
+                        stage, deadlines.first_token if stage == "first_token" else deadlines.answer
+                    ) from None
+                if chunk.delta:
+                    if not progress.parts:
+                        timings["first_token"] = _ms(gen_started)
+                    progress.parts.append(chunk.delta)
+                    yield TokenEvent(delta=chunk.delta)
+                if chunk.finish_reason:
+                    finish_reason = chunk.finish_reason
+                if chunk.prompt_tokens is not None or chunk.completion_tokens is not None:
+                    usage = Usage(chunk.prompt_tokens or 0, chunk.completion_tokens or 0)
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]  # async generators; closes the upstream stream
+        timings["generate"] = _ms(gen_started)
+        timings["total"] = _ms(started)
+        if usage.total_tokens == 0:
+            usage = Usage(_estimate_tokens(m.content for m in request.messages), _estimate_tokens(progress.parts))
+        yield DoneEvent(usage=usage, timings=timings, finish_reason=finish_reason, model=self.chat.name)
+
+    async def _load_history(self, req: AnswerRequest) -> list[ChatMessage]:
+        if not req.conversation_id:
+            return []
+        limit = self.settings.limits.max_history_messages
+        turns = await self.conversations.history(req.tenant, req.conversation_id, limit)
+        return [ChatMessage(t.role, t.content) for t in turns if t.content]
+
+    async def _embed_query(self, text: str) -> QueryVectors:
+        if self.sparse is not None and self.search_mode != "dense":
+            dense, sparse = await asyncio.gather(
+                self.embedder.embed([text], "query"), self.sparse.embed_sparse([text], "query")
+            )
+            return QueryVectors(dense=dense[0], sparse=sparse[0])
+        dense = await self.embedder.embed([text], "query")
+        return QueryVectors(dense=dense[0])
+
+    async def _rewrite(self, question: str, history: list[ChatMessage]) -> str:
+        """A standalone query for a follow-up: through the chat model when it is an LLM, else the fallback."""
+        if self.chat.name == "extractive":
+            return fallback_rewrite(question, history)
+        parts: list[str] = []
+        stream = self.chat.stream_reply(
+            ChatRequest(messages=self.prompts.rewrite_messages(question, history), question=question, max_tokens=64)
+        )
+        try:
+            async with asyncio.timeout(self.settings.deadlines.first_token):
+                async for chunk in stream:
+                    parts.append(chunk.delta)
+        except (ChatbotError, TimeoutError) as exc:
+            log.info("follow-up rewrite failed (%s); using the fallback", type(exc).__name__)
+            return fallback_rewrite(question, history)
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+        rewritten = " ".join("".join(parts).split())[: self.settings.limits.max_message_chars]
+        return rewritten or fallback_rewrite(question, history)
+
+    async def _rerank(self, query: str, sources: list[Source]) -> list[Source]:
+        assert self.reranker is not None
+        ranked = await self.reranker.rerank(query, [s.text for s in sources], self.settings.retrieval.top_k)
+        out = []
+        for n, r in enumerate(ranked, start=1):
+            s = sources[r.index]
+            out.append(
+                Source(n, s.doc_id, s.source, s.title, s.heading_path, s.chunk_index, s.text, r.score)
+            )
+        return out
+
+    async def _save_turn(self, req: AnswerRequest, progress: _Progress) -> None:
+        if req.history is not None or not req.conversation_id:
+            return
+        try:
+            await self.conversations.append(
+                req.tenant,
+                req.conversation_id,
+                [
+                    Turn("user", req.question, message_id=req.message_id),
+                    Turn(
+                        "assistant",
+                        "".join(progress.parts),
+                        message_id=req.message_id,
+                        stopped=progress.outcome == "stopped",
+                        error=progress.error_code,
+                    ),
+                ],
+            )
+        except Exception:
+            log.exception("could not save turn of answer %s", req.message_id)
+
+
+async def _staged(stage: str, seconds: float, aw: Awaitable[T], timings: dict[str, float]) -> T:
+    started = time.perf_counter()
+    try:
+        async with asyncio.timeout(seconds):
+            result = await aw
+    except TimeoutError:
+        raise DeadlineExceeded(stage, seconds) from None
+    timings[stage] = timings.get(stage, 0.0) + _ms(started)
+    return result
+
+
+async def _next_before(stream: AsyncIterator[T], deadline: float) -> T:
+    """The next item of `stream`, or TimeoutError once the perf_counter deadline passes."""
+    loop = asyncio.get_running_loop()
+    async with asyncio.timeout_at(loop.time() + max(0.0, deadline - time.perf_counter())):
+        return await anext(stream)
+
+
+async def _ready(value: T) -> T:
+    return value
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 3)
+
+
+def _estimate_tokens(texts: Sequence[str] | object) -> int:
+    return sum(len(t.split()) for t in texts)  # type: ignore[attr-defined]

@@ -1,0 +1,113 @@
+"""build_services(settings): one place that builds every client once and closes each on exit."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from chatbot.providers.base import ChatModel, Embedder, Reranker, SparseEmbedder
+from chatbot.providers.registry import Providers, build_providers
+from chatbot.rag.answers import AnswerManager
+from chatbot.rag.conversations import ConversationStore, MemoryConversationStore
+from chatbot.rag.eventlog import EventLog, MemoryEventLog
+from chatbot.rag.ingest import Ingestor
+from chatbot.rag.pipeline import Pipeline
+from chatbot.rag.prompts import Prompts
+from chatbot.rag.retrieval import VectorStore
+from chatbot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Services:
+    settings: Settings
+    store: VectorStore
+    embedder: Embedder
+    sparse: SparseEmbedder | None
+    chat: ChatModel
+    reranker: Reranker | None
+    prompts: Prompts
+    conversations: ConversationStore
+    event_log: EventLog
+    pipeline: Pipeline
+    answers: AnswerManager
+    ingestor: Ingestor
+    connections: set[Any] = field(default_factory=set)  # open websocket connections (api.ws.Connection)
+
+
+@asynccontextmanager
+async def build_services(
+    settings: Settings, *, providers: Providers | None = None, store: VectorStore | None = None
+) -> AsyncIterator[Services]:
+    """Build (or adopt) every dependency. Providers and a store passed in are used as they are and left
+    open: their owner closes them (tests share one loaded model and one store across many apps)."""
+    async with AsyncExitStack() as stack:
+        if providers is None:
+            providers = build_providers(settings, stack)
+        warm_up = getattr(providers.embedder, "warm_up", None)
+        if warm_up is not None:
+            await warm_up()  # loads the offline model in its worker thread, not per request
+        if store is None:
+            store = VectorStore(settings.qdrant)
+            await store.open()
+            stack.push_async_callback(store.aclose)
+        await store.ensure_collection(
+            providers.embedder.name, providers.embedder.dimensions, sparse=providers.sparse is not None
+        )
+        prompts = Prompts(settings.prompts_dir)
+        conversations = MemoryConversationStore(
+            max_conversations=settings.limits.max_conversations, max_turns=settings.limits.max_history_messages
+        )
+        event_log = MemoryEventLog(
+            max_events=settings.stream.log_max_events, expire_seconds=settings.stream.grace_seconds
+        )
+        stack.push_async_callback(event_log.aclose)
+        pipeline = Pipeline(
+            settings=settings,
+            embedder=providers.embedder,
+            sparse=providers.sparse,
+            chat=providers.chat,
+            store=store,
+            prompts=prompts,
+            conversations=conversations,
+            reranker=providers.reranker,
+        )
+        answers = AnswerManager(
+            pipeline, event_log, settings.stream, max_answers=settings.limits.max_answers_per_process
+        )
+        ingestor = Ingestor(
+            embedder=providers.embedder,
+            sparse=providers.sparse,
+            store=store,
+            batch_size=settings.local.batch_size,
+            max_bytes=settings.limits.max_upload_bytes,
+        )
+        services = Services(
+            settings=settings,
+            store=store,
+            embedder=providers.embedder,
+            sparse=providers.sparse,
+            chat=providers.chat,
+            reranker=providers.reranker,
+            prompts=prompts,
+            conversations=conversations,
+            event_log=event_log,
+            pipeline=pipeline,
+            answers=answers,
+            ingestor=ingestor,
+        )
+        log.info(
+            "services ready: embedder=%s chat=%s store=%s mode=%s",
+            providers.embedder.name,
+            providers.chat.name,
+            "local:" + settings.qdrant.location if settings.qdrant.is_local else "server",
+            pipeline.search_mode,
+        )
+        try:
+            yield services
+        finally:
+            await answers.shutdown(settings.server.shutdown_seconds)
