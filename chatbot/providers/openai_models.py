@@ -1,0 +1,278 @@
+"""OpenAI (and OpenAI-compatible servers: vLLM, Ollama, llama.cpp) behind the Embedder and ChatModel seams.
+
+One AsyncOpenAI per process (built by services with build_openai_client) is shared by both adapters.
+Streaming reads the raw SSE lines through the SDK's `with_streaming_response`, so the SDK still does auth,
+base_url, retries (only before the body starts) and HTTP-status errors, but each token costs a json.loads
+instead of a pydantic model. Every failure leaves as a chatbot.errors.Upstream* raised from the SDK error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import json
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, Literal
+
+import httpx2
+import openai
+from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletionMessageParam
+
+from chatbot.errors import (
+    ConfigError,
+    UpstreamAuth,
+    UpstreamBadResponse,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from chatbot.providers.base import ChatChunk, ChatMessage, ChatRequest, EmbedKind
+from chatbot.settings import OpenAISettings
+
+PROVIDER = "openai"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+EMBED_BATCH = 2048  # the API's limit on inputs per request
+MAX_EVENT_BYTES = 1 << 20  # an SSE line longer than this is refused rather than buffered
+DRAIN_SECONDS = 0.1  # after [DONE], how long to wait for the end of the body (so the connection is reused)
+
+log = logging.getLogger(__name__)
+
+
+def build_openai_client(settings: OpenAISettings) -> AsyncOpenAI:
+    """The process's one client; every knob comes from settings, none from the environment."""
+    if settings.api_key is None:
+        raise ConfigError("The openai provider needs an API key (OPENAI_API_KEY or CHATBOT_OPENAI__API_KEY).")
+    return AsyncOpenAI(
+        api_key=settings.api_key.get_secret_value(),
+        base_url=settings.base_url or DEFAULT_BASE_URL,
+        timeout=settings.timeout,
+        max_retries=settings.max_retries,
+    )
+
+
+class OpenAIEmbedder:
+    """Dense embeddings from /embeddings. OpenAI embeddings are symmetric: `kind` changes nothing."""
+
+    distance: Literal["cosine", "dot"] = "cosine"
+
+    def __init__(
+        self, client: AsyncOpenAI, settings: OpenAISettings, *, limiter: asyncio.Semaphore | None = None
+    ) -> None:
+        self._client = client
+        self._model = settings.embedding_model
+        self.name = f"openai/{settings.embedding_model}"
+        self.dimensions = settings.embedding_dimensions
+        self._limiter = limiter or asyncio.Semaphore(settings.max_concurrency)
+
+    async def embed(self, texts: Sequence[str], kind: EmbedKind) -> list[list[float]]:  # noqa: ARG002 - symmetric
+        vectors: list[list[float]] = []
+        for start in range(0, len(texts), EMBED_BATCH):
+            vectors += await self._embed_batch(list(texts[start : start + EMBED_BATCH]))
+        return vectors
+
+    async def _embed_batch(self, batch: list[str]) -> list[list[float]]:
+        try:
+            async with self._limiter:
+                response = await self._client.embeddings.create(input=batch, model=self._model)
+        except openai.OpenAIError as exc:
+            raise translate_error(exc) from exc
+        except ValueError as exc:  # a body that is not the documented shape (pydantic, json, empty data)
+            log.warning("openai embeddings: unreadable response: %r", exc)
+            raise UpstreamBadResponse(provider=PROVIDER) from exc
+        data = sorted(response.data, key=lambda item: item.index)  # the API promises `index`, not order
+        if len(data) != len(batch) or any(len(item.embedding) != self.dimensions for item in data):
+            log.warning(
+                "openai embeddings: asked for %d vectors of %d dimensions, got %s",
+                len(batch),
+                self.dimensions,
+                sorted({len(item.embedding) for item in data}) if data else "none",
+            )
+            raise UpstreamBadResponse(provider=PROVIDER)
+        return [item.embedding for item in data]
+
+
+class OpenAIChatModel:
+    """Streams chat completions; closing the iterator (aclose, task cancel) closes the HTTP response.
+
+    Hold the iterator in `contextlib.aclosing` when you may stop early: the concurrency slot and the
+    connection are released when the generator is closed, not when it is garbage collected.
+    """
+
+    def __init__(
+        self,
+        client: AsyncOpenAI,
+        settings: OpenAISettings,
+        *,
+        limiter: asyncio.Semaphore | None = None,
+        max_context_tokens: int = 128_000,
+    ) -> None:
+        self._client = client
+        self._model = settings.chat_model
+        self.name = f"openai/{settings.chat_model}"
+        self.max_context_tokens = max_context_tokens
+        self._limiter = limiter or asyncio.Semaphore(settings.max_concurrency)
+
+    async def stream_reply(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        create = self._client.chat.completions.with_streaming_response.create
+        async with self._limiter:
+            try:
+                async with create(
+                    model=self._model,
+                    messages=[_message(m) for m in request.messages],
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    # max_tokens rather than max_completion_tokens: every OpenAI-compatible server knows it
+                    max_tokens=request.max_tokens if request.max_tokens is not None else openai.omit,
+                    temperature=request.temperature if request.temperature is not None else openai.omit,
+                ) as response:
+                    body = response.http_response.aiter_bytes()
+                    events = _SSEEvents()
+                    finish_reason: str | None = None
+                    usage: Any = None
+                    done = False
+                    async for received in body:
+                        for payload in events.feed(received):
+                            if payload == b"[DONE]":
+                                done = True
+                                break
+                            delta, finish, event_usage = _read_event(payload)
+                            if finish is not None:
+                                finish_reason = finish
+                            if event_usage is not None:
+                                usage = event_usage
+                            if delta:
+                                yield ChatChunk(delta=delta)
+                        if done:
+                            break
+                    if not done:
+                        log.warning("openai stream: the body ended before [DONE]")
+                        raise UpstreamUnavailable(provider=PROVIDER)
+                    # Read the end of the chunked body so the connection goes back to the pool.
+                    with contextlib.suppress(TimeoutError, httpx2.HTTPError):
+                        async with asyncio.timeout(DRAIN_SECONDS):
+                            async for _ in body:
+                                pass
+                    prompt_tokens, completion_tokens = _usage(usage)
+                    yield ChatChunk(
+                        finish_reason=finish_reason,
+                        prompt_tokens=prompt_tokens,
+                        completion_tokens=completion_tokens,
+                    )
+            except (openai.OpenAIError, httpx2.HTTPError) as exc:
+                raise translate_error(exc) from exc
+
+
+class _SSEEvents:
+    """Splits a byte stream into the `data` of each server-sent event; refuses lines over MAX_EVENT_BYTES."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._data: list[bytes] = []
+
+    def feed(self, received: bytes) -> list[bytes]:
+        lines = (self._buffer + received).split(b"\n")
+        self._buffer = lines.pop()
+        if len(self._buffer) > MAX_EVENT_BYTES:
+            log.warning("openai stream: an event longer than %d bytes", MAX_EVENT_BYTES)
+            raise UpstreamBadResponse(provider=PROVIDER)
+        events: list[bytes] = []
+        for line in lines:
+            if line.endswith(b"\r"):
+                line = line[:-1]
+            if line:
+                if line.startswith(b"data:"):
+                    self._data.append(line[6:] if line[5:6] == b" " else line[5:])
+                continue  # comments (":"), event:, id: and retry: lines carry nothing we use
+            if self._data:  # a blank line ends an event
+                events.append(self._data[0] if len(self._data) == 1 else b"\n".join(self._data))
+                self._data = []
+        return events
+
+
+def _message(message: ChatMessage) -> ChatCompletionMessageParam:
+    if message.role == "system":
+        return {"role": "system", "content": message.content}
+    if message.role == "assistant":
+        return {"role": "assistant", "content": message.content}
+    return {"role": "user", "content": message.content}
+
+
+def _read_event(payload: bytes) -> tuple[str | None, str | None, Any]:
+    """One chat.completion.chunk -> (content delta, finish_reason, usage)."""
+    try:
+        event = json.loads(payload)
+        if event.get("error"):
+            log.warning("openai stream: error event: %.500s", payload)
+            raise UpstreamUnavailable(provider=PROVIDER)
+        delta = finish = None
+        if choices := event.get("choices"):
+            choice = choices[0]
+            delta = (choice.get("delta") or {}).get("content")
+            finish = choice.get("finish_reason")
+        usage = event.get("usage")
+    except (ValueError, TypeError, AttributeError, IndexError) as exc:
+        log.warning("openai stream: unreadable event: %.200r", payload)
+        raise UpstreamBadResponse(provider=PROVIDER) from exc
+    if not isinstance(delta, str | None) or not isinstance(finish, str | None):
+        log.warning("openai stream: unexpected event shape: %.200r", payload)
+        raise UpstreamBadResponse(provider=PROVIDER)
+    return delta, finish, usage
+
+
+def _usage(usage: Any) -> tuple[int | None, int | None]:
+    if not isinstance(usage, dict):
+        return None, None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+    return (prompt if isinstance(prompt, int) else None, completion if isinstance(completion, int) else None)
+
+
+def translate_error(exc: Exception) -> UpstreamError:
+    """The chatbot error for an SDK or transport exception. Details go to the log, never to the message."""
+    if isinstance(exc, openai.APIStatusError):
+        log.warning("openai: HTTP %s (request id %s): %.300s", exc.status_code, exc.request_id, exc.message)
+        return error_for_status(exc.status_code, exc.response.headers)
+    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
+        log.warning("openai: timed out: %r", exc)
+        return UpstreamTimeout(provider=PROVIDER)
+    if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
+        log.warning("openai: connection failed: %r", exc)
+        return UpstreamUnavailable(provider=PROVIDER)
+    log.warning("openai: unreadable response: %r", exc)
+    return UpstreamBadResponse(provider=PROVIDER)
+
+
+def error_for_status(status: int, headers: Mapping[str, str]) -> UpstreamError:
+    if status == 429:
+        return UpstreamRateLimited(provider=PROVIDER, retry_after=retry_after(headers))
+    if status in (401, 403):
+        return UpstreamAuth(provider=PROVIDER)
+    if status in (408, 504):
+        return UpstreamTimeout(provider=PROVIDER)
+    if status >= 500:
+        return UpstreamUnavailable(provider=PROVIDER)
+    return UpstreamBadResponse(provider=PROVIDER)
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """Seconds from `retry-after-ms` or `retry-after` (seconds or an HTTP date); None if absent or odd."""
+    if (ms := headers.get("retry-after-ms")) is not None:
+        with contextlib.suppress(ValueError):
+            if math.isfinite(seconds := float(ms) / 1000) and seconds >= 0:
+                return seconds
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        parsed = email.utils.parsedate_tz(value)
+        if parsed is None:
+            return None
+        seconds = email.utils.mktime_tz(parsed) - time.time()
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
