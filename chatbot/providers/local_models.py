@@ -70,11 +70,13 @@ class LocalEmbedder:
         *,
         model_path: Path | None = None,
         tokenizer_path: Path | None = None,
+        sort_by_length: bool = True,
     ) -> None:
         self.name = f"local/{LOCAL_EMBEDDING_MODEL}"
         self._settings = settings
         self._model_path = model_path
         self._tokenizer_path = tokenizer_path
+        self._sort_by_length = sort_by_length  # off only to measure what sorting buys (bench/)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-embedder")
         self._load_lock = threading.Lock()
         self._session: Any = None  # onnxruntime.InferenceSession once loaded
@@ -146,7 +148,9 @@ class LocalEmbedder:
         del kind
         if not texts:
             return []
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        order = list(range(len(texts)))
+        if self._sort_by_length:
+            order.sort(key=lambda i: len(texts[i]))
         vectors: list[list[float]] = [[] for _ in texts]
         loop = asyncio.get_running_loop()
         size = self._settings.batch_size
