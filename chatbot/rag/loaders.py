@@ -181,7 +181,7 @@ def decode_text(data: bytes, *, html: bool = False) -> str:
     text = _decode(data, html=html)
     sample = text[:65536]
     controls = len(sample) - len(sample.translate(_BINARY_CONTROLS))
-    if controls > len(sample) // 10:
+    if controls > 2 and controls * 10 > len(sample):
         raise UnsupportedMediaType("The file does not look like text: it is full of control characters.")
     return text.replace("\r\n", "\n").translate(_CLEAN)
 

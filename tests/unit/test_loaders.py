@@ -1,0 +1,476 @@
+"""load_document: dispatch, decoding, markdown, HTML, PDF and plain text, including hostile uploads."""
+
+from __future__ import annotations
+
+import io
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from pypdf import PdfWriter
+from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
+
+from chatbot.errors import PayloadTooLarge, UnreadableDocument, UnsupportedMediaType
+from chatbot.rag.chunking import chunk_document
+from chatbot.rag.loaders import MAX_HEADING_CHARS, SUPPORTED_SUFFIXES, ParsedDocument, Section, load_document
+
+
+def make_pdf(pages: list[str], *, title: str | None = None, password: str | None = None) -> bytes:
+    """A small valid PDF with one line of Helvetica text per entry of ``pages`` ("" makes a blank page)."""
+    writer = PdfWriter()
+    font = writer._add_object(
+        DictionaryObject(
+            {
+                NameObject("/Type"): NameObject("/Font"),
+                NameObject("/Subtype"): NameObject("/Type1"),
+                NameObject("/BaseFont"): NameObject("/Helvetica"),
+            }
+        )
+    )
+    for text in pages:
+        page = writer.add_blank_page(width=612, height=792)
+        if not text:
+            continue
+        escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+        stream = DecodedStreamObject()
+        stream.set_data(f"BT /F1 12 Tf 72 720 Td ({escaped}) Tj ET".encode("latin-1"))
+        page[NameObject("/Contents")] = writer._add_object(stream)
+        page[NameObject("/Resources")] = DictionaryObject(
+            {NameObject("/Font"): DictionaryObject({NameObject("/F1"): font})}
+        )
+    if title is not None:
+        writer.add_metadata({"/Title": title})
+    if password is not None:
+        writer.encrypt(user_password=password, owner_password="owner", algorithm="RC4-128")
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def paths(doc: ParsedDocument) -> list[tuple[str, ...]]:
+    return [section.heading_path for section in doc.sections]
+
+
+class TestDispatch:
+    def test_unknown_suffix_lists_supported_types(self) -> None:
+        """An unknown suffix is refused with the supported suffixes in the message and details."""
+        with pytest.raises(UnsupportedMediaType) as caught:
+            load_document("report.docx", b"whatever")
+        assert all(suffix in caught.value.message for suffix in SUPPORTED_SUFFIXES)
+        assert caught.value.details["supported"] == sorted(SUPPORTED_SUFFIXES)
+
+    @pytest.mark.parametrize("name", ["README", "notes.", ".md", "archive.md.gz", ""])
+    def test_names_without_a_supported_suffix_are_refused(self, name: str) -> None:
+        """Missing, empty, hidden-file and compound suffixes are unsupported."""
+        with pytest.raises(UnsupportedMediaType):
+            load_document(name, b"text")
+
+    @pytest.mark.parametrize(
+        ("name", "media_type"),
+        [
+            ("A.MD", "text/markdown"),
+            ("b.Markdown", "text/markdown"),
+            ("c.TXT", "text/plain"),
+            ("d.HtM", "text/html"),
+            ("docs\\e.html", "text/html"),
+        ],
+    )
+    def test_suffix_is_case_insensitive(self, name: str, media_type: str) -> None:
+        """The suffix decides the media type regardless of case or path separators."""
+        doc = load_document(name, b"Some text.")
+        assert doc.media_type == media_type
+        assert doc.source == name
+
+    def test_oversized_upload_is_refused_before_parsing(self) -> None:
+        """More bytes than max_bytes is PayloadTooLarge, whatever the content."""
+        with pytest.raises(PayloadTooLarge) as caught:
+            load_document("big.pdf", b"x" * 101, max_bytes=100)
+        assert caught.value.details == {"limit_bytes": 100}
+
+    def test_upload_of_exactly_max_bytes_is_accepted(self) -> None:
+        """The limit is inclusive."""
+        assert load_document("ok.txt", b"x" * 100, max_bytes=100).text == "x" * 100
+
+    def test_fifty_megabyte_single_line_is_refused_by_size(self) -> None:
+        """A 50 MB one-line text file never reaches the parser under the default 20 MiB limit."""
+        with pytest.raises(PayloadTooLarge):
+            load_document("huge.txt", b"a" * (50 * 1024 * 1024))
+
+    @pytest.mark.parametrize("name", ["empty.txt", "empty.md", "empty.html"])
+    def test_document_without_text_is_unreadable(self, name: str) -> None:
+        """Whitespace-only content gives UnreadableDocument rather than a document with no sections."""
+        with pytest.raises(UnreadableDocument):
+            load_document(name, b" \n\t\n ")
+
+    def test_concurrent_calls_agree_with_sequential_ones(self) -> None:
+        """Loading and chunking in many threads at once gives the same results as one at a time."""
+        inputs = [
+            (f"doc{i}.md", f"# Doc {i}\n\n## Part\n\n{'Words here. ' * (50 * i)}".encode())
+            for i in range(1, 9)
+        ]
+        inputs += [
+            ("page.html", b"<h1>T</h1><p>" + b"Body text. " * 300 + b"</p>"),
+            ("p.pdf", make_pdf(["Hi."])),
+        ]
+
+        def run(item: tuple[str, bytes]) -> list[tuple[str, str]]:
+            return [(c.text, c.content_hash) for c in chunk_document(load_document(*item), max_chars=200)]
+
+        expected = [run(item) for item in inputs]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            results = [pool.map(run, inputs) for _ in range(4)]
+            assert all(list(result) == expected for result in results)
+
+
+class TestTextDecoding:
+    def test_utf8_bom_is_stripped(self) -> None:
+        """A UTF-8 byte order mark does not end up in the text."""
+        doc = load_document("bom.txt", b"\xef\xbb\xbfHello")
+        assert doc.text == "Hello"
+
+    @pytest.mark.parametrize("codec", ["utf-16", "utf-16-be", "utf-32"])
+    def test_utf16_and_utf32_with_bom_are_decoded(self, codec: str) -> None:
+        """Notepad-style UTF-16/32 files with a byte order mark decode correctly despite their NUL bytes."""
+        data = "\ufeffCafé déjà vu".encode(codec)
+        assert load_document("w.txt", data).text == "Café déjà vu"
+
+    def test_invalid_utf8_falls_back_to_cp1252(self) -> None:
+        """Legacy Windows-1252 bytes (é, curly quotes, euro sign) decode as cp1252 instead of failing."""
+        data = "Caf\xe9 \x93quoted\x94 costs \x80 5".encode("latin-1")
+        assert load_document("legacy.txt", data).text == "Café \u201cquoted\u201d costs \u20ac 5"
+
+    def test_cp1252_undefined_bytes_fall_back_to_latin1_and_are_dropped(self) -> None:
+        """The five bytes cp1252 leaves undefined never crash decoding; as control characters they vanish."""
+        assert load_document("odd.txt", b"na\xefve \x81x").text == "na\xefve x"
+
+    def test_mostly_utf8_with_a_stray_byte_stays_utf8(self) -> None:
+        """A UTF-8 file with one bad byte keeps its accents and gets one replacement character."""
+        data = "Zürich, Genève, Köln ".encode() + b"\xff" + " München".encode()
+        assert load_document("cities.txt", data).text == "Zürich, Genève, Köln \ufffd München"
+
+    def test_html_meta_charset_is_honoured_when_utf8_fails(self) -> None:
+        """A declared legacy charset wins over the cp1252 guess for HTML."""
+        body = '<meta charset="iso-8859-7"><p>Καλημέρα</p>'.encode("iso-8859-7")
+        assert load_document("greek.html", body).text == "Καλημέρα"
+
+    def test_newlines_are_normalised(self) -> None:
+        """CRLF, CR and form feeds all become LF."""
+        doc = load_document("crlf.md", b"# T\r\n\r\nline one\rline two\r\n\x0cline three")
+        assert doc.text == "line one\nline two\n\nline three"
+
+    def test_nul_bytes_in_a_text_file_are_refused(self) -> None:
+        """A binary blob named .txt is UnsupportedMediaType with a message that says why."""
+        with pytest.raises(UnsupportedMediaType, match="binary data"):
+            load_document("blob.txt", b"abc\x00\x01\x02def")
+
+    def test_control_character_soup_is_refused(self) -> None:
+        """Bytes without NULs that are mostly control characters are not text either."""
+        with pytest.raises(UnsupportedMediaType, match="control characters"):
+            load_document("blob.md", bytes(range(1, 32)) * 10)
+
+    @pytest.mark.parametrize(
+        ("data", "kind"),
+        [
+            (b"%PDF-1.7\n...", "PDF"),
+            (b"\x89PNG\r\n\x1a\n....", "PNG"),
+            (b"PK\x03\x04rest", "ZIP"),
+            (b"\x1f\x8b\x08\x00", "gzip"),
+        ],
+    )
+    def test_wrong_extension_names_the_real_content(self, data: bytes, kind: str) -> None:
+        """A PDF, image or archive renamed to .md is refused with a message naming what it is."""
+        with pytest.raises(UnsupportedMediaType, match=kind):
+            load_document("renamed.md", data)
+
+
+class TestMarkdown:
+    GUIDE = b"""# User guide
+
+Intro paragraph.
+
+## WebSocket
+
+Connect first.
+
+### Stopping an answer
+
+Send a stop frame.
+
+## REST
+
+Use POST.
+"""
+
+    def test_headings_form_nested_paths(self) -> None:
+        """ATX headings at each level build the heading path; the first H1 is the title."""
+        doc = load_document("guide.md", self.GUIDE)
+        assert doc.title == "User guide"
+        assert paths(doc) == [
+            ("User guide",),
+            ("User guide", "WebSocket"),
+            ("User guide", "WebSocket", "Stopping an answer"),
+            ("User guide", "REST"),
+        ]
+        assert doc.sections[2].text == "Send a stop frame."
+
+    def test_section_text_excludes_the_heading_line(self) -> None:
+        """A section's text is its body only."""
+        doc = load_document("guide.md", self.GUIDE)
+        assert all("#" not in section.text for section in doc.sections)
+
+    @pytest.mark.parametrize("fence", ["```", "~~~", "````"])
+    def test_hash_lines_inside_fenced_code_are_not_headings(self, fence: str) -> None:
+        """'# comment' inside a fenced block stays body text of the enclosing section."""
+        data = (
+            f"# Title\n\n## Code\n\n{fence}python\n# not a heading\n## nor this\n{fence}\n\nAfter.\n".encode()
+        )
+        doc = load_document("code.md", data)
+        assert paths(doc) == [("Title", "Code")]
+        assert "# not a heading\n## nor this" in doc.sections[0].text
+        assert doc.sections[0].text.endswith("After.")
+
+    def test_a_shorter_fence_does_not_close_a_longer_one(self) -> None:
+        """A ```` block is only closed by four or more backticks."""
+        doc = load_document("nested.md", b"# T\n\n````\n```\n# inside\n```\n````\n\n## Next\n\nx")
+        assert paths(doc) == [("T",), ("T", "Next")]
+        assert "# inside" in doc.sections[0].text
+
+    def test_unclosed_fence_runs_to_the_end(self) -> None:
+        """An unclosed fence swallows later '#' lines, as CommonMark renders it."""
+        doc = load_document("open.md", b"# T\n\n```\ncode\n# still code\n")
+        assert paths(doc) == [("T",)]
+
+    def test_front_matter_is_stripped_and_supplies_the_title(self) -> None:
+        """YAML front matter is removed; its title is used when there is no H1."""
+        doc = load_document("fm.md", b'---\ntitle: "Release notes"\ntags: [a]\n---\n## v2\n\nNew things.\n')
+        assert doc.title == "Release notes"
+        assert paths(doc) == [("Release notes", "v2")]
+        assert "tags" not in doc.text
+
+    def test_document_without_h1_is_rooted_at_the_file_stem(self) -> None:
+        """Without an H1 or front matter title, the stem is the title and the root of every path."""
+        doc = load_document("docs/setup-notes.md", b"Preamble.\n\n## Install\n\npip install.\n")
+        assert doc.title == "setup-notes"
+        assert paths(doc) == [("setup-notes",), ("setup-notes", "Install")]
+
+    def test_setext_headings_are_recognised(self) -> None:
+        """A single line underlined with = or - is an H1 or H2."""
+        doc = load_document("setext.md", b"Guide\n=====\n\nIntro.\n\nPart one\n--------\n\nBody.\n")
+        assert doc.title == "Guide"
+        assert paths(doc) == [("Guide",), ("Guide", "Part one")]
+
+    def test_dash_line_after_a_list_is_not_a_heading(self) -> None:
+        """'---' under a list item is a thematic break, not a setext underline."""
+        doc = load_document("list.md", b"# T\n\n- item\n---\n")
+        assert paths(doc) == [("T",)]
+        assert doc.sections[0].text == "- item\n---"
+
+    @pytest.mark.parametrize(
+        ("line", "heading"),
+        [
+            ("## Closed ##", "Closed"),
+            ("## C# tips", "C# tips"),
+            ("##   spaced   ", "spaced"),
+            ("### ###", ""),
+        ],
+    )
+    def test_atx_closing_sequences(self, line: str, heading: str) -> None:
+        """A closing run of #s is dropped; a # inside the text is kept; empty headings add no level."""
+        doc = load_document("h.md", f"# T\n\n{line}\n\nbody\n".encode())
+        assert doc.sections[0].heading_path == (("T", heading) if heading else ("T",))
+
+    @pytest.mark.parametrize("line", ["#hashtag", "    # indented code", "####### seven"])
+    def test_lines_that_are_not_headings(self, line: str) -> None:
+        """No space after #, four-space indent and seven #s are body text."""
+        doc = load_document("h.md", f"# T\n\n{line}\n".encode())
+        assert doc.sections[0].text == line
+
+    def test_empty_sections_are_dropped(self) -> None:
+        """A heading followed directly by a subheading yields no empty section."""
+        doc = load_document("e.md", b"# A\n## B\n### C\n\ntext\n")
+        assert paths(doc) == [("A", "B", "C")]
+
+    def test_overlong_heading_is_shortened_and_kept_as_text(self) -> None:
+        """A runaway heading is capped in the path, and its words move into the body."""
+        words = " ".join(f"w{i}" for i in range(200))
+        doc = load_document("long.md", f"# T\n\n## {words}\n\nbody\n".encode())
+        label = doc.sections[0].heading_path[-1]
+        assert len(label) <= MAX_HEADING_CHARS
+        assert label.endswith("\u2026")
+        assert doc.sections[0].text == f"{words}\n\nbody"
+
+
+class TestHtml:
+    PAGE = b"""<!DOCTYPE html>
+<html><head><title> Product   docs </title>
+<style>h1 { color: red }</style>
+<script>document.write("# heading from a script");</script></head>
+<body>
+<nav><h2>Menu</h2><a href="/">Home</a></nav>
+<h1>Welcome</h1>
+<p>First <b>bold</b> paragraph.</p>
+<noscript>Enable JS</noscript>
+<template><h2>Hidden</h2></template>
+<h2>Lists</h2>
+<ul><li>one</li><li>two<ul><li>nested</li></ul></li></ul>
+<ol><li>first</li><li><p>second</p></li></ol>
+<h3>Table</h3>
+<table><tr><th>Name</th><th>Value</th></tr><tr><td>a</td><td>1</td></tr></table>
+<pre><code>def f():
+    return 1
+</code></pre>
+<footer>Copyright</footer>
+</body></html>"""
+
+    def test_title_comes_from_the_title_element(self) -> None:
+        """<title> (whitespace collapsed) is the document title."""
+        assert load_document("page.html", self.PAGE).title == "Product docs"
+
+    def test_headings_form_the_path_and_chrome_is_dropped(self) -> None:
+        """h1-h6 build heading paths; nav, footer, noscript, template, script and style vanish."""
+        doc = load_document("page.html", self.PAGE)
+        assert paths(doc) == [("Welcome",), ("Welcome", "Lists"), ("Welcome", "Lists", "Table")]
+        for hidden in ("Menu", "Home", "Copyright", "Enable JS", "Hidden", "color", "heading from a script"):
+            assert hidden not in doc.text
+
+    def test_script_with_markdown_heading_text_is_not_a_heading(self) -> None:
+        """'# heading' text in a script body neither becomes a section nor leaks into the text."""
+        page = b"<h1>Real</h1><script>\n# heading\nvar a = 1;</script><p>Body.</p><style># x {}</style>"
+        doc = load_document("s.htm", page)
+        assert paths(doc) == [("Real",)]
+        assert doc.text == "Body."
+
+    def test_paragraphs_lists_tables_and_code_are_readable(self) -> None:
+        """Lists get bullets or numbers, table rows join cells with |, pre becomes a fenced block."""
+        doc = load_document("page.html", self.PAGE)
+        assert doc.sections[0].text == "First bold paragraph."
+        assert doc.sections[1].text == "- one\n- two\n  - nested\n\n1. first\n2. second"
+        assert doc.sections[2].text == "Name | Value\na | 1\n\n```\ndef f():\n    return 1\n```"
+
+    def test_code_fence_outgrows_backticks_inside_pre(self) -> None:
+        """A pre containing a ``` line gets a longer fence so the block stays intact."""
+        doc = load_document("p.html", b"<h1>T</h1><pre>```\nx\n```</pre>")
+        assert doc.text == "````\n```\nx\n```\n````"
+
+    def test_deeply_nested_html_does_not_recurse(self) -> None:
+        """Fifty thousand nested divs parse without RecursionError."""
+        depth = 50_000
+        page = b"<h1>Deep</h1>" + b"<div>" * depth + b"bottom" + b"</div>" * depth
+        doc = load_document("deep.html", page)
+        assert doc.text == "bottom"
+
+    def test_unclosed_tags_keep_their_text(self) -> None:
+        """Sloppy markup without closing tags still yields its text."""
+        doc = load_document("sloppy.html", b"<html><head><title>S</title><body><p>one<p>two<li>three")
+        assert doc.title == "S"
+        assert doc.text == "one\n\ntwo\nthree"
+
+    def test_line_breaks_and_definition_lists(self) -> None:
+        """<br>, list items, <dt> and <dd> end lines; block elements end paragraphs."""
+        doc = load_document("b.html", b"<ul><li>a<li>b</ul><p>x<br>y</p><dl><dt>term<dd>def</dl>")
+        assert doc.text == "- a\n- b\n\nx\ny\n\nterm\ndef"
+
+    def test_document_without_h1_is_rooted_at_its_title(self) -> None:
+        """h2 sections of a page without h1 hang under the <title>."""
+        doc = load_document("t.html", b"<title>Site</title><p>Lead.</p><h2>Part</h2><p>Body.</p>")
+        assert paths(doc) == [("Site",), ("Site", "Part")]
+
+    def test_untitled_page_uses_first_h1_then_stem(self) -> None:
+        """Without <title> the first h1 is the title; without either, the file stem."""
+        assert load_document("a.html", b"<h1>Heading</h1><p>x</p>").title == "Heading"
+        assert load_document("stem.html", b"<p>x</p>").title == "stem"
+
+    def test_text_without_markup_is_treated_as_plain_text(self) -> None:
+        """An .html file with no tags at all is read as plain text."""
+        doc = load_document("plain.html", b"just words.html")
+        assert doc.text == "just words.html"
+        assert paths(doc) == [("plain",)]
+
+    def test_xml_declaration_is_accepted(self) -> None:
+        """XHTML or stray XML with a declaration parses without a parser warning."""
+        doc = load_document("x.html", b'<?xml version="1.0"?><doc><para>Text.</para></doc>')
+        assert doc.text == "Text."
+
+    def test_comments_and_entities(self) -> None:
+        """Comments vanish and entities decode; non-breaking spaces collapse to spaces."""
+        doc = load_document("e.html", b"<p>a&amp;b<!-- secret -->&nbsp;&nbsp;c</p>")
+        assert doc.text == "a&b c"
+
+
+class TestPdf:
+    def test_text_per_page_with_metadata_title(self) -> None:
+        """Each page with text is a section headed (title, 'Page N'); the metadata title wins."""
+        doc = load_document("manual.pdf", make_pdf(["First page text.", "", "Third (page)."], title="Manual"))
+        assert doc.title == "Manual"
+        assert doc.media_type == "application/pdf"
+        assert doc.sections == (
+            Section(("Manual", "Page 1"), "First page text."),
+            Section(("Manual", "Page 3"), "Third (page)."),
+        )
+
+    def test_file_stem_is_the_title_without_metadata(self) -> None:
+        """No /Title in the info dictionary: the stem is used."""
+        assert load_document("specs/sheet.PDF", make_pdf(["x"])).title == "sheet"
+
+    @pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9])
+    def test_truncated_pdf_is_unreadable(self, fraction: float) -> None:
+        """A PDF cut short is UnreadableDocument, with pypdf's error chained, never a raw exception."""
+        data = make_pdf(["Some text here.", "More."])
+        with pytest.raises(UnreadableDocument) as caught:
+            load_document("cut.pdf", data[: int(len(data) * fraction)])
+        assert caught.value.__cause__ is not None
+
+    def test_pdf_suffix_without_pdf_header_is_unreadable(self) -> None:
+        """A text file named .pdf fails the %PDF check."""
+        with pytest.raises(UnreadableDocument, match="%PDF"):
+            load_document("fake.pdf", b"# Actually markdown\n")
+
+    def test_password_protected_pdf_is_unreadable(self) -> None:
+        """A PDF that needs a user password is refused with a message saying so."""
+        with pytest.raises(UnreadableDocument, match="password"):
+            load_document("secret.pdf", make_pdf(["classified"], password="hunter2"))
+
+    def test_pdf_encrypted_with_empty_user_password_is_read(self) -> None:
+        """Owner-only protection (empty user password) does not stop text extraction."""
+        doc = load_document("restricted.pdf", make_pdf(["Open text."], password=""))
+        assert doc.text == "Open text."
+
+    def test_page_limit(self) -> None:
+        """More pages than max_pdf_pages is PayloadTooLarge."""
+        with pytest.raises(PayloadTooLarge, match="3 pages"):
+            load_document("many.pdf", make_pdf(["a", "b", "c"]), max_pdf_pages=2)
+
+    def test_extracted_character_limit(self) -> None:
+        """More extracted text than max_pdf_chars is PayloadTooLarge (compressed streams expand)."""
+        with pytest.raises(PayloadTooLarge, match="characters"):
+            load_document("dense.pdf", make_pdf(["x" * 60, "y" * 60]), max_pdf_chars=100)
+
+    def test_pdf_without_text_is_unreadable(self) -> None:
+        """A PDF of blank (or scanned) pages says OCR is needed."""
+        with pytest.raises(UnreadableDocument, match="OCR"):
+            load_document("scan.pdf", make_pdf(["", ""]))
+
+    def test_garbage_after_header_is_unreadable(self) -> None:
+        """A %PDF header followed by junk is UnreadableDocument."""
+        with pytest.raises(UnreadableDocument):
+            load_document("junk.pdf", b"%PDF-1.4\n" + bytes(range(256)) * 4)
+
+
+class TestPlainText:
+    def test_one_section_under_the_stem(self) -> None:
+        """A .txt is one section with heading path (stem,), paragraphs tidied."""
+        doc = load_document("notes.txt", b"First para.  \n\n\n\nSecond para.\n\n")
+        assert doc.title == "notes"
+        assert doc.sections == (Section(("notes",), "First para.\n\nSecond para."),)
+
+    def test_markdown_syntax_in_txt_is_not_parsed(self) -> None:
+        """'# lines' in a .txt are text, not headings."""
+        doc = load_document("t.txt", b"# not a heading\nbody")
+        assert doc.text == "# not a heading\nbody"
+
+    def test_three_megabyte_single_line_loads_and_chunks(self) -> None:
+        """A 3 MB line of words loads and chunks into pieces within max_chars that cover every word."""
+        line = b"lorem ipsum dolor sit amet " * (3 * 1024 * 1024 // 27)
+        doc = load_document("line.txt", line)
+        chunks = chunk_document(doc)
+        assert all(0 < len(chunk.text) <= 1000 for chunk in chunks)
+        assert sum(len(chunk.text) + 1 for chunk in chunks) >= len(doc.text)
