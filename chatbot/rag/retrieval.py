@@ -195,6 +195,8 @@ class VectorStore:
             )
         )
         self.has_sparse = sparse
+        if self.settings.is_local:
+            return  # payload indexes have no effect in local mode (qdrant-client warns); a server needs them
         await self._call(
             self.client.create_payload_index(
                 self.collection,

@@ -1,0 +1,52 @@
+# One task runner. `make run` serves; `make test` runs every test ring. Both set themselves up.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+export OPENBLAS_NUM_THREADS ?= 1
+
+.PHONY: run serve test test-unit test-service test-loopback test-transport test-browser lint typecheck check bench eval provision clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,dev,bench]'
+	touch $(STAMP)
+
+## run: set up, ingest the bundled guide if the collection is empty, serve on 127.0.0.1:8000
+run: $(STAMP)
+	$(BIN)/python -m chatbot serve
+
+serve: run
+
+## provision: system packages some test rings need (chromium, redis-server); idempotent
+provision:
+	bash scripts/provision.sh
+
+## test: every ring (unit, service, loopback, transport, browser)
+test: $(STAMP) provision
+	$(BIN)/python -m pytest -q
+
+test-unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+test-service: $(STAMP)
+	$(BIN)/python -m pytest -q tests/service
+test-loopback: $(STAMP)
+	$(BIN)/python -m pytest -q tests/loopback
+test-transport: $(STAMP)
+	$(BIN)/python -m pytest -q tests/transport
+test-browser: $(STAMP) provision
+	$(BIN)/python -m pytest -q tests/browser
+
+lint: $(STAMP)
+	$(BIN)/ruff check chatbot tests bench
+typecheck: $(STAMP)
+	$(BIN)/mypy chatbot
+check: lint typecheck
+
+## bench: the performance suite (prints a table, writes bench/results/*.json)
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache
