@@ -137,6 +137,7 @@ class StreamRecord:
     tokens: int = 0  # content tokens sent
     events: int = 0  # SSE events sent, tokens included
     completed: bool = False  # the final chunk was sent
+    completed_at: float | None = None
     dropped: bool = False  # the fake closed the socket (a drop fault)
     client_closed_at: float | None = None  # the client closed or reset the connection before the end
     request_json: object = field(default=None, repr=False)

@@ -317,13 +317,18 @@ class FakeUpstream:
             delay = self.latency.first_token_ms / 1000
             if fault is not None and fault.kind == "slow_first_chunk":
                 delay += fault.seconds
+            n_tokens = sum(1 for kind, _ in frames if kind == "token")
+            drop_at = (
+                min(fault.tokens, n_tokens) if fault is not None and fault.kind == "drop_after" else None
+            )
             for kind, data in frames:
+                # drop before token K+1 or, when K covers every token, before the frames that end the stream
+                if record.tokens == drop_at and (kind == "token" or drop_at == n_tokens):
+                    record.dropped = True
+                    conn.drop()
+                    return
                 if kind == "token":
                     if fault is not None and fault.tokens == record.tokens:
-                        if fault.kind == "drop_after":
-                            record.dropped = True
-                            conn.drop()
-                            return
                         if fault.kind == "malformed_after":
                             await conn.send_chunk(malformed)
                             record.events += 1
@@ -337,12 +342,8 @@ class FakeUpstream:
                     record.first_token_at = record.first_token_at or time.monotonic()
                 await conn.send_chunk(data)
                 record.events += 1
-            if fault is not None and fault.kind == "drop_after":  # more tokens asked for than the reply has
-                record.dropped = True
-                conn.drop()
-                return
             await conn.end_stream()
-            record.completed = True
+            record.completed, record.completed_at = True, time.monotonic()
         finally:
             conn.on_eof = None
 
