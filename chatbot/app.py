@@ -11,7 +11,7 @@ from quart import Quart, g, jsonify, request
 from quart.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from chatbot.api import http, ws
+from chatbot.api.routes import blueprints
 from chatbot.api.context import EXTENSION
 from chatbot.api.ws import CLOSE_SERVICE_RESTART, origin_allowed
 from chatbot.errors import ChatbotError
@@ -43,8 +43,8 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         BODY_TIMEOUT=60,
         RESPONSE_TIMEOUT=None,  # streamed answers have their own deadlines (settings.deadlines)
     )
-    app.register_blueprint(http.bp)
-    app.register_blueprint(ws.bp)
+    for bp in blueprints():
+        app.register_blueprint(bp)
     _register_error_handlers(app)
     _register_request_hooks(app, settings)
 

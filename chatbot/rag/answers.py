@@ -88,12 +88,25 @@ class Coalescer:
             self._emit(TokenEvent(delta=delta))
 
 
+AnswerObserver = Callable[[Answer, ChatEvent], None]
+"""Called with every event an answer emits (after coalescing), on the loop; must be quick and not raise."""
+
+
 class AnswerManager:
-    def __init__(self, pipeline: Pipeline, log_: EventLog, settings: StreamSettings, *, max_answers: int) -> None:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        log_: EventLog,
+        settings: StreamSettings,
+        *,
+        max_answers: int,
+        observers: list[AnswerObserver] | None = None,
+    ) -> None:
         self.pipeline = pipeline
         self.log = log_
         self.settings = settings
         self.max_answers = max_answers
+        self.observers: list[AnswerObserver] = observers if observers is not None else []
         self._answers: dict[str, Answer] = {}
         self._accepting = True
 
@@ -201,6 +214,11 @@ class AnswerManager:
             if not ended:
                 self.log.append(mid, event)
                 ended = is_terminal(event)
+                for observe in self.observers:
+                    try:
+                        observe(answer, event)
+                    except Exception:
+                        log.exception("answer observer failed")
 
         coalescer = Coalescer(
             emit, interval=self.settings.coalesce_ms / 1000, max_chars=self.settings.coalesce_chars

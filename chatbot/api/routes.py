@@ -1,0 +1,11 @@
+"""Every blueprint the app serves. A transport module adds its blueprint here (one line each)."""
+
+from __future__ import annotations
+
+from quart import Blueprint
+
+from chatbot.api import http, ws
+
+
+def blueprints() -> list[Blueprint]:
+    return [http.bp, ws.bp]
