@@ -99,23 +99,16 @@ class LocalEmbedder:
             if not model_path.is_file() or not tokenizer_path.is_file():
                 raise ConfigError(f"The offline embedding model files are missing; {_INSTALL_HINT}.")
 
-            tokenizer = Tokenizer.from_file(str(tokenizer_path))
+            try:
+                tokenizer = Tokenizer.from_file(str(tokenizer_path))
+                options = self._session_options(ort)
+                session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+            except Exception as exc:  # a corrupt or incompatible file: refuse at start-up, not per request
+                message = f"The offline embedding model could not be loaded; {_INSTALL_HINT}."
+                raise ConfigError(message) from exc
             # tokenizer.json ships with fixed padding and truncation at 128: replace both.
             tokenizer.enable_truncation(max_length=self._settings.max_tokens)
             tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # noqa: S106  # a vocabulary token
-
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            options.intra_op_num_threads = self._settings.threads
-            options.inter_op_num_threads = 1
-            options.log_severity_level = 3
-            # Spinning worker threads burn a core while idle; on a 2-core box that starves the event loop.
-            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            options.add_session_config_entry("session.inter_op.allow_spinning", "0")
-            session = ort.InferenceSession(
-                str(model_path), sess_options=options, providers=["CPUExecutionProvider"]
-            )
 
             inputs = {i.name for i in session.get_inputs()}
             output = session.get_outputs()[0]
@@ -124,6 +117,18 @@ class LocalEmbedder:
             self._wants_token_types = "token_type_ids" in inputs
             self._tokenizer = tokenizer
             self._session = session
+
+    def _session_options(self, ort: Any) -> Any:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = self._settings.threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 3
+        # Spinning worker threads burn a core while idle; on a 2-core box that starves the event loop.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        return options
 
     async def warm_up(self) -> None:
         """Load the model on the worker thread and run it once, so the first request pays nothing."""

@@ -6,10 +6,11 @@ import asyncio
 import math
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
-from chatbot.errors import ShuttingDown
+from chatbot.errors import ConfigError, ShuttingDown
 from chatbot.providers.base import Embedder
 from chatbot.providers.local_models import LocalEmbedder, default_model_path, default_tokenizer_path
 from chatbot.settings import LocalModelSettings
@@ -139,3 +140,14 @@ class TestLifecycle:
             assert len(vector) == 384
         finally:
             local.close()
+
+    async def test_corrupt_model_is_a_config_error(self, tmp_path: Path) -> None:
+        """A model file that onnxruntime cannot load is refused at warm-up as a ConfigError."""
+        bad = tmp_path / "model.onnx"
+        bad.write_bytes(b"not an onnx model")
+        local = LocalEmbedder(LocalModelSettings(), model_path=bad)
+        try:
+            with pytest.raises(ConfigError):
+                await local.warm_up()
+        finally:
+            await local.aclose()
