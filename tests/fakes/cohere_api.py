@@ -75,7 +75,9 @@ def token_event(text: str) -> bytes:
     return _event({"type": "content-delta", "index": 0, "delta": {"message": {"content": {"text": text}}}})
 
 
-def chat_frames(pieces: list[str], prompt_tokens: int, finish_reason: str) -> list[Frame]:
+def chat_frames(
+    pieces: list[str], prompt_tokens: int, finish_reason: str, *, send_usage: bool = True
+) -> list[Frame]:
     start = {"role": "assistant", "content": [], "tool_plan": "", "tool_calls": [], "citations": []}
     frames: list[Frame] = [
         ("meta", _event({"id": "chat-fake", "type": "message-start", "delta": {"message": start}})),
@@ -92,10 +94,9 @@ def chat_frames(pieces: list[str], prompt_tokens: int, finish_reason: str) -> li
     ]
     frames += [("token", token_event(p)) for p in pieces]
     frames.append(("meta", _event({"type": "content-end", "index": 0})))
-    end = {
-        "finish_reason": _FINISH.get(finish_reason, finish_reason),
-        "usage": _usage(prompt_tokens, len(pieces)),
-    }
+    end: dict[str, Any] = {"finish_reason": _FINISH.get(finish_reason, finish_reason)}
+    if send_usage:
+        end["usage"] = _usage(prompt_tokens, len(pieces))
     frames.append(("meta", _event({"type": "message-end", "delta": end})))
     return frames
 

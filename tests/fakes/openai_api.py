@@ -82,10 +82,15 @@ def token_event(model: str, text: str) -> bytes:
 
 
 def chat_frames(
-    body: dict[str, Any], pieces: list[str], prompt_tokens: int, finish_reason: str
+    body: dict[str, Any],
+    pieces: list[str],
+    prompt_tokens: int,
+    finish_reason: str,
+    *,
+    send_usage: bool = True,
 ) -> list[Frame]:
     model = str(body.get("model", ""))
-    usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    usage = send_usage and bool((body.get("stream_options") or {}).get("include_usage"))
     frames: list[Frame] = [
         ("meta", _event(_chunk(model, {"role": "assistant", "content": ""}, with_usage=usage)))
     ]

@@ -50,6 +50,7 @@ class Reply:
     tokens: int | None = None
     prompt_tokens: int | None = None  # default: the words in the request's messages
     finish_reason: str = "stop"  # OpenAI vocabulary; the Cohere fake maps stop/length to COMPLETE/MAX_TOKENS
+    usage: bool = True  # False: act like a server that never reports usage (ignores include_usage)
 
     def pieces(self) -> list[str]:
         pieces = _PIECE.findall(self.text) or [self.text]

@@ -261,7 +261,9 @@ class FakeUpstream:
             await self._send_unary(conn, fault, delay, answer)
             return
         model = str(body.get("model", ""))
-        frames = openai_api.chat_frames(body, pieces, prompt_tokens, reply.finish_reason)
+        frames = openai_api.chat_frames(
+            body, pieces, prompt_tokens, reply.finish_reason, send_usage=reply.usage
+        )
         await self._stream(
             conn,
             request,
@@ -282,7 +284,7 @@ class FakeUpstream:
                 conn, fault, delay, cohere_api.chat_response(pieces, prompt_tokens, reply.finish_reason)
             )
             return
-        frames = cohere_api.chat_frames(pieces, prompt_tokens, reply.finish_reason)
+        frames = cohere_api.chat_frames(pieces, prompt_tokens, reply.finish_reason, send_usage=reply.usage)
         await self._stream(
             conn, request, "cohere", frames, fault, cohere_api.MALFORMED, cohere_api.token_event
         )

@@ -158,6 +158,12 @@ class StreamingContract:
         assert len(chunks) == 151
         assert chunks[-1].completion_tokens == 150
 
+    async def test_missing_usage_is_none(self, vendor: Vendor) -> None:
+        """A server that reports no usage still ends the stream normally, with usage None."""
+        vendor.fake.reply = Reply(text="short answer", usage=False)
+        chunks = await collect(vendor.chat, ask())
+        assert chunks[-1] == ChatChunk(finish_reason="stop")
+
     async def test_unicode_survives_chunking(self, vendor: Vendor) -> None:
         """Multi-byte text comes through intact."""
         vendor.fake.reply = Reply(text="Naïve café — 東京 🚀 [1].")
@@ -289,6 +295,14 @@ class StreamFaultContract:
         assert deltas == []
         assert exc.provider == vendor.name
         assert exc.__cause__ is not None
+
+    async def test_wrong_api_key(self, vendor: Vendor) -> None:
+        """The key from settings is what the SDK sends; a refused key is UpstreamAuth."""
+        embedder, chat = vendor.make(api_key="not-the-key")
+        _, exc = await collect_until_error(chat, ask())
+        assert isinstance(exc, UpstreamAuth)
+        with pytest.raises(UpstreamAuth):
+            await embedder.embed(["hello"], "query")
 
     async def test_rate_limit_carries_retry_after(self, vendor: Vendor) -> None:
         """A 429 becomes UpstreamRateLimited with retry_after from the Retry-After header."""

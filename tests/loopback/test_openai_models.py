@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-import pytest
+from collections.abc import AsyncIterator
 
-from tests.loopback.contract import ProviderContract, Vendor
+import pytest
+from openai import AsyncOpenAI
+
+from chatbot.errors import ConfigError, UpstreamBadResponse
+from chatbot.providers.openai_models import build_openai_client
+from chatbot.settings import OpenAISettings
+from tests.fakes import Reply, embed_text
+from tests.loopback.contract import ProviderContract, Vendor, ask, collect
 
 
 @pytest.fixture
@@ -12,5 +19,108 @@ def vendor(openai_vendor: Vendor) -> Vendor:
     return openai_vendor
 
 
+@pytest.fixture
+async def client(openai_settings: OpenAISettings) -> AsyncIterator[AsyncOpenAI]:
+    client = build_openai_client(openai_settings)
+    yield client
+    await client.close()
+
+
 class TestOpenAIContract(ProviderContract):
     """The shared provider contract, for OpenAI."""
+
+
+class TestBuildClient:
+    async def test_knobs_come_from_settings(
+        self, openai_settings: OpenAISettings, client: AsyncOpenAI
+    ) -> None:
+        """base_url, timeout and max_retries are passed to the SDK explicitly."""
+        assert str(client.base_url).rstrip("/") == openai_settings.base_url
+        assert client.timeout == openai_settings.timeout
+        assert client.max_retries == openai_settings.max_retries
+
+    def test_a_key_is_required(self) -> None:
+        """Building a client without an API key is a ConfigError."""
+        with pytest.raises(ConfigError):
+            build_openai_client(OpenAISettings(api_key=None))
+
+
+class TestEmbeddings:
+    async def test_vectors_follow_index_not_arrival_order(self, vendor: Vendor) -> None:
+        """Vectors are matched to texts by the `index` field even when the data comes back reversed."""
+        vendor.fake.reverse_embeddings = True
+        texts = ["first text", "second text", "third one"]
+        vectors = await vendor.embedder.embed(texts, "document")
+        assert vectors == [pytest.approx(embed_text(t, 1536), abs=1e-6) for t in texts]
+
+    async def test_large_batches_are_split(self, vendor: Vendor) -> None:
+        """More texts than one request may carry go in several requests, order kept."""
+        vendor.fake.dimensions = 4
+        embedder, _ = vendor.make(embedding_dimensions=4)
+        texts = [f"text {i}" for i in range(2100)]
+        vectors = await embedder.embed(texts, "document")
+        assert [len(b["input"]) for b in vendor.fake.requests_to("/v1/embeddings")] == [2048, 52]
+        assert vectors[2099] == pytest.approx(embed_text("text 2099", 4), abs=1e-6)
+
+    async def test_wrong_dimensions_are_refused(self, vendor: Vendor) -> None:
+        """Vectors of another size than settings say are an UpstreamBadResponse, not a corrupt collection."""
+        vendor.fake.dimensions = 8
+        with pytest.raises(UpstreamBadResponse):
+            await vendor.embedder.embed(["hello"], "query")
+
+    async def test_request_names_the_model(self, vendor: Vendor, openai_settings: OpenAISettings) -> None:
+        """The request carries the configured embedding model and the texts."""
+        await vendor.embedder.embed(["a", "b"], "query")
+        [body] = vendor.fake.requests_to("/v1/embeddings")
+        assert body["model"] == openai_settings.embedding_model
+        assert body["input"] == ["a", "b"]
+
+
+class TestStreaming:
+    async def test_asks_for_usage(self, vendor: Vendor, openai_settings: OpenAISettings) -> None:
+        """The stream request names the chat model and sets stream_options.include_usage."""
+        await collect(vendor.chat, ask())
+        [body] = vendor.fake.requests_to("/v1/chat/completions")
+        assert body["model"] == openai_settings.chat_model
+        assert body["stream_options"] == {"include_usage": True}
+
+    @pytest.mark.parametrize(
+        "reply",
+        [
+            Reply(tokens=300, prompt_tokens=57),
+            Reply(text="Naïve café — 東京 🚀 [1]. " * 9, finish_reason="length"),
+        ],
+        ids=["ascii-300-tokens", "unicode-length"],
+    )
+    async def test_raw_path_matches_the_sdk_iterator(
+        self, vendor: Vendor, client: AsyncOpenAI, openai_settings: OpenAISettings, reply: Reply
+    ) -> None:
+        """Raw line parsing and the SDK's own stream=True iterator read the same text, usage and finish."""
+        vendor.fake.reply = reply
+        chunks = await collect(vendor.chat, ask())
+        ours = (
+            "".join(c.delta for c in chunks),
+            chunks[-1].finish_reason,
+            chunks[-1].prompt_tokens,
+            chunks[-1].completion_tokens,
+        )
+
+        text, finish, usage = "", None, None
+        stream = await client.chat.completions.create(
+            model=openai_settings.chat_model,
+            messages=[
+                {"role": "system", "content": "Answer from the sources."},
+                {"role": "user", "content": "Where does the setting live?"},
+            ],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        async with stream:
+            async for chunk in stream:
+                if chunk.choices:
+                    text += chunk.choices[0].delta.content or ""
+                    finish = chunk.choices[0].finish_reason or finish
+                if chunk.usage is not None:
+                    usage = (chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
+        assert usage is not None
+        assert ours == (text, finish, *usage)
