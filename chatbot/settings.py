@@ -71,6 +71,13 @@ class QdrantSettings(BaseModel):
         return self.url is None
 
 
+class RedisSettings(BaseModel):
+    url: str | None = Field(
+        None,
+        description="Redis URL; enables the Redis event log, stop signal, conversation store and rate limits.",
+    )
+
+
 class RetrievalSettings(BaseModel):
     top_k: int = Field(5, ge=1, le=50, description="Passages given to the model.")
     score_threshold: float | None = Field(None, description="Drop dense hits scoring below this (dense mode).")
@@ -144,6 +151,7 @@ class Settings(BaseSettings):
     cohere: CohereSettings = Field(default_factory=CohereSettings)  # type: ignore[arg-type]
     local: LocalModelSettings = Field(default_factory=LocalModelSettings)  # type: ignore[arg-type]
     qdrant: QdrantSettings = Field(default_factory=QdrantSettings)  # type: ignore[arg-type]
+    redis: RedisSettings = Field(default_factory=RedisSettings)  # type: ignore[arg-type]
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)  # type: ignore[arg-type]
     limits: LimitSettings = Field(default_factory=LimitSettings)  # type: ignore[arg-type]
     stream: StreamSettings = Field(default_factory=StreamSettings)  # type: ignore[arg-type]
@@ -151,6 +159,10 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)  # type: ignore[arg-type]
     prompts_dir: Path | None = Field(None, description="Directory of prompt templates (default: ./prompts).")
     docs_dir: Path | None = Field(None, description="Documents `serve` ingests when empty (default: ./docs/guide).")
+    log_level: str = Field("INFO", description="Log level of the root logger (DEBUG, INFO, WARNING, ERROR).")
+    log_format: Literal["auto", "json", "text"] = Field(
+        "auto", description="Log lines as JSON objects or text; auto = json when env is prod, else text."
+    )
 
     @classmethod
     def settings_customise_sources(
