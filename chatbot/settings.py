@@ -134,6 +134,26 @@ class ServerSettings(BaseModel):
     ingest_on_start: bool = Field(True, description="`serve` ingests docs/guide when the collection is empty.")
 
 
+PLACEHOLDER_SECRETS = frozenset(
+    {"changeme", "change-me", "change_me", "secret", "placeholder", "dev", "test", "xxx"}
+)
+MIN_SECRET_CHARS = 32
+
+
+class AuthSettings(BaseModel):
+    token_secret: SecretStr | None = Field(
+        None,
+        description="HMAC-SHA256 key that signs widget tokens (32+ characters). Unset in dev: a random key "
+        "per process (tokens die with it); required in prod.",
+    )
+    widget_token_ttl_seconds: int = Field(
+        600, ge=1, description="Lifetime of a widget token minted without ttl_seconds."
+    )
+    widget_token_max_ttl_seconds: int = Field(
+        86_400, ge=1, description="Longest lifetime a widget token may be minted with (longer: 422)."
+    )
+
+
 class Settings(BaseSettings):
     """Everything the service can be told. Build it once in __main__ (or a test) and pass it down."""
 
@@ -157,6 +177,7 @@ class Settings(BaseSettings):
     stream: StreamSettings = Field(default_factory=StreamSettings)  # type: ignore[arg-type]
     deadlines: DeadlineSettings = Field(default_factory=DeadlineSettings)  # type: ignore[arg-type]
     server: ServerSettings = Field(default_factory=ServerSettings)  # type: ignore[arg-type]
+    auth: AuthSettings = Field(default_factory=AuthSettings)  # type: ignore[arg-type]
     prompts_dir: Path | None = Field(None, description="Directory of prompt templates (default: ./prompts).")
     docs_dir: Path | None = Field(None, description="Documents `serve` ingests when empty (default: ./docs/guide).")
     log_level: str = Field("INFO", description="Log level of the root logger (DEBUG, INFO, WARNING, ERROR).")
@@ -181,6 +202,17 @@ class Settings(BaseSettings):
         if value.url and value.path:
             raise ValueError("set CHATBOT_QDRANT__URL (a server) or CHATBOT_QDRANT__PATH (embedded), not both")
         return value
+
+    @model_validator(mode="after")
+    def _prod_has_a_token_secret(self) -> Settings:
+        secret = self.auth.token_secret.get_secret_value() if self.auth.token_secret else ""
+        weak = len(secret) < MIN_SECRET_CHARS or secret.strip().lower() in PLACEHOLDER_SECRETS
+        if self.env == "prod" and weak:
+            raise ValueError(
+                f"env=prod needs CHATBOT_AUTH__TOKEN_SECRET: a random value of {MIN_SECRET_CHARS}+ chars "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _providers_have_keys(self) -> Settings:
