@@ -8,6 +8,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatbot.looplag import LoopLagMonitor
 from chatbot.providers.base import ChatModel, Embedder, Reranker, SparseEmbedder
 from chatbot.providers.registry import Providers, build_providers
 from chatbot.rag.answers import AnswerManager
@@ -37,6 +38,7 @@ class Services:
     answers: AnswerManager
     ingestor: Ingestor
     connections: set[Any] = field(default_factory=set)  # open websocket connections (api.ws.Connection)
+    looplag: LoopLagMonitor = field(default_factory=LoopLagMonitor)  # sampling the serving loop's lag
 
 
 @asynccontextmanager
@@ -66,6 +68,9 @@ async def build_services(
             max_events=settings.stream.log_max_events, expire_seconds=settings.stream.grace_seconds
         )
         stack.push_async_callback(event_log.aclose)
+        looplag = LoopLagMonitor(threshold=settings.server.looplag_threshold_ms / 1000)
+        await looplag.start()
+        stack.push_async_callback(looplag.stop)
         pipeline = Pipeline(
             settings=settings,
             embedder=providers.embedder,
@@ -99,6 +104,7 @@ async def build_services(
             pipeline=pipeline,
             answers=answers,
             ingestor=ingestor,
+            looplag=looplag,
         )
         log.info(
             "services ready: embedder=%s chat=%s store=%s mode=%s",

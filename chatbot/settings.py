@@ -132,6 +132,9 @@ class ServerSettings(BaseModel):
     shutdown_seconds: float = Field(10.0, ge=0, description="On SIGTERM, running answers get this long to finish.")
     uvloop: bool = Field(True, description="Run hypercorn on uvloop when it is installed.")
     ingest_on_start: bool = Field(True, description="`serve` ingests docs/guide when the collection is empty.")
+    looplag_threshold_ms: float = Field(
+        100.0, gt=0, description="Warn (naming what ran) when the event loop wakes this many ms too late."
+    )
 
 
 PLACEHOLDER_SECRETS = frozenset(
