@@ -17,6 +17,7 @@ import logging
 import math
 import random
 import time
+import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -70,6 +71,17 @@ def build_cohere_client(settings: CohereSettings) -> cohere.AsyncClientV2:
     )
 
 
+_LIMITERS: weakref.WeakKeyDictionary[cohere.AsyncClientV2, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+def shared_limiter(client: cohere.AsyncClientV2, size: int) -> asyncio.Semaphore:
+    """One semaphore per client (one client per upstream per process), shared by every adapter on it."""
+    limiter = _LIMITERS.get(client)
+    if limiter is None:
+        limiter = _LIMITERS[client] = asyncio.Semaphore(size)
+    return limiter
+
+
 class CohereEmbedder:
     """Dense embeddings from /v2/embed; queries and documents are embedded as Cohere asks (input_type)."""
 
@@ -86,7 +98,7 @@ class CohereEmbedder:
         self._model = settings.embedding_model
         self.name = f"cohere/{settings.embedding_model}"
         self.dimensions = settings.embedding_dimensions
-        self._limiter = limiter or asyncio.Semaphore(settings.max_concurrency)
+        self._limiter = limiter or shared_limiter(client, settings.max_concurrency)
 
     async def embed(self, texts: Sequence[str], kind: EmbedKind) -> list[list[float]]:
         input_type: Literal["search_query", "search_document"] = (
@@ -128,7 +140,7 @@ class CohereReranker:
         self._client = client
         self._model = settings.rerank_model
         self.name = f"cohere/{settings.rerank_model}"
-        self._limiter = limiter or asyncio.Semaphore(settings.max_concurrency)
+        self._limiter = limiter or shared_limiter(client, settings.max_concurrency)
 
     async def rerank(self, query: str, passages: Sequence[str], top_n: int) -> list[RankedPassage]:
         if not passages or top_n <= 0:
@@ -167,13 +179,14 @@ class CohereChatModel:
         self._max_retries = settings.max_retries
         self.name = f"cohere/{settings.chat_model}"
         self.max_context_tokens = max_context_tokens
-        self._limiter = limiter or asyncio.Semaphore(settings.max_concurrency)
+        self._limiter = limiter or shared_limiter(client, settings.max_concurrency)
 
     async def stream_reply(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         async with self._limiter, contextlib.AsyncExitStack() as stack:
             try:
                 response = await self._open_stream(stack, request)
                 body = response.aiter_bytes()
+                stack.push_async_callback(_aclose, body)  # runs before the response closes (LIFO)
                 events = _SSEEvents()
                 end: dict[str, Any] | None = None
                 async for received in body:
@@ -223,6 +236,13 @@ class CohereChatModel:
             log.info("cohere chat: retrying in %.2f s (retry %d of %d)", wait, attempt + 1, self._max_retries)
             await asyncio.sleep(wait)
         raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def _aclose(iterator: AsyncIterator[bytes]) -> None:
+    """Close a body iterator now rather than leaving it to the garbage collector's finaliser task."""
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def _retry_wait(exc: ApiError, attempt: int) -> float | None:

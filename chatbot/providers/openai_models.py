@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import time
+import weakref
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Literal
 
@@ -56,6 +57,17 @@ def build_openai_client(settings: OpenAISettings) -> AsyncOpenAI:
     )
 
 
+_LIMITERS: weakref.WeakKeyDictionary[AsyncOpenAI, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+def shared_limiter(client: AsyncOpenAI, size: int) -> asyncio.Semaphore:
+    """One semaphore per client (one client per upstream per process), shared by every adapter on it."""
+    limiter = _LIMITERS.get(client)
+    if limiter is None:
+        limiter = _LIMITERS[client] = asyncio.Semaphore(size)
+    return limiter
+
+
 class OpenAIEmbedder:
     """Dense embeddings from /embeddings. OpenAI embeddings are symmetric: `kind` changes nothing."""
 
@@ -68,7 +80,7 @@ class OpenAIEmbedder:
         self._model = settings.embedding_model
         self.name = f"openai/{settings.embedding_model}"
         self.dimensions = settings.embedding_dimensions
-        self._limiter = limiter or asyncio.Semaphore(settings.max_concurrency)
+        self._limiter = limiter or shared_limiter(client, settings.max_concurrency)
 
     async def embed(self, texts: Sequence[str], kind: EmbedKind) -> list[list[float]]:  # noqa: ARG002 - symmetric
         vectors: list[list[float]] = []
@@ -116,56 +128,66 @@ class OpenAIChatModel:
         self._model = settings.chat_model
         self.name = f"openai/{settings.chat_model}"
         self.max_context_tokens = max_context_tokens
-        self._limiter = limiter or asyncio.Semaphore(settings.max_concurrency)
+        self._limiter = limiter or shared_limiter(client, settings.max_concurrency)
 
     async def stream_reply(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         create = self._client.chat.completions.with_streaming_response.create
-        async with self._limiter:
+        async with self._limiter, contextlib.AsyncExitStack() as stack:
             try:
-                async with create(
-                    model=self._model,
-                    messages=[_message(m) for m in request.messages],
-                    stream=True,
-                    stream_options={"include_usage": True},
-                    # max_tokens rather than max_completion_tokens: every OpenAI-compatible server knows it
-                    max_tokens=request.max_tokens if request.max_tokens is not None else openai.omit,
-                    temperature=request.temperature if request.temperature is not None else openai.omit,
-                ) as response:
-                    body = response.http_response.aiter_bytes()
-                    events = _SSEEvents()
-                    finish_reason: str | None = None
-                    usage: Any = None
-                    done = False
-                    async for received in body:
-                        for payload in events.feed(received):
-                            if payload == b"[DONE]":
-                                done = True
-                                break
-                            delta, finish, event_usage = _read_event(payload)
-                            if finish is not None:
-                                finish_reason = finish
-                            if event_usage is not None:
-                                usage = event_usage
-                            if delta:
-                                yield ChatChunk(delta=delta)
-                        if done:
-                            break
-                    if not done:
-                        log.warning("openai stream: the body ended before [DONE]")
-                        raise UpstreamUnavailable(provider=PROVIDER)
-                    # Read the end of the chunked body so the connection goes back to the pool.
-                    with contextlib.suppress(TimeoutError, httpx2.HTTPError):
-                        async with asyncio.timeout(DRAIN_SECONDS):
-                            async for _ in body:
-                                pass
-                    prompt_tokens, completion_tokens = _usage(usage)
-                    yield ChatChunk(
-                        finish_reason=finish_reason,
-                        prompt_tokens=prompt_tokens,
-                        completion_tokens=completion_tokens,
+                response = await stack.enter_async_context(
+                    create(
+                        model=self._model,
+                        messages=[_message(m) for m in request.messages],
+                        stream=True,
+                        stream_options={"include_usage": True},
+                        # max_tokens, not max_completion_tokens: every OpenAI-compatible server knows it
+                        max_tokens=request.max_tokens if request.max_tokens is not None else openai.omit,
+                        temperature=request.temperature if request.temperature is not None else openai.omit,
                     )
+                )
+                body = response.http_response.aiter_bytes()
+                stack.push_async_callback(_aclose, body)  # runs before the response closes (LIFO)
+                events = _SSEEvents()
+                finish_reason: str | None = None
+                usage: Any = None
+                done = False
+                async for received in body:
+                    for payload in events.feed(received):
+                        if payload == b"[DONE]":
+                            done = True
+                            break
+                        delta, finish, event_usage = _read_event(payload)
+                        if finish is not None:
+                            finish_reason = finish
+                        if event_usage is not None:
+                            usage = event_usage
+                        if delta:
+                            yield ChatChunk(delta=delta)
+                    if done:
+                        break
+                if not done:
+                    log.warning("openai stream: the body ended before [DONE]")
+                    raise UpstreamUnavailable(provider=PROVIDER)
+                # Read the end of the chunked body so the connection goes back to the pool.
+                with contextlib.suppress(TimeoutError, httpx2.HTTPError):
+                    async with asyncio.timeout(DRAIN_SECONDS):
+                        async for _ in body:
+                            pass
+                prompt_tokens, completion_tokens = _usage(usage)
+                yield ChatChunk(
+                    finish_reason=finish_reason,
+                    prompt_tokens=prompt_tokens,
+                    completion_tokens=completion_tokens,
+                )
             except (openai.OpenAIError, httpx2.HTTPError) as exc:
                 raise translate_error(exc) from exc
+
+
+async def _aclose(iterator: AsyncIterator[bytes]) -> None:
+    """Close a body iterator now rather than leaving it to the garbage collector's finaliser task."""
+    aclose = getattr(iterator, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 class _SSEEvents:

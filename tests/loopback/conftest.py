@@ -13,9 +13,7 @@ from chatbot.providers.cohere_models import CohereChatModel, CohereEmbedder, bui
 from chatbot.providers.openai_models import OpenAIChatModel, OpenAIEmbedder, build_openai_client
 from chatbot.settings import CohereSettings, OpenAISettings
 from tests.fakes import FakeCohere, FakeOpenAI, FakeUpstream
-from tests.loopback.contract import Vendor
-
-API_KEY = "test-key"
+from tests.loopback.contract import API_KEY, Vendor
 
 
 async def _fake(cls: type[FakeUpstream]) -> AsyncIterator[FakeUpstream]:

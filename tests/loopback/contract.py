@@ -26,6 +26,8 @@ from chatbot.errors import (
 from chatbot.providers.base import ChatChunk, ChatMessage, ChatModel, ChatRequest, Embedder
 from tests.fakes import FakeUpstream, Fault, Reply, embed_text
 
+API_KEY = "test-key"
+
 
 @dataclass
 class Vendor:
@@ -256,6 +258,17 @@ class StopContract:
             await anext(stream)
         chunks = await asyncio.wait_for(collect(chat, ask()), timeout=5)
         assert chunks[-1].completion_tokens == 20
+
+    async def test_embedder_and_chat_share_the_bound(self, vendor: Vendor) -> None:
+        """Adapters on one client share its limit: at max_concurrency=1 an embed waits for an open stream."""
+        embedder, chat = vendor.make(max_concurrency=1)
+        vendor.fake.reply = Reply(tokens=20)
+        async with contextlib.aclosing(chat.stream_reply(ask())) as stream:  # type: ignore[type-var]
+            await anext(stream)
+            embedding = asyncio.create_task(embedder.embed(["hello"], "query"))
+            await asyncio.sleep(0.1)
+            assert not embedding.done()
+        assert len(await asyncio.wait_for(embedding, 5)) == 1
 
     async def test_concurrency_is_bounded(self, vendor: Vendor) -> None:
         """With max_concurrency=1, a second stream starts upstream only after the first ends."""

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import re
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from openai import AsyncOpenAI
 
 from chatbot.errors import ConfigError, UpstreamBadResponse
-from chatbot.providers.openai_models import build_openai_client
+from chatbot.providers.openai_models import OpenAIChatModel, build_openai_client
 from chatbot.settings import OpenAISettings
-from tests.fakes import Reply, embed_text
-from tests.loopback.contract import ProviderContract, Vendor, ask, collect
+from tests.fakes import FakeOpenAI, Reply, embed_text
+from tests.loopback.contract import API_KEY, ProviderContract, Vendor, ask, collect
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -124,3 +130,49 @@ class TestStreaming:
                     usage = (chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
         assert usage is not None
         assert ours == (text, finish, *usage)
+
+
+class TestFakeModes:
+    async def test_fake_on_a_background_thread(self) -> None:
+        """The fake also runs on its own loop in a thread, and records streams the same way."""
+        with FakeOpenAI(api_key=API_KEY) as fake:
+            settings = OpenAISettings(api_key=API_KEY, base_url=fake.base_url, max_retries=0)
+            client = build_openai_client(settings)
+            try:
+                chunks = await collect(OpenAIChatModel(client, settings), ask())
+                record = await fake.wait_stream_ended(within=1.0)
+            finally:
+                await client.close()
+        assert chunks[-1].finish_reason == "stop"
+        assert record.completed
+
+    async def test_standalone_process(self) -> None:
+        """`python -m tests.fakes.upstream` serves on the given port with its token and latency knobs."""
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "tests.fakes.upstream",
+            "--port",
+            "0",
+            "--tokens",
+            "7",
+            "--token-ms",
+            "1",
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert process.stdout is not None
+            banner = (await asyncio.wait_for(process.stdout.readline(), 10)).decode()
+            match = re.search(r"OpenAI base_url (\S+),", banner)
+            assert match, banner
+            settings = OpenAISettings(api_key=API_KEY, base_url=match.group(1), max_retries=0)
+            client = build_openai_client(settings)
+            try:
+                chunks = await collect(OpenAIChatModel(client, settings), ask())
+            finally:
+                await client.close()
+        finally:
+            process.terminate()
+            await process.wait()
+        assert chunks[-1].completion_tokens == 7
