@@ -74,7 +74,12 @@ async def collect_answer(message_id: str, conversation_id: str) -> Any:
         elif isinstance(event, StoppedEvent):
             result.update(finish_reason="stopped", stopped=True)
         elif isinstance(event, ErrorEvent):
-            err = ChatbotError(event.message, code=event.code, retry_after=event.retry_after)
+            err = ChatbotError(
+                event.message,
+                code=event.code,
+                retry_after=event.retry_after,
+                details={"message_id": message_id, "conversation_id": conversation_id},
+            )
             err.status = status_for_code(event.code)  # type: ignore[misc]
             raise err
     result["answer"] = "".join(parts)
