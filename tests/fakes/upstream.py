@@ -60,14 +60,16 @@ class FakeUpstream:
         reply: Reply | None = None,
         dimensions: int | None = None,
         api_key: str | None = None,
+        history: int | None = None,
     ) -> None:
         self.latency = latency or Latency()
         self.reply = reply or Reply()
         self.dimensions = dimensions  # None: by model name (KNOWN_DIMENSIONS), else 1024
         self.api_key = api_key  # if set, requests without `Authorization: Bearer <api_key>` get 401
         self.reverse_embeddings = False  # OpenAI: return data[] in reverse order (clients must sort by index)
-        self.requests: list[Request] = []
-        self.streams: list[StreamRecord] = []
+        # what was asked and streamed, oldest first; `history` keeps only the latest N (long benchmark runs)
+        self.requests: collections.deque[Request] = collections.deque(maxlen=history)
+        self.streams: collections.deque[StreamRecord] = collections.deque(maxlen=history)
         self._faults: collections.deque[Fault] = collections.deque()
         self._http = HTTPServer(self._handle, host, port)
         self._thread: threading.Thread | None = None
@@ -370,7 +372,7 @@ async def _serve(args: argparse.Namespace) -> None:
     latency = Latency(args.embed_ms, args.rerank_ms, args.first_token_ms, args.token_ms)
     reply = Reply(text=args.reply, tokens=args.tokens) if args.reply else Reply(tokens=args.tokens)
     fake = FakeUpstream(
-        host=args.host, port=args.port, latency=latency, reply=reply, dimensions=args.dimensions
+        host=args.host, port=args.port, latency=latency, reply=reply, dimensions=args.dimensions, history=1000
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -105,7 +105,7 @@ class EmbeddingContract:
     async def test_empty_batch_sends_nothing(self, vendor: Vendor) -> None:
         """Embedding no texts returns no vectors and makes no request."""
         assert await vendor.embedder.embed([], "query") == []
-        assert vendor.fake.requests == []
+        assert not vendor.fake.requests
 
     @pytest.mark.parametrize(
         ("fault", "error"),

@@ -98,7 +98,7 @@ class TestRerank:
     ) -> None:
         """No passages means no request and no results."""
         assert await reranker.rerank("anything", [], top_n=3) == []
-        assert fake_cohere.requests == []
+        assert not fake_cohere.requests
 
     async def test_rate_limit(self, reranker: CohereReranker, fake_cohere: FakeUpstream) -> None:
         """A 429 from rerank is UpstreamRateLimited with its Retry-After."""

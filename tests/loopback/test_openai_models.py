@@ -8,6 +8,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import openai
 import pytest
 from openai import AsyncOpenAI
 
@@ -133,6 +134,14 @@ class TestStreaming:
 
 
 class TestFakeModes:
+    async def test_a_header_scripts_a_fault(self, client: AsyncOpenAI) -> None:
+        """A request may carry its own fault in the x-fake-fault header."""
+        with pytest.raises(openai.RateLimitError) as caught:
+            await client.embeddings.create(
+                input=["hello"], model="m", extra_headers={"x-fake-fault": "status=429;retry_after=3"}
+            )
+        assert caught.value.response.headers["retry-after"] == "3"
+
     async def test_fake_on_a_background_thread(self) -> None:
         """The fake also runs on its own loop in a thread, and records streams the same way."""
         with FakeOpenAI(api_key=API_KEY) as fake:
