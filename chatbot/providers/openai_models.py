@@ -1,6 +1,6 @@
 """OpenAI (and OpenAI-compatible servers: vLLM, Ollama, llama.cpp) behind the Embedder and ChatModel seams.
 
-One AsyncOpenAI per process (built by services with build_openai_client) is shared by both adapters.
+One AsyncOpenAI per process (build_openai_client, called once by providers/registry.py) serves both adapters.
 Streaming reads the raw SSE lines through the SDK's `with_streaming_response`, so the SDK still does auth,
 base_url, retries (only before the body starts) and HTTP-status errors, but each token costs a json.loads
 instead of a pydantic model. Every failure leaves as a chatbot.errors.Upstream* raised from the SDK error.

@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 from . import cohere_api, openai_api
 from .httpserver import Connection, HTTPServer, Request
@@ -83,14 +83,14 @@ class FakeUpstream:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def __aenter__(self) -> FakeUpstream:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    def __enter__(self) -> FakeUpstream:
+    def __enter__(self) -> Self:
         """Run on a private loop in a daemon thread (for callers without a running loop of their own)."""
         loop = asyncio.new_event_loop()
         self._loop = loop
