@@ -5,7 +5,11 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: run serve test test-unit test-service test-loopback test-transport test-browser lint typecheck check bench eval provision clean
+## readme: regenerate the README's settings table from chatbot/settings.py
+readme: $(STAMP)
+	$(BIN)/python -m chatbot.settings_doc
+
+.PHONY: readme run serve test test-unit test-service test-loopback test-transport test-browser lint typecheck check bench eval provision clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

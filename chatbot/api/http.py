@@ -116,13 +116,13 @@ async def chat_events(message_id: str) -> Any:
         after = int(raw)
     except ValueError:
         raise BadRequest("Last-Event-ID / after must be an integer sequence number.", code="invalid_after") from None
-    services().answers.log.check(message_id, tenant(), after)  # 404 now, not a broken stream later
+    await services().answers.log.check(message_id, tenant(), after)  # 404 now, not a broken stream later
     return sse_response(message_id, after=after)
 
 
 @bp.post("/v1/chat/<message_id>/stop")
 async def chat_stop(message_id: str) -> Any:
-    stopped = services().answers.stop(message_id, tenant())
+    stopped = await services().answers.stop(message_id, tenant())
     return {"message_id": message_id, "stopped": stopped}
 
 

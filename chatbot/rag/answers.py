@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from chatbot.errors import Busy, ShuttingDown, UnknownMessage
 from chatbot.rag.eventlog import EventLog
@@ -46,6 +47,39 @@ class Answer:
     finished: bool = False
     grace_timer: asyncio.TimerHandle | None = None
     started: float = field(default_factory=time.monotonic)
+
+
+class AnswerBus(Protocol):
+    """Coordination between instances: stop signals and reader presence. LocalBus for one process;
+    a Redis implementation for several, so that a stop or a resume may arrive at any instance."""
+
+    async def publish_stop(self, message_id: str, reason: str) -> None: ...
+
+    async def listen(self, on_stop: Callable[[str, str], None]) -> None:
+        """Run until cancelled, calling on_stop(message_id, reason) for every stop published anywhere."""
+        ...
+
+    async def touch_reader(self, message_id: str, ttl: float) -> None:
+        """Record that a reader somewhere follows this answer, for `ttl` seconds."""
+        ...
+
+    async def has_reader(self, message_id: str) -> bool: ...
+
+
+class LocalBus:
+    """One process: every answer is local, so there is nothing to publish and no remote reader."""
+
+    async def publish_stop(self, message_id: str, reason: str) -> None:
+        return None
+
+    async def listen(self, on_stop: Callable[[str, str], None]) -> None:
+        await asyncio.Event().wait()
+
+    async def touch_reader(self, message_id: str, ttl: float) -> None:
+        return None
+
+    async def has_reader(self, message_id: str) -> bool:
+        return False
 
 
 class Coalescer:
@@ -101,7 +135,10 @@ class AnswerManager:
         *,
         max_answers: int,
         observers: list[AnswerObserver] | None = None,
+        bus: AnswerBus | None = None,
     ) -> None:
+        self.bus: AnswerBus = bus or LocalBus()
+        self._listener: asyncio.Task[None] | None = None
         self.pipeline = pipeline
         self.log = log_
         self.settings = settings
@@ -135,23 +172,39 @@ class AnswerManager:
             raise UnknownMessage()
         return answer
 
-    def stop(self, message_id: str, tenant: str, reason: str = STOP_REQUESTED) -> bool:
-        """Cancel a running answer. False if it had already ended. Unknown ids raise UnknownMessage."""
-        answer = self._answers.get(message_id)
-        if answer is None:
-            if self.log.tenant_of(message_id) == tenant:
-                return False  # ended and forgotten here; its log is still readable
-            raise UnknownMessage()
-        if answer.tenant != tenant:
-            raise UnknownMessage()
-        return self._cancel(answer, reason)
-
-    async def read(self, message_id: str, tenant: str, after: int = 0) -> AsyncIterator[tuple[int, ChatEvent]]:
-        """Read an answer's events as an attached reader (keeps the answer alive past the grace window)."""
-        events = self.log.read(message_id, tenant, after)
+    async def stop(self, message_id: str, tenant: str, reason: str = STOP_REQUESTED) -> bool:
+        """Stop an answer running here or on another instance. False if it had already ended.
+        Unknown ids (or another tenant's) raise UnknownMessage."""
         answer = self._answers.get(message_id)
         if answer is not None:
+            if answer.tenant != tenant:
+                raise UnknownMessage()
+            return self._cancel(answer, reason)
+        if await self.log.tenant_of(message_id) != tenant:
+            raise UnknownMessage()
+        await self.bus.publish_stop(message_id, reason)  # the owning instance cancels it, if it still runs
+        return True
+
+    def cancel_local(self, message_id: str, reason: str) -> bool:
+        """Cancel an answer this process started (for readers that cannot resume and left)."""
+        answer = self._answers.get(message_id)
+        return answer is not None and self._cancel(answer, reason)
+
+    def start_listening(self) -> None:
+        """Follow stop signals published by other instances (call once the loop runs)."""
+        if self._listener is None:
+            self._listener = asyncio.create_task(self.bus.listen(self.cancel_local), name="answer-bus")
+
+    async def read(self, message_id: str, tenant: str, after: int = 0) -> AsyncIterator[tuple[int, ChatEvent]]:
+        """Read an answer's events as an attached reader (keeps the answer alive past the grace window,
+        here or, through the bus, on the instance that runs it)."""
+        events = self.log.read(message_id, tenant, after)
+        answer = self._answers.get(message_id)
+        presence: asyncio.Task[None] | None = None
+        if answer is not None:
             self._attach(answer)
+        else:
+            presence = asyncio.create_task(self._keep_present(message_id), name=f"presence-{message_id}")
         try:
             async for item in events:
                 yield item
@@ -159,6 +212,18 @@ class AnswerManager:
             await events.aclose()  # type: ignore[attr-defined]
             if answer is not None:
                 self._detach(answer)
+            if presence is not None:
+                presence.cancel()
+                await asyncio.wait((presence,))
+
+    async def _keep_present(self, message_id: str) -> None:
+        interval = max(0.05, self.settings.grace_seconds / 3)
+        while True:
+            try:
+                await self.bus.touch_reader(message_id, ttl=interval * 3)
+            except Exception:
+                log.warning("could not record reader presence for %s", message_id, exc_info=True)
+            await asyncio.sleep(interval)
 
     async def shutdown(self, deadline: float) -> None:
         """Stop accepting; wait up to `deadline` seconds for running answers, then end the rest with an error."""
@@ -171,6 +236,10 @@ class AnswerManager:
         tasks = [a.task for a in self._answers.values() if a.task and not a.task.done()]
         if tasks:
             await asyncio.wait(tasks, timeout=5)
+        if self._listener is not None:
+            self._listener.cancel()
+            await asyncio.wait((self._listener,))
+            self._listener = None
 
     # -- internals ------------------------------------------------------------------------------------
 
@@ -201,9 +270,24 @@ class AnswerManager:
 
     def _abandon(self, answer: Answer) -> None:
         answer.grace_timer = None
-        if answer.readers == 0:
-            log.info("answer %s has had no reader for %ss; cancelling", answer.message_id, self.settings.grace_seconds)
-            self._cancel(answer, DISCONNECTED)
+        if answer.readers == 0 and not answer.finished:
+            asyncio.create_task(self._abandon_unless_read_elsewhere(answer), name=f"abandon-{answer.message_id}")
+
+    async def _abandon_unless_read_elsewhere(self, answer: Answer) -> None:
+        try:
+            remote = await self.bus.has_reader(answer.message_id)
+        except Exception:
+            log.warning("could not check remote readers of %s", answer.message_id, exc_info=True)
+            remote = False
+        if answer.readers > 0 or answer.finished:
+            return
+        if remote:  # followed from another instance: look again after another window
+            answer.grace_timer = asyncio.get_running_loop().call_later(
+                self.settings.grace_seconds, self._abandon, answer
+            )
+            return
+        log.info("answer %s has had no reader for %ss; cancelling", answer.message_id, self.settings.grace_seconds)
+        self._cancel(answer, DISCONNECTED)
 
     async def _run(self, answer: Answer, req: AnswerRequest) -> None:
         mid = answer.message_id

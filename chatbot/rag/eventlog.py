@@ -28,9 +28,9 @@ class EventLog(Protocol):
         Raises UnknownMessage for an unknown, expired or other tenant's message."""
         ...
 
-    def tenant_of(self, message_id: str) -> str | None: ...
+    async def tenant_of(self, message_id: str) -> str | None: ...
 
-    def check(self, message_id: str, tenant: str, after: int) -> None:
+    async def check(self, message_id: str, tenant: str, after: int) -> None:
         """Raise UnknownMessage unless read(message_id, tenant, after) can start."""
         ...
 
@@ -59,7 +59,7 @@ class MemoryEventLog:
     def create(self, message_id: str, tenant: str) -> None:
         self._entries[message_id] = _Entry(tenant=tenant, events=deque(maxlen=self._max_events))
 
-    def tenant_of(self, message_id: str) -> str | None:
+    async def tenant_of(self, message_id: str) -> str | None:
         entry = self._entries.get(message_id)
         return entry.tenant if entry else None
 
@@ -80,7 +80,7 @@ class MemoryEventLog:
                 w.set_result(None)
         return entry.last_seq
 
-    def check(self, message_id: str, tenant: str, after: int) -> None:
+    async def check(self, message_id: str, tenant: str, after: int) -> None:
         entry = self._entries.get(message_id)
         if entry is None or entry.tenant != tenant:
             raise UnknownMessage()
@@ -90,7 +90,7 @@ class MemoryEventLog:
             raise UnknownMessage("The events after that seq are no longer kept; ask again.")
 
     async def read(self, message_id: str, tenant: str, after: int = 0) -> AsyncIterator[tuple[int, ChatEvent]]:
-        self.check(message_id, tenant, after)
+        await self.check(message_id, tenant, after)
         entry = self._entries[message_id]
         loop = asyncio.get_running_loop()
         while True:

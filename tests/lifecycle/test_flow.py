@@ -22,10 +22,13 @@ class TestSlowReader:
     async def test_slow_reader_does_not_delay_a_fast_reader_and_is_detached(self, llm_stack: StackFactory) -> None:
         """A client that never reads is disconnected after send_timeout; a fast client's frames keep flowing."""
         stack_ = llm_stack(
-            reply=BULKY, latency=Latency(token_ms=0.2), stream={"send_timeout": 0.5, "coalesce_ms": 30}
+            reply=BULKY,
+            latency=Latency(token_ms=0.2),
+            stream={"send_timeout": 0.5, "coalesce_ms": 30, "grace_seconds": 0.2},
+            server={"shutdown_seconds": 0.2},
         )
         async with stack_ as stack:
-            async with websockets.connect(stack.ws_url, max_queue=1, max_size=None) as slow:
+            async with websockets.connect(stack.ws_url, max_queue=1, max_size=None, close_timeout=0.5) as slow:
                 await slow.send(json.dumps({"type": "ask", "message": "Tell me everything"}))
                 await asyncio.sleep(0.2)  # the slow answer is streaming into a socket nobody reads
                 gaps: list[float] = []
