@@ -17,6 +17,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any  # noqa: E402
 
 from chatbot.errors import ChatbotError, ConfigError  # noqa: E402
+from chatbot.observability import configure_logging, wants_json_logs  # noqa: E402
 from chatbot.settings import Settings, load_settings  # noqa: E402
 
 log = logging.getLogger("chatbot")
@@ -38,11 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     docs_p.add_argument("--tenant")
     args = parser.parse_args(argv)
 
-    logging.basicConfig(
-        level=os.environ.get("CHATBOT_LOG_LEVEL", "INFO"), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     try:
         settings = load_settings()
+        configure_logging(settings.log_level, json=wants_json_logs(settings))  # CHATBOT_LOG_LEVEL/_FORMAT
         if args.command == "serve":
             overrides: dict[str, Any] = {}
             if args.host:
@@ -93,6 +92,7 @@ async def serve(settings: Settings) -> None:
         config.websocket_ping_interval = settings.stream.heartbeat_seconds
         config.graceful_timeout = settings.server.shutdown_seconds + 2
         config.accesslog = None
+        config.errorlog = logging.getLogger("hypercorn.error")  # through the root handler: JSON in prod, once
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -15,6 +16,7 @@ from chatbot.api.routes import blueprints
 from chatbot.api.context import EXTENSION
 from chatbot.api.ws import CLOSE_SERVICE_RESTART, origin_allowed
 from chatbot.errors import ChatbotError
+from chatbot.observability import bind_request_id
 from chatbot.services import Services, build_services
 from chatbot.settings import Settings
 
@@ -107,9 +109,22 @@ def _register_request_hooks(app: Quart, settings: Settings) -> None:
     @app.before_request
     async def assign_request_id() -> ResponseReturnValue | None:
         g.request_id = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
+        g.request_started = time.perf_counter()
+        bind_request_id(g.request_id)  # log lines of this request (and tasks it starts) carry it
         if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
             return "", 204
         return None
+
+    @app.after_request
+    async def observe_request(response: Any) -> Any:
+        """Request count and time to headers, labelled by route rule (bounded), not by raw path."""
+        svc: Services | None = app.extensions.get(EXTENSION)
+        started = g.get("request_started")
+        if svc is not None and started is not None:
+            rule = request.url_rule.rule if request.url_rule is not None else None
+            elapsed = time.perf_counter() - started
+            svc.metrics.observe_request(request.method, rule, response.status_code, elapsed)
+        return response
 
     @app.after_request
     async def add_headers(response: Any) -> Any:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatbot.looplag import LoopLagMonitor
+from chatbot.observability import Metrics, upstream_provider_label
 from chatbot.providers.base import ChatModel, Embedder, Reranker, SparseEmbedder
 from chatbot.providers.registry import Providers, build_providers
 from chatbot.rag.answers import AnswerManager
@@ -39,6 +40,7 @@ class Services:
     ingestor: Ingestor
     connections: set[Any] = field(default_factory=set)  # open websocket connections (api.ws.Connection)
     looplag: LoopLagMonitor = field(default_factory=LoopLagMonitor)  # sampling the serving loop's lag
+    metrics: Metrics = field(default_factory=Metrics)  # this process's Prometheus series (GET /metrics)
 
 
 @asynccontextmanager
@@ -84,6 +86,15 @@ async def build_services(
         answers = AnswerManager(
             pipeline, event_log, settings.stream, max_answers=settings.limits.max_answers_per_process
         )
+        connections: set[Any] = set()
+        metrics = Metrics(
+            upstream_provider=upstream_provider_label(settings, reranker=providers.reranker is not None),
+            running_answers=lambda: answers.running,
+            open_connections=lambda: len(connections),
+        )
+        answers.observers.append(metrics.observe_answer)
+        looplag.add_listener(metrics.observe_loop_lag)
+        stack.callback(metrics.close)
         ingestor = Ingestor(
             embedder=providers.embedder,
             sparse=providers.sparse,
@@ -105,6 +116,8 @@ async def build_services(
             answers=answers,
             ingestor=ingestor,
             looplag=looplag,
+            connections=connections,
+            metrics=metrics,
         )
         log.info(
             "services ready: embedder=%s chat=%s store=%s mode=%s",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from chatbot.api.context import services, tenant
 from chatbot.api.wire import check_message
 from chatbot.errors import UnknownConversation
+from chatbot.observability import message_context
 from chatbot.rag.answers import new_message_id
 from chatbot.rag.pipeline import AnswerRequest
 
@@ -19,7 +20,7 @@ async def start_answer(message: str, conversation_id: str | None) -> tuple[str, 
     elif not await svc.conversations.exists(who, conversation_id):
         raise UnknownConversation()
     message_id = new_message_id()
-    svc.answers.start(
-        AnswerRequest(tenant=who, question=question, message_id=message_id, conversation_id=conversation_id)
-    )
+    with message_context(message_id):  # the answer task copies the context: its log lines carry message_id
+        req = AnswerRequest(tenant=who, question=question, message_id=message_id, conversation_id=conversation_id)
+        svc.answers.start(req)
     return message_id, conversation_id

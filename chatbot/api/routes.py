@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from quart import Blueprint
 
-from chatbot.api import debug, http, ws
+from chatbot.api import debug, http, metrics, ws
 
 
 def blueprints() -> list[Blueprint]:
-    return [http.bp, ws.bp, debug.bp]
+    return [http.bp, ws.bp, debug.bp, metrics.bp]

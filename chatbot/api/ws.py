@@ -19,6 +19,7 @@ from chatbot.api.asks import start_answer
 from chatbot.api.context import services, tenant
 from chatbot.api.wire import AskFrame, ResumeFrame, StopFrame, dumps, error_frame, event_frame, parse_client_frame
 from chatbot.errors import AnswerInProgress, BadRequest, Busy, ChatbotError, OriginNotAllowed, PayloadTooLarge
+from chatbot.observability import bind_request_id
 from chatbot.rag.answers import REPLACED
 
 log = logging.getLogger(__name__)
@@ -147,6 +148,7 @@ async def ws_endpoint() -> Any:
     if len(svc.connections) >= svc.settings.limits.max_connections:
         err = Busy("Too many open connections.", retry_after=5.0)
         return jsonify({"error": err.to_dict()}), 429
+    bind_request_id(websocket.headers.get("X-Request-ID", "")[:64])  # the connection's log lines carry it
     conn = Connection()
     await websocket.accept()
     svc.connections.add(conn)

@@ -11,14 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import json
 import logging
-import math
 import random
-import time
 import weakref
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
 import cohere
@@ -29,20 +26,18 @@ from cohere.v2.raw_client import OMIT  # the SDK's "leave this field out" (None 
 
 from chatbot.errors import (
     ConfigError,
-    UpstreamAuth,
     UpstreamBadResponse,
     UpstreamError,
-    UpstreamRateLimited,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
 from chatbot.providers.base import ChatChunk, ChatMessage, ChatRequest, EmbedKind, RankedPassage
+from chatbot.providers.upstream_http import SSEEvents, aclose_iterator, error_for_status, retry_after
 from chatbot.settings import CohereSettings
 
 PROVIDER = "cohere"
 DEFAULT_BASE_URL = "https://api.cohere.com"
 EMBED_BATCH = 96  # the API's limit on texts per embed request
-MAX_EVENT_BYTES = 1 << 20  # an SSE line longer than this is refused rather than buffered
 DRAIN_SECONDS = (
     0.1  # after message-end, how long to wait for the end of the body (so the connection is reused)
 )
@@ -186,8 +181,8 @@ class CohereChatModel:
             try:
                 response = await self._open_stream(stack, request)
                 body = response.aiter_bytes()
-                stack.push_async_callback(_aclose, body)  # runs before the response closes (LIFO)
-                events = _SSEEvents()
+                stack.push_async_callback(aclose_iterator, body)  # runs before the response closes (LIFO)
+                events = SSEEvents(PROVIDER)
                 end: dict[str, Any] | None = None
                 async for received in body:
                     for payload in events.feed(received):
@@ -238,11 +233,7 @@ class CohereChatModel:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-async def _aclose(iterator: AsyncIterator[bytes]) -> None:
-    """Close a body iterator now rather than leaving it to the garbage collector's finaliser task."""
-    aclose = getattr(iterator, "aclose", None)
-    if aclose is not None:
-        await aclose()
+
 
 
 def _retry_wait(exc: ApiError, attempt: int) -> float | None:
@@ -259,31 +250,7 @@ def _backoff(attempt: int) -> float:
     return min(0.5 * 2.0**attempt, MAX_RETRY_WAIT) * random.uniform(0.75, 1.0)  # noqa: S311 - jitter, not crypto
 
 
-class _SSEEvents:
-    """Splits a byte stream into the `data` of each server-sent event; refuses lines over MAX_EVENT_BYTES."""
 
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._data: list[bytes] = []
-
-    def feed(self, received: bytes) -> list[bytes]:
-        lines = (self._buffer + received).split(b"\n")
-        self._buffer = lines.pop()
-        if len(self._buffer) > MAX_EVENT_BYTES:
-            log.warning("cohere stream: an event longer than %d bytes", MAX_EVENT_BYTES)
-            raise UpstreamBadResponse(provider=PROVIDER)
-        events: list[bytes] = []
-        for line in lines:
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if line:
-                if line.startswith(b"data:"):
-                    self._data.append(line[6:] if line[5:6] == b" " else line[5:])
-                continue  # comments (":"), event:, id: and retry: lines carry nothing we use
-            if self._data:  # a blank line ends an event
-                events.append(self._data[0] if len(self._data) == 1 else b"\n".join(self._data))
-                self._data = []
-        return events
 
 
 def _message(message: ChatMessage) -> cohere.ChatMessageV2:
@@ -347,7 +314,7 @@ def translate_error(exc: Exception) -> UpstreamError:
         return UpstreamBadResponse(provider=PROVIDER)
     if isinstance(exc, ApiError):
         log.warning("cohere: HTTP %s: %.300r", exc.status_code, exc.body)
-        return error_for_status(exc.status_code or 0, _lower(exc.headers or {}))
+        return error_for_status(PROVIDER, exc.status_code or 0, exc.headers or {})
     if isinstance(exc, httpx.TimeoutException):
         log.warning("cohere: timed out: %r", exc)
         return UpstreamTimeout(provider=PROVIDER)
@@ -356,39 +323,3 @@ def translate_error(exc: Exception) -> UpstreamError:
         return UpstreamUnavailable(provider=PROVIDER)
     log.warning("cohere: unreadable response: %r", exc)
     return UpstreamBadResponse(provider=PROVIDER)
-
-
-def error_for_status(status: int, headers: Mapping[str, str]) -> UpstreamError:
-    if status == 429:
-        return UpstreamRateLimited(provider=PROVIDER, retry_after=retry_after(headers))
-    if status in (401, 403, 498):  # 498: Cohere's invalid token
-        return UpstreamAuth(provider=PROVIDER)
-    if status in (408, 504):
-        return UpstreamTimeout(provider=PROVIDER)
-    if status >= 500 or status == 499:  # 499: the request was cancelled upstream
-        return UpstreamUnavailable(provider=PROVIDER)
-    return UpstreamBadResponse(provider=PROVIDER)  # other 4xx, and a 2xx body that was not JSON
-
-
-def _lower(headers: Mapping[str, str]) -> dict[str, str]:
-    return {name.lower(): value for name, value in headers.items()}
-
-
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds from `retry-after-ms` or `retry-after` (seconds or an HTTP date); None if absent or odd."""
-    headers = _lower(headers)
-    if (ms := headers.get("retry-after-ms")) is not None:
-        with contextlib.suppress(ValueError):
-            if math.isfinite(seconds := float(ms) / 1000) and seconds >= 0:
-                return seconds
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        parsed = email.utils.parsedate_tz(value)
-        if parsed is None:
-            return None
-        seconds = email.utils.mktime_tz(parsed) - time.time()
-    return max(seconds, 0.0) if math.isfinite(seconds) else None

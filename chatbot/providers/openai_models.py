@@ -10,13 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import json
 import logging
-import math
-import time
 import weakref
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
 import httpx2
@@ -26,20 +23,18 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from chatbot.errors import (
     ConfigError,
-    UpstreamAuth,
     UpstreamBadResponse,
     UpstreamError,
-    UpstreamRateLimited,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
 from chatbot.providers.base import ChatChunk, ChatMessage, ChatRequest, EmbedKind
+from chatbot.providers.upstream_http import SSEEvents, aclose_iterator, error_for_status
 from chatbot.settings import OpenAISettings
 
 PROVIDER = "openai"
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 EMBED_BATCH = 2048  # the API's limit on inputs per request
-MAX_EVENT_BYTES = 1 << 20  # an SSE line longer than this is refused rather than buffered
 DRAIN_SECONDS = 0.1  # after [DONE], how long to wait for the end of the body (so the connection is reused)
 
 log = logging.getLogger(__name__)
@@ -146,8 +141,8 @@ class OpenAIChatModel:
                     )
                 )
                 body = response.http_response.aiter_bytes()
-                stack.push_async_callback(_aclose, body)  # runs before the response closes (LIFO)
-                events = _SSEEvents()
+                stack.push_async_callback(aclose_iterator, body)  # runs before the response closes (LIFO)
+                events = SSEEvents(PROVIDER)
                 finish_reason: str | None = None
                 usage: Any = None
                 done = False
@@ -183,38 +178,10 @@ class OpenAIChatModel:
                 raise translate_error(exc) from exc
 
 
-async def _aclose(iterator: AsyncIterator[bytes]) -> None:
-    """Close a body iterator now rather than leaving it to the garbage collector's finaliser task."""
-    aclose = getattr(iterator, "aclose", None)
-    if aclose is not None:
-        await aclose()
 
 
-class _SSEEvents:
-    """Splits a byte stream into the `data` of each server-sent event; refuses lines over MAX_EVENT_BYTES."""
 
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._data: list[bytes] = []
 
-    def feed(self, received: bytes) -> list[bytes]:
-        lines = (self._buffer + received).split(b"\n")
-        self._buffer = lines.pop()
-        if len(self._buffer) > MAX_EVENT_BYTES:
-            log.warning("openai stream: an event longer than %d bytes", MAX_EVENT_BYTES)
-            raise UpstreamBadResponse(provider=PROVIDER)
-        events: list[bytes] = []
-        for line in lines:
-            if line.endswith(b"\r"):
-                line = line[:-1]
-            if line:
-                if line.startswith(b"data:"):
-                    self._data.append(line[6:] if line[5:6] == b" " else line[5:])
-                continue  # comments (":"), event:, id: and retry: lines carry nothing we use
-            if self._data:  # a blank line ends an event
-                events.append(self._data[0] if len(self._data) == 1 else b"\n".join(self._data))
-                self._data = []
-        return events
 
 
 def _message(message: ChatMessage) -> ChatCompletionMessageParam:
@@ -258,7 +225,7 @@ def translate_error(exc: Exception) -> UpstreamError:
     """The chatbot error for an SDK or transport exception. Details go to the log, never to the message."""
     if isinstance(exc, openai.APIStatusError):
         log.warning("openai: HTTP %s (request id %s): %.300s", exc.status_code, exc.request_id, exc.message)
-        return error_for_status(exc.status_code, exc.response.headers)
+        return error_for_status(PROVIDER, exc.status_code, exc.response.headers)
     if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
         log.warning("openai: timed out: %r", exc)
         return UpstreamTimeout(provider=PROVIDER)
@@ -267,34 +234,3 @@ def translate_error(exc: Exception) -> UpstreamError:
         return UpstreamUnavailable(provider=PROVIDER)
     log.warning("openai: unreadable response: %r", exc)
     return UpstreamBadResponse(provider=PROVIDER)
-
-
-def error_for_status(status: int, headers: Mapping[str, str]) -> UpstreamError:
-    if status == 429:
-        return UpstreamRateLimited(provider=PROVIDER, retry_after=retry_after(headers))
-    if status in (401, 403):
-        return UpstreamAuth(provider=PROVIDER)
-    if status in (408, 504):
-        return UpstreamTimeout(provider=PROVIDER)
-    if status >= 500:
-        return UpstreamUnavailable(provider=PROVIDER)
-    return UpstreamBadResponse(provider=PROVIDER)
-
-
-def retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds from `retry-after-ms` or `retry-after` (seconds or an HTTP date); None if absent or odd."""
-    if (ms := headers.get("retry-after-ms")) is not None:
-        with contextlib.suppress(ValueError):
-            if math.isfinite(seconds := float(ms) / 1000) and seconds >= 0:
-                return seconds
-    value = headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        parsed = email.utils.parsedate_tz(value)
-        if parsed is None:
-            return None
-        seconds = email.utils.mktime_tz(parsed) - time.time()
-    return max(seconds, 0.0) if math.isfinite(seconds) else None

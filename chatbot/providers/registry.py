@@ -40,15 +40,8 @@ class _Clients:
         if self._cohere is None:
             module = _import("chatbot.providers.cohere_models", "cohere")
             self._cohere = module.build_cohere_client(self.settings.cohere)
-            self.stack.push_async_callback(_close_cohere, self._cohere)
+            self.stack.push_async_exit(self._cohere)  # the SDK's __aexit__ closes its HTTP client
         return self._cohere
-
-
-async def _close_cohere(client: Any) -> None:
-    wrapper = getattr(client, "_client_wrapper", None)
-    httpx_client = getattr(getattr(wrapper, "httpx_client", None), "httpx_client", None)
-    if httpx_client is not None:
-        await httpx_client.aclose()
 
 
 def _import(module: str, package: str) -> Any:
@@ -66,7 +59,8 @@ def build_providers(settings: Settings, stack: AsyncExitStack) -> Providers:
     chat = _build_chat(settings, clients)
     reranker = None
     if settings.retrieval.rerank and settings.cohere.api_key is not None:
-        reranker = _import("chatbot.providers.cohere_models", "cohere").CohereReranker(clients.cohere(), settings.cohere)
+        cohere_models = _import("chatbot.providers.cohere_models", "cohere")
+        reranker = cohere_models.CohereReranker(clients.cohere(), settings.cohere)
     sparse: SparseEmbedder | None = None
     if settings.retrieval.mode != "dense":
         from chatbot.providers.local_models import BM25SparseEmbedder
@@ -100,7 +94,8 @@ def _build_chat(settings: Settings, clients: _Clients) -> ChatModel:
         )
         return chat
     if name == "cohere":
-        chat = _import("chatbot.providers.cohere_models", "cohere").CohereChatModel(clients.cohere(), settings.cohere)
+        cohere_models = _import("chatbot.providers.cohere_models", "cohere")
+        chat = cohere_models.CohereChatModel(clients.cohere(), settings.cohere)
         return chat
     from chatbot.providers.extractive import ExtractiveChatModel
 
