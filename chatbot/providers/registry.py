@@ -50,7 +50,8 @@ def _import(module: str, package: str) -> Any:
     try:
         return importlib.import_module(module)
     except ImportError as exc:  # pragma: no cover - depends on the install
-        raise ConfigError(f"The {package} provider needs the '{package}' package: pip install {package}") from exc
+        hint = f"pip install {package}"
+        raise ConfigError(f"The {package} provider needs the '{package}' package: {hint}") from exc
 
 
 def build_providers(settings: Settings, stack: AsyncExitStack) -> Providers:
