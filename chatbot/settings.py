@@ -96,6 +96,11 @@ class LimitSettings(BaseModel):
     max_history_messages: int = Field(20, ge=0, description="Earlier messages kept per conversation and sent.")
     max_conversations: int = Field(10_000, ge=1, description="Conversations kept in memory (oldest dropped).")
     max_frame_bytes: int = Field(65_536, ge=1024, description="Largest websocket frame or JSON body accepted.")
+    max_chat_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        description="Largest body of POST /v1/chat/completions and /v1/ui/chat (these clients send their history).",
+    )
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest uploaded document.")
     max_files_per_upload: int = Field(20, ge=1, description="Documents per upload request.")
     max_answers_per_process: int = Field(256, ge=1, description="Concurrent answers per process; beyond: busy.")
