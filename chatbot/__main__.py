@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                 settings.server = settings.server.model_copy(update=overrides)
             run(serve(settings), settings)
         elif args.command == "ingest":
+            if "CHATBOT_LOCAL__THREADS" not in os.environ:  # a batch job may use both cores; serving keeps one
+                settings.local = settings.local.model_copy(update={"threads": min(2, os.cpu_count() or 1)})
             run(ingest(settings, args.paths, args.tenant or settings.default_tenant), settings)
         elif args.command == "documents":
             run(documents(settings, args.action, args.doc_id, args.tenant or settings.default_tenant), settings)

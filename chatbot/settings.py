@@ -29,6 +29,16 @@ class OpenAISettings(BaseModel):
     embedding_model: str = Field("text-embedding-3-small", description="Embedding model name.")
     embedding_dimensions: int = Field(1536, gt=0, description="Dimensions of embedding_model's vectors.")
     max_concurrency: int = Field(64, gt=0, description="Concurrent requests to this provider per process.")
+    fallback_base_url: str | None = Field(
+        None,
+        description="A second deployment serving the same models (same key): chat and embeddings fail over to it.",
+    )
+
+
+class FailoverSettings(BaseModel):
+    enabled: bool = Field(True, description="Fail over between configured chat providers before the first token.")
+    threshold: int = Field(3, ge=1, description="Consecutive failures that open a provider's circuit breaker.")
+    cooldown_seconds: float = Field(30.0, gt=0, description="How long an open circuit skips its provider.")
 
 
 class CohereSettings(BaseModel):
@@ -45,7 +55,7 @@ class CohereSettings(BaseModel):
 
 class LocalModelSettings(BaseModel):
     threads: int = Field(1, ge=1, le=16, description="onnxruntime intra-op threads for the offline embedder.")
-    batch_size: int = Field(64, ge=1, le=1024, description="Texts per inference batch when ingesting.")
+    batch_size: int = Field(8, ge=1, le=1024, description="Texts per inference batch (8 measured fastest for chunks).")
     max_tokens: int = Field(256, ge=16, le=512, description="Truncation length of the offline embedder.")
     extractive_sentences: int = Field(4, ge=1, le=20, description="Sentences the extractive answer quotes.")
 
@@ -75,6 +85,22 @@ class RedisSettings(BaseModel):
     url: str | None = Field(
         None,
         description="Redis URL; enables the Redis event log, stop signal, conversation store and rate limits.",
+    )
+    key_prefix: str = Field(
+        "chatbot", min_length=1, description="Prefix of every Redis key and channel (deployments may share a Redis)."
+    )
+    timeout: float = Field(
+        5.0, gt=0, description="Redis connect/read timeout, seconds; also how long an outage is ridden out."
+    )
+    max_retries: int = Field(2, ge=0, le=10, description="Retries of a Redis command on a connection error.")
+    lease_seconds: float = Field(
+        15.0,
+        gt=0,
+        description="A running answer's Redis keys live this long unless renewed (its instance renews them); "
+        "readers of an answer whose instance died get unknown_message after it.",
+    )
+    conversation_ttl_seconds: int = Field(
+        30 * 86_400, ge=60, description="A conversation in Redis expires this long after its last turn."
     )
 
 
@@ -177,6 +203,7 @@ class Settings(BaseSettings):
     default_tenant: str = Field("public", description="Tenant used when no credential names one.")
     openai: OpenAISettings = Field(default_factory=OpenAISettings)  # type: ignore[arg-type]
     cohere: CohereSettings = Field(default_factory=CohereSettings)  # type: ignore[arg-type]
+    failover: FailoverSettings = Field(default_factory=FailoverSettings)  # type: ignore[arg-type]
     local: LocalModelSettings = Field(default_factory=LocalModelSettings)  # type: ignore[arg-type]
     qdrant: QdrantSettings = Field(default_factory=QdrantSettings)  # type: ignore[arg-type]
     redis: RedisSettings = Field(default_factory=RedisSettings)  # type: ignore[arg-type]

@@ -50,6 +50,7 @@ class ChatChunk:
     finish_reason: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    model: str | None = None  # set by a model that answers for others (failover): who actually answered
 
 
 @dataclass(frozen=True, slots=True)

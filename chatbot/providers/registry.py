@@ -9,6 +9,7 @@ from typing import Any
 
 from chatbot.errors import ConfigError
 from chatbot.providers.base import ChatModel, Embedder, Reranker, SparseEmbedder
+from chatbot.providers.failover import FailoverChatModel, FailoverEmbedder
 from chatbot.settings import Settings
 
 
@@ -27,6 +28,7 @@ class _Clients:
         self.settings = settings
         self.stack = stack
         self._openai: Any = None
+        self._openai_fallback: Any = None
         self._cohere: Any = None
 
     def openai(self) -> Any:
@@ -35,6 +37,17 @@ class _Clients:
             self._openai = module.build_openai_client(self.settings.openai)
             self.stack.push_async_callback(self._openai.close)
         return self._openai
+
+    def openai_fallback(self) -> Any:
+        """A client for openai.fallback_base_url (a second deployment of the same models), or None."""
+        if self._openai_fallback is None and self.settings.openai.fallback_base_url:
+            module = _import("chatbot.providers.openai_models", "openai")
+            fallback = self.settings.openai.model_copy(
+                update={"base_url": self.settings.openai.fallback_base_url}
+            )
+            self._openai_fallback = module.build_openai_client(fallback)
+            self.stack.push_async_callback(self._openai_fallback.close)
+        return self._openai_fallback
 
     def cohere(self) -> Any:
         if self._cohere is None:
@@ -75,6 +88,13 @@ def _build_embedder(settings: Settings, clients: _Clients, stack: AsyncExitStack
     if name == "openai":
         module = _import("chatbot.providers.openai_models", "openai")
         embedder: Embedder = module.OpenAIEmbedder(clients.openai(), settings.openai)
+        if clients.openai_fallback() is not None:  # same models elsewhere: the same vector space
+            second = module.OpenAIEmbedder(clients.openai_fallback(), settings.openai)
+            embedder = FailoverEmbedder(
+                [embedder, second],
+                threshold=settings.failover.threshold,
+                cooldown=settings.failover.cooldown_seconds,
+            )
         return embedder
     if name == "cohere":
         module = _import("chatbot.providers.cohere_models", "cohere")
@@ -88,16 +108,36 @@ def _build_embedder(settings: Settings, clients: _Clients, stack: AsyncExitStack
 
 
 def _build_chat(settings: Settings, clients: _Clients) -> ChatModel:
-    name = settings.resolved_chat_provider
-    if name == "openai":
-        chat: ChatModel = _import("chatbot.providers.openai_models", "openai").OpenAIChatModel(
-            clients.openai(), settings.openai
-        )
-        return chat
+    """The configured chat model; with failover, followed by every other configured one."""
+    primary = settings.resolved_chat_provider
+    if primary == "extractive":
+        from chatbot.providers.extractive import ExtractiveChatModel
+
+        return ExtractiveChatModel(settings.local)
+    models = [_chat_model(primary, clients, settings)]
+    if settings.failover.enabled:
+        if primary == "openai" and clients.openai_fallback() is not None:
+            models.append(_chat_model("openai-fallback", clients, settings))
+        other = "cohere" if primary == "openai" else "openai"
+        other_key = settings.cohere.api_key if other == "cohere" else settings.openai.api_key
+        if other_key is not None:
+            models.append(_chat_model(other, clients, settings))
+    if len(models) == 1:
+        return models[0]
+    return FailoverChatModel(
+        models, threshold=settings.failover.threshold, cooldown=settings.failover.cooldown_seconds
+    )
+
+
+def _chat_model(name: str, clients: _Clients, settings: Settings) -> ChatModel:
     if name == "cohere":
         cohere_models = _import("chatbot.providers.cohere_models", "cohere")
-        chat = cohere_models.CohereChatModel(clients.cohere(), settings.cohere)
+        chat: ChatModel = cohere_models.CohereChatModel(clients.cohere(), settings.cohere)
         return chat
-    from chatbot.providers.extractive import ExtractiveChatModel
-
-    return ExtractiveChatModel(settings.local)
+    openai_models = _import("chatbot.providers.openai_models", "openai")
+    if name == "openai-fallback":
+        chat = openai_models.OpenAIChatModel(clients.openai_fallback(), settings.openai)
+        chat.name += "@fallback"  # distinguishes the two deployments in breakers and done.model
+        return chat
+    chat = openai_models.OpenAIChatModel(clients.openai(), settings.openai)
+    return chat

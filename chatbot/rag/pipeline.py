@@ -175,6 +175,7 @@ class Pipeline:
         gen_started = time.perf_counter()
         usage = Usage()
         finish_reason = "stop"
+        answered_by = self.chat.name
         stream = self.chat.stream_reply(request)
         first_deadline = gen_started + deadlines.first_token
         answer_deadline = started + deadlines.answer
@@ -198,6 +199,8 @@ class Pipeline:
                     yield TokenEvent(delta=chunk.delta)
                 if chunk.finish_reason:
                     finish_reason = chunk.finish_reason
+                if chunk.model:
+                    answered_by = chunk.model
                 if chunk.prompt_tokens is not None or chunk.completion_tokens is not None:
                     usage = Usage(chunk.prompt_tokens or 0, chunk.completion_tokens or 0)
         finally:
@@ -206,7 +209,7 @@ class Pipeline:
         timings["total"] = _ms(started)
         if usage.total_tokens == 0:
             usage = Usage(_estimate_tokens(m.content for m in request.messages), _estimate_tokens(progress.parts))
-        yield DoneEvent(usage=usage, timings=timings, finish_reason=finish_reason, model=self.chat.name)
+        yield DoneEvent(usage=usage, timings=timings, finish_reason=finish_reason, model=answered_by)
 
     async def _load_history(self, req: AnswerRequest) -> list[ChatMessage]:
         if not req.conversation_id:
