@@ -25,6 +25,8 @@ SUPPORTED_SUFFIXES: Final = frozenset({".md", ".markdown", ".txt", ".html", ".ht
 MAX_BYTES: Final = 20 * 1024 * 1024
 MAX_PDF_PAGES: Final = 2000
 MAX_PDF_CHARS: Final = 5_000_000
+# Beautiful Soup spends tens of microseconds per element; past this many tags a page is tag soup, not a doc.
+MAX_HTML_TAGS: Final = 500_000
 # Headings travel in every chunk's embed text and payload; a runaway "heading" must not multiply.
 MAX_HEADING_CHARS: Final = 200
 
@@ -433,14 +435,56 @@ def _load_html(text: str, stem: str) -> tuple[str, tuple[Section, ...]]:
         title = stem or "Untitled"
         body = _tidy(text)
         return title, ((Section((title,), body),) if body else ())
+    markup = _defuse_markup(text)
+    if markup.count("<") > MAX_HTML_TAGS:
+        raise PayloadTooLarge(
+            f"The HTML has more than {MAX_HTML_TAGS:,} tags.", details={"limit_tags": MAX_HTML_TAGS}
+        )
     # An XML declaration in XHTML is harmless; keep Beautiful Soup from warning that this may be XML.
-    soup = _parse_html(_XML_DECLARATION.sub("<? ", text))
+    soup = _parse_html(_XML_DECLARATION.sub("<? ", markup))
     title_tag = soup.find("title")
     title = _label(title_tag.get_text(" "))[0] if isinstance(title_tag, Tag) else ""
     blocks = _html_blocks(soup)
     h1 = next((b.heading for b in blocks if b.level == 1 and _collapse(b.heading)), None)
     final_title = title or _label(h1 or "")[0] or stem or "Untitled"
     return final_title, _assemble(blocks, final_title)
+
+
+def _defuse_markup(text: str) -> str:
+    """Escape every "<" that does not open a complete construct, so that parsing stays linear.
+
+    Python's html.parser (before 3.11.13 / 3.12.11) rescans to the end of the input for each "<" that
+    opens an unterminated tag, so "<a<a<a..." is quadratic: 200 KB took 20 s. After this pass every "<"
+    opens a closed comment, or a tag or declaration whose ">" comes before the next "<". A "<" that opened
+    nothing renders as "<" either way. The next ">" and "-->" are cached, so the pass itself is linear.
+    """
+    pieces: list[str] = []
+    pos = 0
+    next_gt = next_comment_end = -2  # -2: not looked up yet; -1: there is none
+    lt = text.find("<")
+    while lt >= 0:
+        following = text.find("<", lt + 1)
+        if text.startswith("<!--", lt):
+            if next_comment_end != -1 and next_comment_end < lt + 4:
+                next_comment_end = text.find("-->", lt + 4)
+            end = next_comment_end + 3 if next_comment_end >= 0 else -1
+        else:
+            if next_gt != -1 and next_gt <= lt:
+                next_gt = text.find(">", lt + 1)
+            opens = text[lt + 1 : lt + 2].isalpha() or text[lt + 1 : lt + 2] in ("/", "!", "?")
+            closed = next_gt >= 0 and (following < 0 or next_gt < following)
+            end = next_gt + 1 if opens and closed else -1
+        if end >= 0:
+            pieces.append(text[pos:end])
+            pos = end
+            lt = text.find("<", end)
+        else:
+            pieces.append(text[pos:lt])
+            pieces.append("&lt;")
+            pos = lt + 1
+            lt = following
+    pieces.append(text[pos:])
+    return "".join(pieces)
 
 
 def _parse_html(text: str) -> BeautifulSoup:

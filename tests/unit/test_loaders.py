@@ -11,7 +11,14 @@ from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 
 from chatbot.errors import PayloadTooLarge, UnreadableDocument, UnsupportedMediaType
 from chatbot.rag.chunking import chunk_document
-from chatbot.rag.loaders import MAX_HEADING_CHARS, SUPPORTED_SUFFIXES, ParsedDocument, Section, load_document
+from chatbot.rag.loaders import (
+    MAX_HEADING_CHARS,
+    MAX_HTML_TAGS,
+    SUPPORTED_SUFFIXES,
+    ParsedDocument,
+    Section,
+    load_document,
+)
 
 
 def make_pdf(pages: list[str], *, title: str | None = None, password: str | None = None) -> bytes:
@@ -389,6 +396,22 @@ class TestHtml:
         """XHTML or stray XML with a declaration parses without a parser warning."""
         doc = load_document("x.html", b'<?xml version="1.0"?><doc><para>Text.</para></doc>')
         assert doc.text == "Text."
+
+    @pytest.mark.timeout(30)
+    def test_unterminated_tags_stay_linear(self) -> None:
+        """'<a<a<a...' (quadratic in html.parser before 3.11.13) loads well inside the timeout."""
+        doc = load_document("soup.html", b"<p>x</p>" + b"<a" * 300_000)
+        assert doc.text.startswith("x\n\n<a<a<a")
+
+    def test_stray_less_than_signs_are_text(self) -> None:
+        """A '<' that opens no tag is kept as text, comparisons included."""
+        doc = load_document("cmp.html", b"<p>1 < 2 and x<y, <b>bold</b> a<<b</p><!-- c --><p>z <!-- open")
+        assert doc.text == "1 < 2 and x<y, bold a<<b\n\nz <!-- open"
+
+    def test_tag_soup_over_the_tag_limit_is_refused(self) -> None:
+        """More than MAX_HTML_TAGS tags is PayloadTooLarge before parsing starts."""
+        with pytest.raises(PayloadTooLarge, match="tags"):
+            load_document("soup.html", b"<b>" * (MAX_HTML_TAGS + 1))
 
     def test_comments_and_entities(self) -> None:
         """Comments vanish and entities decode; non-breaking spaces collapse to spaces."""
