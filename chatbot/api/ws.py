@@ -18,6 +18,7 @@ from quart import Blueprint, jsonify, websocket
 from chatbot.api.asks import start_answer
 from chatbot.api.context import services, tenant
 from chatbot.api.wire import AskFrame, ResumeFrame, StopFrame, dumps, error_frame, event_frame, parse_client_frame
+from chatbot.api.widget import tenant_from_widget_token
 from chatbot.errors import AnswerInProgress, BadRequest, Busy, ChatbotError, OriginNotAllowed, PayloadTooLarge
 from chatbot.observability import bind_request_id
 from chatbot.rag.answers import REPLACED
@@ -141,7 +142,11 @@ class Connection:
 @bp.websocket("/v1/ws")
 async def ws_endpoint() -> Any:
     svc = services()
-    if not origin_allowed(
+    try:
+        token_origin = tenant_from_widget_token()  # a valid ?token= sets the tenant and allows its origin
+    except ChatbotError as refused:
+        return jsonify({"error": refused.to_dict()}), refused.status
+    if token_origin is None and not origin_allowed(
         websocket.headers.get("Origin"), websocket.headers.get("Host"), svc.settings.server.allowed_origins
     ):
         return jsonify({"error": OriginNotAllowed().to_dict()}), 403

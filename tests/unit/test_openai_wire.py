@@ -1,0 +1,288 @@
+"""OpenAI Chat Completions rendering: exact bytes of chunks, completions and errors, checked against the
+openai SDK's own (strict) models where the value is an OpenAI one."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.model import Model
+
+from chatbot.api.openai_wire import (
+    DONE,
+    ChatCompletionBody,
+    ChunkStream,
+    CompletionBuilder,
+    ModelNotFound,
+    UnsupportedContent,
+    error_body,
+    error_event_body,
+    error_status,
+    model_list,
+)
+from chatbot.api.wire import validate
+from chatbot.errors import (
+    Busy,
+    ChatbotError,
+    InvalidJSON,
+    MessageTooLong,
+    PayloadTooLarge,
+    Unauthorized,
+    UpstreamUnavailable,
+    ValidationFailed,
+)
+from chatbot.providers.base import ChatMessage
+from chatbot.rag.events import (
+    DoneEvent,
+    ErrorEvent,
+    Source,
+    SourcesEvent,
+    StartEvent,
+    StoppedEvent,
+    TokenEvent,
+    Usage,
+)
+
+SOURCE = Source(1, "d1", "guide/setup.md", "Setup", ("Setup", "Install"), 0, "Run it.", 0.5)
+SOURCE_JSON = (
+    '{"n":1,"doc_id":"d1","source":"guide/setup.md","title":"Setup","heading_path":["Setup","Install"],'
+    '"chunk_index":0,"text":"Run it.","score":0.5}'
+)
+HEAD = '{"id":"msg_1","object":"chat.completion.chunk","created":7,"model":"chatbot","choices":'
+DONE_EVENT = DoneEvent(usage=Usage(10, 3), timings={}, finish_reason="stop", model="extractive")
+
+
+def line(delta: str, finish_reason: str) -> bytes:
+    """One chunk line, written out by hand."""
+    choice = f'{{"index":0,"delta":{delta},"finish_reason":{finish_reason}}}'
+    return f"data: {HEAD}[{choice}]}}\n\n".encode()
+
+
+def frames(stream: ChunkStream, *events: object) -> bytes:
+    return b"".join(b"".join(stream.render(e)) for e in events)  # type: ignore[arg-type]
+
+
+def data_objects(raw: bytes) -> list[dict[str, object]]:
+    out = []
+    for block in raw.decode().split("\n\n"):
+        if block and block != "data: [DONE]":
+            assert block.startswith("data: ")
+            out.append(json.loads(block[len("data: ") :]))
+    return out
+
+
+class TestRequestBody:
+    def parse(self, **body: object) -> ChatCompletionBody:
+        parsed: ChatCompletionBody = validate(ChatCompletionBody, {"model": "chatbot", **body})
+        return parsed
+
+    def test_string_and_text_part_contents(self) -> None:
+        """String content and lists of text parts both become plain text; developer counts as system."""
+        body = self.parse(
+            messages=[
+                {"role": "developer", "content": "Be brief."},
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}],
+                },
+                {"role": "assistant", "content": None, "refusal": None},
+                {"role": "user", "content": "What is a tenant?", "name": "ann"},
+            ]
+        )
+        assert body.chat_messages() == [
+            ChatMessage("system", "Be brief."),
+            ChatMessage("user", "Hi\nthere"),
+            ChatMessage("assistant", ""),
+            ChatMessage("user", "What is a tenant?"),
+        ]
+
+    def test_non_text_parts_are_refused(self) -> None:
+        """An image part is a 400 unsupported_content error naming the messages param."""
+        body = self.parse(
+            messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]
+        )
+        with pytest.raises(UnsupportedContent) as info:
+            body.chat_messages()
+        assert error_status(info.value) == 400
+        assert error_body(info.value)["error"]["param"] == "messages"
+
+    def test_tool_role_is_a_validation_error(self) -> None:
+        """A tool message fails validation (rendered as a 400 naming the field)."""
+        with pytest.raises(ValidationFailed) as info:
+            self.parse(messages=[{"role": "tool", "content": "x", "tool_call_id": "t"}])
+        body = error_body(info.value)["error"]
+        assert error_status(info.value) == 400
+        assert body["param"] == "messages.0.role"
+        assert body["type"] == "invalid_request_error"
+
+    def test_options(self) -> None:
+        """max_completion_tokens wins over max_tokens; include_usage is read; other fields are ignored."""
+        body = self.parse(
+            messages=[{"role": "user", "content": "q"}],
+            max_tokens=50,
+            max_completion_tokens=20,
+            temperature=0.3,
+            stream=True,
+            stream_options={"include_usage": True},
+            tools=[],
+            user="u1",
+        )
+        assert (body.token_limit, body.temperature, body.stream, body.include_usage) == (20, 0.3, True, True)
+        assert self.parse(messages=[], max_tokens=50).token_limit == 50
+        assert self.parse(messages=[]).include_usage is False
+
+    def test_more_than_one_choice_is_refused(self) -> None:
+        """n > 1 is a validation error: one choice is generated."""
+        with pytest.raises(ValidationFailed):
+            self.parse(messages=[], n=2)
+
+
+class TestChunkStream:
+    def test_a_finished_answer_byte_for_byte(self) -> None:
+        """Role chunk, content chunks, final chunk with finish_reason and sources on the delta, one [DONE]."""
+        stream = ChunkStream("msg_1", 7, include_usage=False)
+        raw = frames(
+            stream,
+            StartEvent("msg_1", ""),
+            SourcesEvent((SOURCE,)),
+            TokenEvent("Run"),
+            TokenEvent(" it [1]."),
+            DONE_EVENT,
+        )
+        assert raw == (
+            line('{"role":"assistant","content":""}', "null")
+            + line('{"content":"Run"}', "null")
+            + line('{"content":" it [1]."}', "null")
+            + line(f'{{"sources":[{SOURCE_JSON}]}}', '"stop"')
+            + b"data: [DONE]\n\n"
+        )
+        for obj in data_objects(raw):
+            ChatCompletionChunk.model_validate(obj)  # the SDK's strict model accepts every chunk
+
+    def test_usage_chunk_comes_last_before_done(self) -> None:
+        """With include_usage, a chunk with empty choices and usage precedes [DONE]."""
+        raw = frames(ChunkStream("msg_1", 7, include_usage=True), StartEvent("msg_1", ""), DONE_EVENT)
+        blocks = raw.split(b"\n\n")
+        assert (
+            blocks[-3]
+            == (
+                f'data: {HEAD}[],"usage":{{"prompt_tokens":10,"completion_tokens":3,"total_tokens":13}}}}'
+            ).encode()
+        )
+        assert blocks[-2:] == [b"data: [DONE]", b""]
+        assert raw.count(DONE) == 1
+        usage = ChatCompletionChunk.model_validate(data_objects(raw)[-1]).usage
+        assert usage is not None
+        assert usage.total_tokens == 13
+
+    def test_a_stopped_answer_ends_cancelled(self) -> None:
+        """A stopped answer's last chunk says finish_reason 'cancelled' (not a fake 'stop'), then [DONE]."""
+        raw = frames(ChunkStream("msg_1", 7, include_usage=True), TokenEvent("Run"), StoppedEvent())
+        assert raw.endswith(line('{"sources":[]}', '"cancelled"') + b"data: [DONE]\n\n")
+        assert b"usage" not in raw
+
+    def test_an_error_after_tokens_is_an_error_object_and_no_done(self) -> None:
+        """A failure after tokens is `data: {"error": ...}` with no finish chunk and no [DONE]."""
+        stream = ChunkStream("msg_1", 7, include_usage=True)
+        raw = frames(
+            stream,
+            TokenEvent("Run"),
+            ErrorEvent("upstream_unavailable", "The model provider is unavailable."),
+        )
+        assert raw.endswith(
+            b'data: {"error":{"message":"The model provider is unavailable.","type":"server_error",'
+            b'"code":"upstream_unavailable","param":null}}\n\n'
+        )
+        assert DONE not in raw
+        assert b'finish_reason":"' not in raw
+        assert stream.render(DONE_EVENT) == []  # nothing after the end
+
+    def test_empty_token_renders_nothing(self) -> None:
+        """An empty delta produces no chunk."""
+        assert ChunkStream("msg_1", 7, include_usage=False).render(TokenEvent("")) == []
+
+
+class TestCompletion:
+    def test_a_finished_answer(self) -> None:
+        """The completion carries content, sources on the message, finish_reason and usage."""
+        builder = CompletionBuilder("msg_1", 7)
+        for event in (
+            StartEvent("msg_1", ""),
+            SourcesEvent((SOURCE,)),
+            TokenEvent("Run"),
+            TokenEvent(" it."),
+            DONE_EVENT,
+        ):
+            builder.add(event)
+        body = builder.result()
+        assert json.dumps(body, separators=(",", ":")) == (
+            '{"id":"msg_1","object":"chat.completion","created":7,"model":"chatbot","choices":[{"index":0,'
+            f'"message":{{"role":"assistant","content":"Run it.","sources":[{SOURCE_JSON}]}},'
+            '"finish_reason":"stop"}],'
+            '"usage":{"prompt_tokens":10,"completion_tokens":3,"total_tokens":13}}'
+        )
+        parsed = ChatCompletion.model_validate(body)
+        assert parsed.choices[0].message.model_extra == {"sources": [SOURCE.to_dict()]}
+
+    def test_a_stopped_answer(self) -> None:
+        """A stopped answer keeps its text, ends 'cancelled' and has no usage."""
+        builder = CompletionBuilder("msg_1", 7)
+        builder.add(TokenEvent("Run"))
+        builder.add(StoppedEvent())
+        body = builder.result()
+        assert body["choices"][0]["finish_reason"] == "cancelled"
+        assert body["choices"][0]["message"]["content"] == "Run"
+        assert "usage" not in body
+
+    def test_a_failed_answer_raises_its_error(self) -> None:
+        """An error event raises a ChatbotError with the code's HTTP status."""
+        builder = CompletionBuilder("msg_1", 7)
+        with pytest.raises(ChatbotError) as info:
+            builder.add(ErrorEvent("busy", "Busy.", retry_after=2.0))
+        assert (info.value.status, info.value.code, info.value.retry_after) == (429, "busy", 2.0)
+
+
+class TestErrors:
+    @pytest.mark.parametrize(
+        ("err", "status", "type_", "param"),
+        [
+            (InvalidJSON(), 400, "invalid_request_error", None),
+            (MessageTooLong(), 400, "invalid_request_error", "messages"),
+            (PayloadTooLarge(), 413, "invalid_request_error", None),
+            (Unauthorized(), 401, "authentication_error", None),
+            (ModelNotFound(), 404, "invalid_request_error", "model"),
+            (Busy(retry_after=1.0), 429, "rate_limit_error", None),
+            (UpstreamUnavailable(), 502, "server_error", None),
+        ],
+    )
+    def test_status_type_and_param(
+        self, err: ChatbotError, status: int, type_: str, param: str | None
+    ) -> None:
+        """Each error maps to the status the SDK turns into its matching exception, with OpenAI's fields."""
+        assert error_status(err) == status
+        assert error_body(err) == {
+            "error": {"message": err.message, "type": type_, "code": err.code, "param": param}
+        }
+
+    def test_error_event_body(self) -> None:
+        """An in-stream error uses the same shape, typed by the code's status."""
+        assert error_event_body(ErrorEvent("first_token_timeout", "Too slow.")) == {
+            "error": {
+                "message": "Too slow.",
+                "type": "server_error",
+                "code": "first_token_timeout",
+                "param": None,
+            }
+        }
+
+
+class TestModels:
+    def test_model_list(self) -> None:
+        """GET /v1/models lists the one model id in OpenAI's list shape."""
+        body = model_list()
+        assert body == {
+            "object": "list",
+            "data": [{"id": "chatbot", "object": "model", "created": 0, "owned_by": "chatbot"}],
+        }
+        Model.model_validate(body["data"][0])
