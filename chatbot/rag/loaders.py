@@ -151,6 +151,7 @@ def load_document(
             details={"supported": supported},
         )
     media_type = _MEDIA_TYPES[suffix]
+    stem = _label(stem)[0] or "Untitled"
     if suffix == ".pdf":
         title, sections = _load_pdf(data, stem, max_pages=max_pdf_pages, max_chars=max_pdf_chars)
     else:

@@ -232,8 +232,8 @@ class TestScale:
         assert chunks[-1].text.endswith(text[-50:])
 
     def test_megabytes_of_tiny_paragraphs_and_fences(self) -> None:
-        """Hundreds of thousands of blocks, including unclosed fence lookalikes, chunk within bounds."""
-        text = "x\n\n" * 200_000 + "```a`\n" * 50_000 + "~~~\n" + "y\n\n" * 1000
+        """A hundred thousand blocks, fence lookalikes and an unclosed fence chunk within bounds."""
+        text = "x\n\n" * 100_000 + "```a`\n" * 20_000 + "~~~\n" + "y\n\n" * 1000
         chunks = chunk_document(doc_of((("A",), text)))
         assert all(0 < len(c.text) <= 1000 for c in chunks)
 

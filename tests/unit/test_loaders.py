@@ -359,8 +359,8 @@ class TestHtml:
         assert doc.text == "````\n```\nx\n```\n````"
 
     def test_deeply_nested_html_does_not_recurse(self) -> None:
-        """Fifty thousand nested divs parse without RecursionError."""
-        depth = 50_000
+        """Twenty thousand nested divs (far past the recursion limit) parse without RecursionError."""
+        depth = 20_000
         page = b"<h1>Deep</h1>" + b"<div>" * depth + b"bottom" + b"</div>" * depth
         doc = load_document("deep.html", page)
         assert doc.text == "bottom"
@@ -484,6 +484,12 @@ class TestPlainText:
         doc = load_document("notes.txt", b"First para.  \n\n\n\nSecond para.\n\n")
         assert doc.title == "notes"
         assert doc.sections == (Section(("notes",), "First para.\n\nSecond para."),)
+
+    def test_blank_stem_becomes_untitled(self) -> None:
+        """A file called '  .txt' still gets a non-empty title and heading path."""
+        doc = load_document("dir/  .txt", b"text")
+        assert doc.title == "Untitled"
+        assert paths(doc) == [("Untitled",)]
 
     def test_markdown_syntax_in_txt_is_not_parsed(self) -> None:
         """'# lines' in a .txt are text, not headings."""
