@@ -168,6 +168,21 @@ class TestStreaming:
         assert text.count("data: [DONE]") == 1
         assert text.endswith("data: [DONE]\n\n")
 
+    async def test_slow_first_token_streams_with_keep_alives(self, scripted_stack: StackFactory) -> None:
+        """Past one heartbeat interval without a token the stream starts anyway; the SDK skips keep-alives."""
+        chat = ScriptedChatModel(tokens=3, delay=0.25)
+        body = {"model": "chatbot", "messages": ASK, "stream": True}
+        async with (
+            scripted_stack(chat, stream={"heartbeat_seconds": 0.1}) as (url, _svc),
+            httpx.AsyncClient(base_url=url) as http,
+            client_for(url) as client,
+        ):
+            raw = (await http.post("/v1/chat/completions", json=body)).text
+            stream = await client.chat.completions.create(model="chatbot", messages=ASK, stream=True)
+            text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        assert raw.index(": keep-alive") < raw.index('"content":"word0 "')
+        assert text == "word0 word1 word2 [1]."
+
     async def test_stream_helper_collects_sources(self, served: str) -> None:
         """The SDK's stream() helper accumulates the sources extension into the final message."""
         async with (
