@@ -9,7 +9,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 readme: $(STAMP)
 	$(BIN)/python -m chatbot.settings_doc
 
-.PHONY: readme run serve test test-unit test-service test-loopback test-transport test-browser lint typecheck check bench eval provision clean
+.PHONY: readme run serve test test-unit test-service test-loopback test-transport test-browser lint typecheck check bench bench-quick eval provision clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,10 @@ check: lint typecheck
 ## bench: the performance suite (prints a table, writes bench/results/*.json)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run
+
+## bench-quick: the same suite in ~3 minutes (short windows, small micro-benchmarks)
+bench-quick: $(STAMP)
+	$(BIN)/python -m bench.run --quick
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,415 @@
+"""The performance suite: one command, a table, and bench/results/<date>.json.
+
+    make bench                      # full run (bounded to ~15 minutes)
+    python -m bench.run --quick     # ~2-3 minutes: shorter windows, smaller micro-benchmarks
+
+Workload (every process on 127.0.0.1, every loop bounded in count and time):
+- the fake OpenAI upstream in its own process: embeddings 30 ms, first token 100 ms, 50 tokens 10 ms apart;
+- the server (`python -m chatbot serve`, hypercorn + uvloop) in its own process, OpenAI-compatible embedder
+  (384 dims) and chat model, local-mode Qdrant holding 10k chunks filled by the product's own ingestion
+  (built once into bench/results/cache, copied to tmpfs per run);
+- closed-loop clients in their own process (bench/load.py) over websocket and SSE at 1, 10, 50 and 100
+  concurrent conversations, each level with a warm-up and a bounded window;
+- the synchronous peer (bench/sync_peer.py: Flask on gunicorn gthread) on the same workload over SSE;
+- micro-benchmarks (bench/micro.py): offline ingestion throughput, retrieval latency by collection size.
+
+Per level: server CPU ms per turn (all threads, and the event-loop thread alone), turns/s, time to first
+token minus the upstream's own 130 ms (p50, p99), inter-token-frame gap p99, loop lag p99 measured inside
+the server (GET /debug/looplag), peak RSS (VmHWM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import procs
+from bench.procs import PYTHON, ROOT
+
+RESULTS = ROOT / "bench" / "results"
+CACHE = RESULTS / "cache"
+UPSTREAM_MS = 30 + 100  # the fake's embedding latency + first-token latency: the floor of TTFT
+EMBED_MODEL = "bench-embed-384"
+CHAT_MODEL = "bench-chat"
+STORE_VERSION = 1  # bump when bench/corpus.py or setup_store.py change what the collection holds
+PEER_WORKERS, PEER_THREADS = (
+    2,
+    50,
+)  # 2 processes for 2 cores; 100 threads = one per conversation at the top level
+TTFT_BOUNDS_MS = (50, 250)
+
+
+def quantile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.999999) - 1))]
+
+
+def machine() -> dict[str, Any]:
+    model = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    mem = Path("/proc/meminfo").read_text().split("\n")[0].split()[1]
+    return {
+        "cpus": os.cpu_count(),
+        "cpu_model": model,
+        "memory_gib": round(int(mem) / 1024 / 1024),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def server_env(fake_port: int, qdrant_path: Path, port: int) -> dict[str, str]:
+    return {
+        "CHATBOT_EMBEDDING_PROVIDER": "openai",
+        "CHATBOT_CHAT_PROVIDER": "openai",
+        "OPENAI_API_KEY": "bench",
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{fake_port}/v1",
+        "CHATBOT_OPENAI__EMBEDDING_MODEL": EMBED_MODEL,
+        "CHATBOT_OPENAI__EMBEDDING_DIMENSIONS": "384",
+        "CHATBOT_OPENAI__CHAT_MODEL": CHAT_MODEL,
+        # the fake upstream is not a limit here; the default (64) would queue the 100-conversation level
+        "CHATBOT_OPENAI__MAX_CONCURRENCY": "256",
+        "CHATBOT_QDRANT__PATH": str(qdrant_path),
+        # dense: local-mode hybrid (BM25) search costs ~0.4 s per query at 10k points (see bench/micro.py)
+        "CHATBOT_RETRIEVAL__MODE": "dense",
+        "CHATBOT_SERVER__INGEST_ON_START": "false",
+        "CHATBOT_SERVER__HOST": "127.0.0.1",
+        "CHATBOT_SERVER__PORT": str(port),
+        "CHATBOT_SERVER__SHUTDOWN_SECONDS": "1",
+        "CHATBOT_STREAM__GRACE_SECONDS": "5",
+        "CHATBOT_LIMITS__MAX_ANSWERS_PER_PROCESS": "512",
+        "CHATBOT_LOG_LEVEL": "WARNING",
+        "CHATBOT_LOG_FORMAT": "text",
+    }
+
+
+def fake_args(port: int) -> list[str]:
+    return [
+        PYTHON,
+        "-m",
+        "tests.fakes.upstream",
+        "--port",
+        str(port),
+        "--embed-ms",
+        "30",
+        "--first-token-ms",
+        "100",
+        "--tokens",
+        "50",
+        "--token-ms",
+        "10",
+        "--dimensions",
+        "384",
+    ]
+
+
+def ensure_store(chunks: int, fake_port: int, log: Path, rebuild: bool) -> tuple[Path, dict[str, Any]]:
+    """The collection, built once by the product's ingestion path and cached: (folder, setup figures)."""
+    folder = CACHE / f"store-{chunks}-v{STORE_VERSION}"
+    meta_file = folder / "bench-setup.json"
+    if meta_file.exists() and not rebuild:
+        meta = json.loads(meta_file.read_text())
+        return folder, {**meta, "cached": True}
+    shutil.rmtree(folder, ignore_errors=True)
+    building = Path(tempfile.mkdtemp(prefix="chatbot-bench-build-", dir=_fast_tmp()))
+    print(f"building the {chunks}-chunk collection (once; cached in {folder}) ...", flush=True)
+    env = server_env(fake_port, building / "qdrant", 0)
+    out = subprocess.run(  # noqa: S603 - our own module
+        [PYTHON, "-m", "bench.setup_store", "--chunks", str(chunks)],
+        cwd=ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    with log.open("a") as f:
+        f.write(out.stderr)
+    if out.returncode != 0:
+        raise RuntimeError(f"setup_store failed: {out.stderr[-2000:]}")
+    meta = json.loads(out.stdout.strip().splitlines()[-1])
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(building / "qdrant", folder)
+    meta_file.write_text(json.dumps(meta))
+    shutil.rmtree(building, ignore_errors=True)
+    return folder, {**meta, "cached": False}
+
+
+def _fast_tmp() -> str | None:
+    """tmpfs when there is one: local-mode Qdrant commits every point to sqlite."""
+    shm = "/dev/shm"  # noqa: S108 - a private mkdtemp below it, removed after the run
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
+
+
+def run_level(
+    url: str, transport: str, level: int, warmup: float, duration: float, pids: list[int], *, looplag: bool
+) -> dict[str, Any]:
+    """One closed-loop level; samples the server's CPU and loop lag at the window's edges."""
+    args = [
+        PYTHON,
+        "-m",
+        "bench.load",
+        "--url",
+        url,
+        "--transport",
+        transport,
+        "--concurrency",
+        str(level),
+        "--warmup",
+        str(warmup),
+        "--duration",
+        str(duration),
+        "--max-turns",
+        str(int(level * duration * 10 + 100)),
+    ]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)  # noqa: S603
+    cpu0 = cpu1 = procs.cpu(pids)
+    lag: dict[str, Any] = {}
+    result: dict[str, Any] = {}
+    t0 = t1 = time.perf_counter()
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            if line.startswith("measure-start"):
+                if looplag:
+                    procs.http_json("POST", url + "/debug/looplag/reset")
+                cpu0, t0 = procs.cpu(pids), time.perf_counter()
+            elif line.startswith("measure-end"):
+                cpu1, t1 = procs.cpu(pids), time.perf_counter()
+                if looplag:
+                    lag = procs.http_json("GET", url + "/debug/looplag")
+            elif line.startswith("result "):
+                result = json.loads(line[7:])
+        proc.wait(timeout=warmup + duration + 120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    turns = result.get("completed", 0)
+    ttft_ms = [x * 1000 - UPSTREAM_MS for x in result.get("ttft", [])]
+    gaps_ms = [x * 1000 for x in result.get("gaps", [])]
+    window = max(t1 - t0, 1e-9)
+
+    def r(x: float | None, nd: int = 1) -> float | None:
+        return None if x is None else round(x, nd)
+
+    return {
+        "transport": transport,
+        "conversations": level,
+        "turns": turns,
+        "turns_per_s": round(turns / window, 1),
+        "cpu_ms_per_turn": r((cpu1.total - cpu0.total) * 1000 / turns, 2) if turns else None,
+        "loop_cpu_ms_per_turn": r((cpu1.loop - cpu0.loop) * 1000 / turns, 2) if turns else None,
+        "cpu_utilisation": round((cpu1.total - cpu0.total) / window, 2),
+        "ttft_excess_p50_ms": r(quantile(ttft_ms, 0.5)),
+        "ttft_excess_p99_ms": r(quantile(ttft_ms, 0.99)),
+        "gap_p99_ms": r(quantile(gaps_ms, 0.99)),
+        "loop_lag_p99_ms": lag.get("p99_ms") if looplag else None,
+        "loop_lag_max_ms": lag.get("max_ms") if looplag else None,
+        "peak_rss_mb": procs.peak_rss_mb(pids),
+        "errors": result.get("errors", {}),
+        "window_s": round(window, 2),
+    }
+
+
+def print_row(design: str, row: dict[str, Any]) -> None:
+    def f(v: Any, width: int) -> str:
+        return ("n/a" if v is None else str(v)).rjust(width)
+
+    print(
+        f"{design:8} {row['transport']:4} {row['conversations']:>4} {f(row['turns_per_s'], 7)} "
+        f"{f(row['cpu_ms_per_turn'], 8)} {f(row['loop_cpu_ms_per_turn'], 8)} "
+        f"{f(row['ttft_excess_p50_ms'], 8)} "
+        f"{f(row['ttft_excess_p99_ms'], 8)} {f(row['gap_p99_ms'], 7)} {f(row['loop_lag_p99_ms'], 7)} "
+        f"{f(row['peak_rss_mb'], 7)} {sum(row['errors'].values()) if row['errors'] else 0:>4}",
+        flush=True,
+    )
+
+
+HEADER = (
+    "design   tr   conv  turn/s  cpu/turn loop/turn ttft+p50 ttft+p99 gap p99 lag p99 rss MiB errs\n"
+    "                             ms       ms        ms       ms       ms      ms"
+)
+
+
+def capacity(rows: list[dict[str, Any]], bound_ms: float) -> int:
+    """The highest level whose p99 TTFT excess stays under the bound (0 if none)."""
+    ok = [
+        r["conversations"]
+        for r in rows
+        if r["ttft_excess_p99_ms"] is not None and r["ttft_excess_p99_ms"] <= bound_ms and not r["errors"]
+    ]
+    return max(ok, default=0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="~2-3 minutes: short windows, small micro runs")
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 10, 50, 100])
+    parser.add_argument("--transports", nargs="+", default=["ws", "sse"], choices=["ws", "sse"])
+    parser.add_argument("--warmup", type=float, help="seconds per level before measuring")
+    parser.add_argument("--duration", type=float, help="measured seconds per level")
+    parser.add_argument("--chunks", type=int, default=10_000, help="collection size for the load levels")
+    parser.add_argument("--no-peer", action="store_true", help="skip the synchronous peer")
+    parser.add_argument(
+        "--no-micro", action="store_true", help="skip ingestion and retrieval micro-benchmarks"
+    )
+    parser.add_argument("--rebuild", action="store_true", help="rebuild the cached collection")
+    parser.add_argument("--out", type=Path, help="JSON output (default bench/results/<date>.json)")
+    args = parser.parse_args()
+    warmup = args.warmup if args.warmup is not None else (2.0 if args.quick else 5.0)
+    duration = args.duration if args.duration is not None else (6.0 if args.quick else 25.0)
+
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    stamp = dt.datetime.now().strftime("%Y-%m-%dT%H%M%S")
+    log = RESULTS / f"{stamp}.log"
+    started = time.monotonic()
+    report: dict[str, Any] = {
+        "date": dt.datetime.now().isoformat(timespec="seconds"),
+        "machine": machine(),
+        "git": subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607 - git from PATH
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip(),
+        "quick": args.quick,
+        "load_average_at_start": os.getloadavg(),
+        "workload": {
+            "upstream": "fake OpenAI: embeddings 30 ms, first token 100 ms, 50 tokens 10 ms apart",
+            "collection": f"{args.chunks} chunks x 384 dims, local-mode Qdrant (tmpfs), dense top 5",
+            "clients": "closed loop, one new conversation per turn",
+            "warmup_s": warmup,
+            "window_s": duration,
+            "peer": f"Flask + gunicorn gthread, {PEER_WORKERS} workers x {PEER_THREADS} threads, sync SDKs",
+        },
+        "levels": [],
+    }
+    run_dir = Path(tempfile.mkdtemp(prefix="chatbot-bench-", dir=_fast_tmp()))
+    fake_port, server_port, peer_port = procs.free_port(), procs.free_port(), procs.free_port()
+    try:
+        with procs.started(fake_args(fake_port), log=log):
+            procs.wait_port(fake_port)
+            store, setup = ensure_store(args.chunks, fake_port, log, args.rebuild)
+            report["setup"] = setup
+            print(f"collection: {setup}", flush=True)
+            print(HEADER, flush=True)
+            # A fresh server (and peer) per level: no backlog or cache of one level leaks into the next,
+            # and the peak RSS is that level's.
+            url = f"http://127.0.0.1:{server_port}"
+            for transport in args.transports:
+                for level in args.levels:
+                    server_store = run_dir / "server-qdrant"
+                    shutil.rmtree(server_store, ignore_errors=True)
+                    shutil.copytree(store, server_store)
+                    env = server_env(fake_port, server_store, server_port)
+                    with procs.started(
+                        [PYTHON, "-m", "chatbot", "serve"], env, log=log, name="server"
+                    ) as server:
+                        procs.wait_http(url + "/healthz", proc=server)
+                        row = run_level(url, transport, level, warmup, duration, [server.pid], looplag=True)
+                    row["design"] = "async"
+                    report["levels"].append(row)
+                    print_row("async", row)
+            if not args.no_peer:
+                peer_env = {
+                    "OPENAI_API_KEY": "bench",
+                    "OPENAI_BASE_URL": f"http://127.0.0.1:{fake_port}/v1",
+                    "PEER_EMBEDDING_MODEL": EMBED_MODEL,
+                    "PEER_CHAT_MODEL": CHAT_MODEL,
+                    "PEER_QDRANT_PATH": str(run_dir / "peer-qdrant"),
+                    "PEER_TENANT": "public",
+                    "OPENBLAS_NUM_THREADS": "1",
+                }
+                shutil.copytree(store, run_dir / "peer-qdrant")
+                gunicorn = [
+                    PYTHON,
+                    "-m",
+                    "gunicorn",
+                    "-k",
+                    "gthread",
+                    "-w",
+                    str(PEER_WORKERS),
+                    "--threads",
+                    str(PEER_THREADS),
+                    "-b",
+                    f"127.0.0.1:{peer_port}",
+                    "--log-level",
+                    "warning",
+                    "bench.sync_peer:app",
+                ]
+                peer_url = f"http://127.0.0.1:{peer_port}"
+                for level in args.levels:
+                    with procs.started(gunicorn, peer_env, log=log) as peer:
+                        for _ in range(8):  # open every worker's collection copy before measuring
+                            procs.wait_http(peer_url + "/healthz", proc=peer)
+                        pids = [peer.pid, *procs.children(peer.pid)]
+                        row = run_level(peer_url, "sse", level, warmup, duration, pids, looplag=False)
+                    row["design"] = "sync"
+                    row["loop_cpu_ms_per_turn"] = None  # no event loop: threads
+                    report["levels"].append(row)
+                    print_row("sync", row)
+        if not args.no_micro:
+            micro = subprocess.run(  # noqa: S603
+                [PYTHON, "-m", "bench.micro", *(["--quick"] if args.quick else [])],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=600,
+                check=False,
+                env={**os.environ, "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"},
+            )
+            with log.open("a") as f:
+                f.write(micro.stderr)
+            lines = [x for x in micro.stdout.splitlines() if x.startswith("{")]
+            if micro.returncode != 0 or not lines:
+                print(f"micro-benchmarks failed: {micro.stderr[-1500:]}", flush=True)
+            else:
+                report["micro"] = json.loads(lines[-1])
+                for line in micro.stdout.splitlines():
+                    if not line.startswith("{"):
+                        print(line, flush=True)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+    summary: dict[str, Any] = {}
+    async_sse = [r for r in report["levels"] if r["design"] == "async" and r["transport"] == "sse"]
+    async_ws = [r for r in report["levels"] if r["design"] == "async" and r["transport"] == "ws"]
+    sync_rows = [r for r in report["levels"] if r["design"] == "sync"]
+    for bound in TTFT_BOUNDS_MS:
+        a, w, s = capacity(async_sse, bound), capacity(async_ws, bound), capacity(sync_rows, bound)
+        summary[f"p99_ttft_excess_le_{bound}ms"] = {
+            "async_sse": a,
+            "async_ws": w,
+            "sync_sse": s,
+            "ratio_sse": round(a / s, 2) if s else None,
+        }
+        print(
+            f"conversations at p99 TTFT excess <= {bound} ms: async sse {a}, async ws {w}, sync {s}"
+            + (f" (x{a / s:.1f})" if s else ""),
+            flush=True,
+        )
+    report["summary"] = summary
+    report["elapsed_s"] = round(time.monotonic() - started, 1)
+    out = args.out or RESULTS / f"{stamp}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(f"wrote {out} in {report['elapsed_s']} s (log: {log})", flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
