@@ -33,12 +33,27 @@ def main(argv: list[str] | None = None) -> int:
     ingest_p = sub.add_parser("ingest", help="Ingest files or directories (.md .txt .html .pdf).")
     ingest_p.add_argument("paths", nargs="+", type=Path)
     ingest_p.add_argument("--tenant", help="Tenant that owns the documents (default: CHATBOT_DEFAULT_TENANT).")
+    keys_p = sub.add_parser("keys", help="Make an API key (prints the key once and its settings entry).")
+    keys_p.add_argument("action", choices=["new"])
+    keys_p.add_argument("--tenant", required=True)
+    keys_p.add_argument("--roles", default="chat", help="Comma-separated: chat, ingest, admin.")
+    keys_p.add_argument("--id", dest="key_id", help="A name for the key (default: random).")
+    keys_p.add_argument("--json", action="store_true", help="Print only the settings entry (for scripts).")
     docs_p = sub.add_parser("documents", help="List or delete ingested documents.")
     docs_p.add_argument("action", choices=["list", "delete"])
     docs_p.add_argument("doc_id", nargs="?")
     docs_p.add_argument("--tenant")
+    eval_p = sub.add_parser("eval", help="Measure retrieval (nDCG@10, Recall@100, MRR@10) on BEIR data.")
+    eval_p.add_argument("--corpus", type=Path, required=True, help="corpus.jsonl: {_id, title, text} a line.")
+    eval_p.add_argument("--queries", type=Path, required=True, help="queries.jsonl: {_id, text} a line.")
+    eval_p.add_argument("--qrels", type=Path, required=True, help="qrels TSV: query-id, corpus-id, score.")
+    eval_p.add_argument("--modes", help="Comma-separated: dense,sparse,hybrid,rerank (default: all usable).")
+    eval_p.add_argument("--limit-queries", type=int, help="Evaluate only the first N judged queries.")
+    eval_p.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
     args = parser.parse_args(argv)
 
+    if args.command == "keys":
+        return make_key(args.tenant, args.roles, args.key_id, as_json=args.json)
     try:
         settings = load_settings()
         configure_logging(settings.log_level, json=wants_json_logs(settings))  # CHATBOT_LOG_LEVEL/_FORMAT
@@ -57,6 +72,24 @@ def main(argv: list[str] | None = None) -> int:
             run(ingest(settings, args.paths, args.tenant or settings.default_tenant), settings)
         elif args.command == "documents":
             run(documents(settings, args.action, args.doc_id, args.tenant or settings.default_tenant), settings)
+        elif args.command == "eval":
+            from chatbot.evaluate import eval_command
+
+            if "CHATBOT_LOCAL__THREADS" not in os.environ:  # a batch job, like ingest: both cores
+                settings.local = settings.local.model_copy(update={"threads": min(2, os.cpu_count() or 1)})
+
+            run(
+                eval_command(
+                    settings,
+                    corpus=args.corpus,
+                    queries=args.queries,
+                    qrels=args.qrels,
+                    modes=args.modes,
+                    limit_queries=args.limit_queries,
+                    as_json=args.json,
+                ),
+                settings,
+            )
     except ConfigError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
@@ -108,10 +141,39 @@ async def serve(settings: Settings) -> None:
         print(
             f"chatbot serving on http://{settings.server.host}:{settings.server.port} "
             f"(websocket ws://{settings.server.host}:{settings.server.port}/v1/ws); "
-            f"embedder={services.embedder.name} chat={services.chat.name}; open access: no API keys configured",
+            f"embedder={services.embedder.name} chat={services.chat.name}; "
+            + (
+                f"{len(settings.auth.api_keys)} API keys"
+                if settings.auth.api_keys
+                else "OPEN ACCESS: no API keys configured (anyone who can reach this port may chat and ingest)"
+            ),
             flush=True,
         )
         await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+
+
+def make_key(tenant: str, roles: str, key_id: str | None, *, as_json: bool) -> int:
+    import json
+    import secrets
+
+    from chatbot.api.auth import new_api_key
+    from chatbot.settings import ApiKeySpec
+
+    key, sha256 = new_api_key()
+    spec = ApiKeySpec(
+        id=key_id or "key-" + secrets.token_hex(4),
+        sha256=sha256,
+        tenant=tenant,
+        roles=[r.strip() for r in roles.split(",") if r.strip()],  # type: ignore[misc]  # validated by pydantic
+    )
+    entry = json.dumps(spec.model_dump())
+    if as_json:
+        print(entry)
+        print(f"# the key (shown once): {key}", file=sys.stderr)
+    else:
+        print(f"API key (shown once, store it now): {key}")
+        print(f"Add to CHATBOT_AUTH__API_KEYS (a JSON list): {entry}")
+    return 0
 
 
 async def bootstrap_documents(services: Any, settings: Settings) -> None:

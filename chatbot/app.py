@@ -12,8 +12,9 @@ from quart import Quart, g, jsonify, request
 from quart.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
+from chatbot.api.auth import PUBLIC_ENDPOINTS, KeyRing, authorize, bind, identify
+from chatbot.api.context import EXTENSION, KEYRING
 from chatbot.api.routes import blueprints
-from chatbot.api.context import EXTENSION
 from chatbot.api.ws import CLOSE_SERVICE_RESTART, origin_allowed
 from chatbot.errors import ChatbotError
 from chatbot.observability import bind_request_id
@@ -104,6 +105,8 @@ def _register_error_handlers(app: Quart) -> None:
 
 
 def _register_request_hooks(app: Quart, settings: Settings) -> None:
+    keyring = KeyRing(settings.auth.api_keys)
+    app.extensions[KEYRING] = keyring
     allowed = settings.server.allowed_origins
 
     @app.before_request
@@ -113,6 +116,10 @@ def _register_request_hooks(app: Quart, settings: Settings) -> None:
         bind_request_id(g.request_id)  # log lines of this request (and tasks it starts) carry it
         if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
             return "", 204
+        if request.endpoint not in PUBLIC_ENDPOINTS:
+            identity = identify(settings, keyring, request.headers, request.args)
+            authorize(identity, request.endpoint)
+            bind(identity)
         return None
 
     @app.after_request

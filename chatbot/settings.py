@@ -174,7 +174,31 @@ PLACEHOLDER_SECRETS = frozenset(
 MIN_SECRET_CHARS = 32
 
 
+Role = Literal["chat", "ingest", "admin"]
+
+
+class ApiKeySpec(BaseModel):
+    """One API key, stored as the sha256 of the key (make one with `python -m chatbot keys new`)."""
+
+    id: str = Field(min_length=1, max_length=64, description="A name for the key, shown in logs and metrics.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex sha256 of the key; the key itself is never stored.")
+    tenant: str = Field(pattern=r"^[A-Za-z0-9_\-.]{1,64}$", description="The tenant whose documents the key sees.")
+    roles: list[Role] = Field(default_factory=lambda: ["chat"], description="chat, ingest and/or admin.")
+
+
+class QuotaSettings(BaseModel):
+    requests_per_minute: int = Field(0, ge=0, description="Requests (HTTP requests and websocket asks) per key per minute; 0 = no limit.")
+    tokens_per_day: int = Field(0, ge=0, description="Model tokens (prompt + completion) per tenant per day; 0 = no limit.")
+    concurrent_answers: int = Field(0, ge=0, description="Answers running at once per tenant; 0 = no limit.")
+    websocket_connections: int = Field(0, ge=0, description="Open websocket connections per tenant; 0 = no limit.")
+
+
 class AuthSettings(BaseModel):
+    api_keys: list[ApiKeySpec] = Field(
+        default_factory=list,
+        description="API keys as JSON, e.g. [{\"id\":\"site\",\"sha256\":\"...\",\"tenant\":\"acme\",\"roles\":[\"chat\"]}]. "
+        "Empty: open access (refused in prod).",
+    )
     token_secret: SecretStr | None = Field(
         None,
         description="HMAC-SHA256 key that signs widget tokens (32+ characters). Unset in dev: a random key "
@@ -204,6 +228,7 @@ class Settings(BaseSettings):
     openai: OpenAISettings = Field(default_factory=OpenAISettings)  # type: ignore[arg-type]
     cohere: CohereSettings = Field(default_factory=CohereSettings)  # type: ignore[arg-type]
     failover: FailoverSettings = Field(default_factory=FailoverSettings)  # type: ignore[arg-type]
+    quotas: QuotaSettings = Field(default_factory=QuotaSettings)  # type: ignore[arg-type]
     local: LocalModelSettings = Field(default_factory=LocalModelSettings)  # type: ignore[arg-type]
     qdrant: QdrantSettings = Field(default_factory=QdrantSettings)  # type: ignore[arg-type]
     redis: RedisSettings = Field(default_factory=RedisSettings)  # type: ignore[arg-type]
@@ -246,6 +271,17 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"env=prod needs CHATBOT_AUTH__TOKEN_SECRET: a random value of {MIN_SECRET_CHARS}+ chars "
                 "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _keys_are_sound(self) -> Settings:
+        ids = [k.id for k in self.auth.api_keys]
+        if len(ids) != len(set(ids)):
+            raise ValueError("CHATBOT_AUTH__API_KEYS: every key needs a distinct id")
+        if self.env == "prod" and not self.auth.api_keys:
+            raise ValueError(
+                "env=prod refuses open access: set CHATBOT_AUTH__API_KEYS (make one with `python -m chatbot keys new`)"
             )
         return self
 

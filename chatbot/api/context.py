@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, cast
 
-from quart import current_app, g, has_request_context, has_websocket_context, request, websocket
-
-from chatbot.errors import BadRequest
+from quart import current_app, g
 
 if TYPE_CHECKING:
     from chatbot.services import Services
 
 EXTENSION = "chatbot"
-TENANT_HEADER = "X-Chatbot-Tenant"
-_TENANT = re.compile(r"^[A-Za-z0-9_\-.]{1,64}$")
+KEYRING = "chatbot.keyring"
 
 
 def services() -> Services:
@@ -22,19 +18,8 @@ def services() -> Services:
 
 
 def tenant() -> str:
-    """The caller's tenant: set by authentication when keys are configured, else the X-Chatbot-Tenant
-    header (or ?tenant= on a websocket URL), else the default tenant."""
+    """The caller's tenant, decided by chatbot.api.auth.identify before the route ran."""
     found = g.get("tenant")
-    if isinstance(found, str):
-        return found
-    asked: str | None = None
-    if has_request_context():
-        asked = request.headers.get(TENANT_HEADER) or request.args.get("tenant")
-    elif has_websocket_context():
-        asked = websocket.headers.get(TENANT_HEADER) or websocket.args.get("tenant")
-    if asked is None:
-        asked = services().settings.default_tenant
-    if not _TENANT.match(asked):
-        raise BadRequest("A tenant is 1-64 letters, digits, '.', '_' or '-'.", code="invalid_tenant")
-    g.tenant = asked
-    return asked
+    if not isinstance(found, str):
+        raise RuntimeError("tenant() called on a public route or before authentication")
+    return found

@@ -16,14 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from quart import Blueprint, Response, current_app, g, jsonify, request, websocket
+from quart import Blueprint, Response, current_app, jsonify, request
 from quart.blueprints import BlueprintSetupState
 
 from chatbot.api.context import services, tenant
 from chatbot.api.http import json_body
 from chatbot.api.wire import validate
-from chatbot.errors import BadRequest, OriginNotAllowed, ValidationFailed
-from chatbot.widget_tokens import mint, normalize_origin, signing_key, verify
+from chatbot.errors import ValidationFailed
+from chatbot.widget_tokens import mint, signing_key
 
 bp = Blueprint("widget", __name__)
 
@@ -135,21 +135,3 @@ async def create_widget_token() -> Any:
     body: WidgetTokenBody = validate(WidgetTokenBody, await json_body())
     minted = issue_widget_token(tenant(), body.origin, body.ttl_seconds)
     return jsonify(minted), 200, {"Cache-Control": "no-store"}
-
-
-def tenant_from_widget_token() -> str | None:
-    """Websocket handshake hook. With `?token=`: verify it (Unauthorized if forged or expired), require the
-    Origin header to name its origin (OriginNotAllowed), and make its tenant the connection's tenant.
-    Returns the token's origin, which is allowed for this connection; None when there is no token."""
-    token = websocket.args.get("token")
-    if token is None:
-        return None
-    claims = verify(signing_key(services().settings.auth), token)
-    try:
-        origin = normalize_origin(websocket.headers.get("Origin", ""))
-    except BadRequest:
-        origin = ""
-    if origin != claims.origin:
-        raise OriginNotAllowed("This widget token was issued for another origin.")
-    g.tenant = claims.tenant
-    return claims.origin

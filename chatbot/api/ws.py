@@ -13,12 +13,20 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
-from quart import Blueprint, jsonify, websocket
+from quart import Blueprint, current_app, jsonify, websocket
 
 from chatbot.api.asks import start_answer
-from chatbot.api.context import services, tenant
-from chatbot.api.wire import AskFrame, ResumeFrame, StopFrame, dumps, error_frame, event_frame, parse_client_frame
-from chatbot.api.widget import tenant_from_widget_token
+from chatbot.api.auth import authorize, bind, identify
+from chatbot.api.context import KEYRING, services, tenant
+from chatbot.api.wire import (
+    AskFrame,
+    ResumeFrame,
+    StopFrame,
+    dumps,
+    error_frame,
+    event_frame,
+    parse_client_frame,
+)
 from chatbot.errors import AnswerInProgress, BadRequest, Busy, ChatbotError, OriginNotAllowed, PayloadTooLarge
 from chatbot.observability import bind_request_id
 from chatbot.rag.answers import REPLACED
@@ -90,9 +98,9 @@ class Connection:
             message_id = frame.message_id or self.current
             if message_id is None:
                 raise BadRequest("No answer is running on this connection.", code="nothing_to_stop")
-            self.svc.answers.stop(message_id, self.tenant)
+            await self.svc.answers.stop(message_id, self.tenant)
         elif isinstance(frame, ResumeFrame):
-            self.svc.answers.log.check(frame.message_id, self.tenant, frame.after)
+            await self.svc.answers.log.check(frame.message_id, self.tenant, frame.after)
             self._follow(frame.message_id, frame.after)
         else:
             await self.send({"type": "pong"})
@@ -101,7 +109,7 @@ class Connection:
         if self.current is not None and self._running(self.current):
             if self.svc.settings.stream.on_busy_connection == "refuse":
                 raise AnswerInProgress()
-            self.svc.answers.stop(self.current, self.tenant, REPLACED)
+            await self.svc.answers.stop(self.current, self.tenant, REPLACED)
         message_id, _ = await start_answer(frame.message, frame.conversation_id)
         self.current = message_id
         self._follow(message_id, 0)
@@ -142,11 +150,13 @@ class Connection:
 @bp.websocket("/v1/ws")
 async def ws_endpoint() -> Any:
     svc = services()
-    try:
-        token_origin = tenant_from_widget_token()  # a valid ?token= sets the tenant and allows its origin
+    try:  # an API key, a widget token (?token=, origin-bound) or open access
+        identity = identify(svc.settings, current_app.extensions[KEYRING], websocket.headers, websocket.args)
+        authorize(identity, websocket.endpoint)
+        bind(identity)
     except ChatbotError as refused:
         return jsonify({"error": refused.to_dict()}), refused.status
-    if token_origin is None and not origin_allowed(
+    if identity.origin is None and not origin_allowed(
         websocket.headers.get("Origin"), websocket.headers.get("Host"), svc.settings.server.allowed_origins
     ):
         return jsonify({"error": OriginNotAllowed().to_dict()}), 403

@@ -233,7 +233,8 @@ class TestConfigureLogging:
     )
     def test_format_follows_settings(self, env: str, log_format: str, expected: bool) -> None:
         """auto = JSON in prod and text in dev; json/text force it."""
-        secret = {"auth": {"token_secret": "x" * 48}} if env == "prod" else {}
+        key = {"id": "k", "sha256": "0" * 64, "tenant": "t", "roles": ["chat"]}
+        secret = {"auth": {"token_secret": "x" * 48, "api_keys": [key]}} if env == "prod" else {}
         settings = make_settings(env=env, log_format=log_format, **secret)
         assert wants_json_logs(settings) is expected
 

@@ -1,0 +1,134 @@
+"""Who is calling: an API key (Authorization: Bearer / X-API-Key), a widget token (?token= or
+X-Widget-Token, origin-bound), or nobody (open access, only while no API keys are configured).
+
+Every HTTP request and websocket handshake is identified once, before its route runs; the identity decides
+the tenant (the X-Chatbot-Tenant header is honoured only in open access and for admin keys) and the route's
+required role is checked. Keys are stored as sha256 digests; a key is compared by its digest only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from quart import g
+
+from chatbot.errors import BadRequest, Forbidden, OriginNotAllowed, Unauthorized
+from chatbot.settings import ApiKeySpec, Settings
+from chatbot.widget_tokens import normalize_origin, signing_key, verify
+
+log = logging.getLogger(__name__)
+
+ALL_ROLES = frozenset({"chat", "ingest", "admin"})
+TENANT_HEADER = "X-Chatbot-Tenant"
+_TENANT = re.compile(r"[A-Za-z0-9_\-.]{1,64}")
+
+# Endpoints anyone may call; every other endpoint needs the role named here, or "chat".
+PUBLIC_ENDPOINTS = frozenset({"http.healthz", "http.readyz", "widget.widget_js", "widget.demo_page", "openapi.openapi"})
+ENDPOINT_ROLES = {
+    "http.upload_documents": "ingest",
+    "http.delete_document": "ingest",
+    "http.list_documents": "ingest",
+    "metrics.metrics": "admin",
+    "debug.looplag": "admin",
+    "debug.reset_looplag": "admin",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    tenant: str
+    roles: frozenset[str]
+    via: str = "open"  # "open", "api_key" or "widget"
+    key_id: str | None = None
+    origin: str | None = None  # a widget token's origin (allowed for its connection)
+
+    @property
+    def subject(self) -> str:
+        """What per-caller quotas count against: the key, the widget's tenant+origin, or the tenant."""
+        if self.key_id is not None:
+            return f"key:{self.key_id}"
+        if self.origin is not None:
+            return f"widget:{self.tenant}:{self.origin}"
+        return f"tenant:{self.tenant}"
+
+
+def new_api_key() -> tuple[str, str]:
+    """A fresh key and its sha256 digest (the digest goes into CHATBOT_AUTH__API_KEYS)."""
+    key = "cb_" + secrets.token_urlsafe(32)
+    return key, digest(key)
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+class KeyRing:
+    def __init__(self, specs: list[ApiKeySpec]) -> None:
+        self._by_digest = {spec.sha256: spec for spec in specs}
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._by_digest)
+
+    def lookup(self, key: str) -> ApiKeySpec | None:
+        return self._by_digest.get(digest(key))
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    auth = headers.get("Authorization", "")
+    if auth[:7].lower() == "bearer ":
+        return auth[7:].strip() or None
+    return headers.get("X-API-Key") or None
+
+
+def identify(
+    settings: Settings, keyring: KeyRing, headers: Mapping[str, str], args: Mapping[str, str]
+) -> Identity:
+    """The caller's identity, or Unauthorized / OriginNotAllowed / BadRequest."""
+    asked_tenant = headers.get(TENANT_HEADER) or args.get("tenant")
+    key = presented_key(headers) if keyring.enabled else None  # open access: clients' keys mean nothing
+    if key is not None:
+        spec = keyring.lookup(key)
+        if spec is None:
+            raise Unauthorized("The API key is not valid.")
+        roles = frozenset(spec.roles) | (ALL_ROLES if "admin" in spec.roles else frozenset())
+        tenant = asked_tenant if asked_tenant and "admin" in roles else spec.tenant
+        return Identity(tenant=_checked(tenant), roles=roles, via="api_key", key_id=spec.id)
+    token = args.get("token", headers.get("X-Widget-Token"))
+    if token is not None:
+        claims = verify(signing_key(settings.auth), token)
+        try:
+            origin = normalize_origin(headers.get("Origin", ""))
+        except BadRequest:
+            origin = ""
+        if origin != claims.origin:
+            raise OriginNotAllowed("This widget token was issued for another origin.")
+        return Identity(tenant=claims.tenant, roles=frozenset({"chat"}), via="widget", origin=claims.origin)
+    if keyring.enabled:
+        raise Unauthorized()
+    return Identity(tenant=_checked(asked_tenant or settings.default_tenant), roles=ALL_ROLES)
+
+
+def authorize(identity: Identity, endpoint: str | None) -> None:
+    if endpoint is None or endpoint in PUBLIC_ENDPOINTS:
+        return
+    role = ENDPOINT_ROLES.get(endpoint, "chat")
+    if role not in identity.roles:
+        raise Forbidden(f"This credential lacks the '{role}' role.")
+
+
+def bind(identity: Identity) -> None:
+    """Make `identity` the current request's (tenant() reads it)."""
+    g.identity = identity
+    g.tenant = identity.tenant
+
+
+def _checked(tenant: str) -> str:
+    if not _TENANT.fullmatch(tenant):
+        raise BadRequest("A tenant is 1-64 letters, digits, '.', '_' or '-'.", code="invalid_tenant")
+    return tenant
