@@ -179,12 +179,12 @@ class Pipeline:
         stream = self.chat.stream_reply(request)
         first_deadline = gen_started + deadlines.first_token
         answer_deadline = started + deadlines.answer
+        deadline = _StreamDeadline(min(first_deadline, answer_deadline))  # one timer per stream
         try:
             while True:
                 waiting_first = not progress.parts
-                limit_at = min(first_deadline, answer_deadline) if waiting_first else answer_deadline
                 try:
-                    chunk = await _next_before(stream, limit_at)
+                    chunk = await deadline.next(stream)
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
@@ -195,6 +195,8 @@ class Pipeline:
                 if chunk.delta:
                     if not progress.parts:
                         timings["first_token"] = _ms(gen_started)
+                        if first_deadline < answer_deadline:
+                            deadline.move(answer_deadline)
                     progress.parts.append(chunk.delta)
                     yield TokenEvent(delta=chunk.delta)
                 if chunk.finish_reason:
@@ -204,6 +206,7 @@ class Pipeline:
                 if chunk.prompt_tokens is not None or chunk.completion_tokens is not None:
                     usage = Usage(chunk.prompt_tokens or 0, chunk.completion_tokens or 0)
         finally:
+            deadline.close()
             await stream.aclose()  # type: ignore[attr-defined]  # async generators; closes the upstream stream
         timings["generate"] = _ms(gen_started)
         timings["total"] = _ms(started)
@@ -291,11 +294,61 @@ async def _staged(stage: str, seconds: float, aw: Awaitable[T], timings: dict[st
     return result
 
 
-async def _next_before(stream: AsyncIterator[T], deadline: float) -> T:
-    """The next item of `stream`, or TimeoutError once the perf_counter deadline passes."""
-    loop = asyncio.get_running_loop()
-    async with asyncio.timeout_at(loop.time() + max(0.0, deadline - time.perf_counter())):
-        return await anext(stream)
+class _StreamDeadline:
+    """A deadline over many `next(stream)` calls with one timer, where `asyncio.timeout_at` around each call
+    armed and cancelled a timer per chunk (27 us per chunk on uvloop: 1.3 ms of a 50-token turn).
+
+    The timer cancels the task only while it awaits the stream inside `next()`, and `next()` turns that
+    cancellation into TimeoutError (as asyncio.timeout does, counting cancel requests so that a stop arriving
+    at the same time stays a cancellation). A deadline that passes while the caller is elsewhere (between
+    chunks, at a `yield`) is raised by the following `next()`. Deadlines are perf_counter times.
+    """
+
+    __slots__ = ("_cancelled", "_expired", "_handle", "_loop", "_task", "_waiting")
+
+    def __init__(self, deadline: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        if task is None:
+            raise RuntimeError("_StreamDeadline needs a running task")
+        self._task = task
+        self._waiting = False
+        self._expired = False
+        self._cancelled = False  # the timer cancelled the task during the current next()
+        self._handle = self._arm(deadline)
+
+    def _arm(self, deadline: float) -> asyncio.TimerHandle:
+        return self._loop.call_at(self._loop.time() + max(0.0, deadline - time.perf_counter()), self._expire)
+
+    def move(self, deadline: float) -> None:
+        self._handle.cancel()
+        self._expired = False
+        self._handle = self._arm(deadline)
+
+    def close(self) -> None:
+        self._handle.cancel()
+
+    def _expire(self) -> None:
+        self._expired = True
+        if self._waiting and not self._cancelled:
+            self._cancelled = True
+            self._task.cancel()
+
+    async def next(self, stream: AsyncIterator[T]) -> T:
+        """The next item of `stream`, or TimeoutError once the deadline has passed."""
+        if self._expired:
+            raise TimeoutError
+        cancelling = self._task.cancelling()  # cancel requests before ours (asyncio.timeout does the same)
+        self._waiting = True
+        try:
+            return await anext(stream)
+        except asyncio.CancelledError:
+            if self._cancelled and self._task.uncancel() <= cancelling:
+                raise TimeoutError from None
+            raise  # a stop (or shutdown) asked too: it stays a cancellation
+        finally:
+            self._waiting = False
+            self._cancelled = False
 
 
 async def _ready(value: T) -> T:
