@@ -156,7 +156,15 @@ def _fast_tmp() -> str | None:
 
 
 def run_level(
-    url: str, transport: str, level: int, warmup: float, duration: float, pids: list[int], *, looplag: bool
+    url: str,
+    transport: str,
+    level: int,
+    warmup: float,
+    duration: float,
+    pids: list[int],
+    *,
+    looplag: bool,
+    extra: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """One closed-loop level; samples the server's CPU and loop lag at the window's edges."""
     args = [
@@ -175,6 +183,7 @@ def run_level(
         str(duration),
         "--max-turns",
         str(int(level * duration * 10 + 100)),
+        *extra,
     ]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)  # noqa: S603
     cpu0 = cpu1 = procs.cpu(pids)
@@ -269,11 +278,15 @@ def main() -> None:
         "--no-micro", action="store_true", help="skip ingestion and retrieval micro-benchmarks"
     )
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached collection")
+    parser.add_argument(
+        "--ws-no-compression", action="store_true", help="websocket clients do not offer permessage-deflate"
+    )
     parser.add_argument("--out", type=Path, help="JSON output (default bench/results/<date>.json)")
     args = parser.parse_args()
     warmup = args.warmup if args.warmup is not None else (2.0 if args.quick else 5.0)
     duration = args.duration if args.duration is not None else (6.0 if args.quick else 25.0)
 
+    extra = ("--no-compression",) if args.ws_no_compression else ()
     RESULTS.mkdir(parents=True, exist_ok=True)
     stamp = dt.datetime.now().strftime("%Y-%m-%dT%H%M%S")
     log = RESULTS / f"{stamp}.log"
@@ -318,11 +331,11 @@ def main() -> None:
                     shutil.rmtree(server_store, ignore_errors=True)
                     shutil.copytree(store, server_store)
                     env = server_env(fake_port, server_store, server_port)
-                    with procs.started(
-                        [PYTHON, "-m", "chatbot", "serve"], env, log=log, name="server"
-                    ) as server:
+                    with procs.started([PYTHON, "-m", "chatbot", "serve"], env, log=log) as server:
                         procs.wait_http(url + "/healthz", proc=server)
-                        row = run_level(url, transport, level, warmup, duration, [server.pid], looplag=True)
+                        row = run_level(
+                            url, transport, level, warmup, duration, [server.pid], looplag=True, extra=extra
+                        )
                     row["design"] = "async"
                     report["levels"].append(row)
                     print_row("async", row)
