@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from quart import Blueprint, Response, current_app, jsonify, request
+from quart import Blueprint, Response, current_app, g, jsonify, request
 from quart.blueprints import BlueprintSetupState
 
 from chatbot.api.context import services, tenant
 from chatbot.api.http import json_body
 from chatbot.api.wire import validate
-from chatbot.errors import ValidationFailed
+from chatbot.errors import Forbidden, ValidationFailed
 from chatbot.widget_tokens import mint, signing_key
 
 bp = Blueprint("widget", __name__)
@@ -114,8 +114,8 @@ class WidgetTokenBody(BaseModel):
 
 
 def issue_widget_token(who: str, origin: str, ttl_seconds: int | None) -> dict[str, Any]:
-    """Mint a widget token for tenant `who`, bound to `origin`. Minting needs no credential while no API keys
-    are configured; an API-key layer gates this function (and decides `who`)."""
+    """Mint a widget token for tenant `who`, bound to `origin`. chatbot.api.auth decides `who` and gates the
+    route (an API key with the chat role, or open access while no keys are configured)."""
     auth = services().settings.auth
     ttl = auth.widget_token_ttl_seconds if ttl_seconds is None else ttl_seconds
     if ttl > auth.widget_token_max_ttl_seconds:
@@ -132,6 +132,9 @@ def issue_widget_token(who: str, origin: str, ttl_seconds: int | None) -> dict[s
 
 @bp.post("/v1/widget/tokens")
 async def create_widget_token() -> Any:
+    identity = g.get("identity")
+    if identity is not None and identity.via == "widget":
+        raise Forbidden("A widget token cannot mint widget tokens; mint them with an API key.")
     body: WidgetTokenBody = validate(WidgetTokenBody, await json_body())
     minted = issue_widget_token(tenant(), body.origin, body.ttl_seconds)
     return jsonify(minted), 200, {"Cache-Control": "no-store"}

@@ -101,6 +101,16 @@ class TestMintOverHttp:
         assert too_long.status_code == 422
         assert too_long.json()["error"]["code"] == "validation_error"
 
+    async def test_a_widget_token_cannot_mint_tokens(self, served: str) -> None:
+        """A page's widget token may chat but not mint tokens for other origins or longer lifetimes."""
+        token = (await mint_over_http(served, {"origin": SITE})).json()["token"]
+        headers = {"X-Widget-Token": token, "Origin": SITE}
+        wider = {"origin": "https://evil.example", "ttl_seconds": 86_400}
+        response = await mint_over_http(served, wider, **headers)
+        assert response.status_code == 403
+        assert response.json()["error"]["code"] == "forbidden"
+        assert "cannot mint" in response.json()["error"]["message"]
+
     @pytest.mark.parametrize(
         ("body", "status", "code"),
         [
