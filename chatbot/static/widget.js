@@ -1,61 +1,61 @@
 /* chatbot widget. <script src=".../widget.js" defer data-title data-color data-text-color data-position=left
    data-server data-token|data-token-url>. Speaks /v1/ws; model and source text only become text nodes. */
-(function () {
+(() => {
 "use strict";
-var me = document.currentScript || document.querySelector('script[src*="widget.js"]');
+const me = document.currentScript || document.querySelector('script[src*="widget.js"]');
 if (!me) return;
-var d = me.dataset, title = d.title || "Ask the docs";
-var server = (d.server || new URL(me.src, location.href).origin).replace(/\/+$/, "");
-var STYLE = ":host{all:initial}*{box-sizing:border-box}" +
+const d = me.dataset, title = d.title || "Ask the docs";
+const server = (d.server || new URL(me.src, location.href).origin).replace(/\/+$/, "");
+const STYLE = ":host{all:initial}*{box-sizing:border-box}" +
   ".w{--a:#2563eb;--t:#fff;position:fixed;bottom:20px;right:20px;z-index:2147483000;font:14px/1.5 system-ui,sans-serif;color:#111}" +
   ".l{right:auto;left:20px}.bub{width:56px;height:56px;border-radius:50%;border:0;background:var(--a);color:var(--t);cursor:pointer;box-shadow:0 4px 14px #0004;display:grid;place-items:center}" +
   ".bub:hover{filter:brightness(1.1)}svg{width:26px;fill:currentColor}" +
   ".p{position:absolute;bottom:72px;right:0;width:min(380px,calc(100vw - 40px));height:min(560px,calc(100vh - 110px));background:#fff;border-radius:14px;box-shadow:0 12px 40px #0004;display:flex;flex-direction:column;overflow:hidden;animation:in .18s ease-out}" +
   ".l .p{right:auto;left:0}[hidden]{display:none!important}@keyframes in{from{opacity:0;transform:translateY(8px)}}" +
   ".hd{background:var(--a);color:var(--t);padding:10px 8px 10px 16px;display:flex;align-items:center}h2{font-size:15px;margin:0;flex:1}" +
-  ".x{background:none;border:0;color:inherit;font-size:22px;line-height:1;cursor:pointer;padding:4px 8px;border-radius:6px}" +
+  ".x{background:none;border:0;color:inherit;font-size:22px;line-height:1;cursor:pointer;padding:4px 8px}" +
   ".log{flex:1;overflow-y:auto;padding:14px;display:flex;flex-direction:column;gap:10px;background:#fafafa}" +
   ".m{max-width:88%;padding:8px 12px;border-radius:12px;overflow-wrap:anywhere}.u{align-self:flex-end;background:var(--a);color:var(--t);white-space:pre-wrap}" +
-  ".b{align-self:flex-start;background:#fff;border:1px solid #e5e5e5}.hint{color:#666;text-align:center;margin:auto 12px}" +
-  ".md p,.md ul,.md ol,pre{margin:0 0 8px}.md>:last-child{margin-bottom:0}.md p{white-space:pre-line}.md ul,.md ol{padding-left:20px}.h{font-weight:600}" +
+  ".b{align-self:flex-start;background:#fff;border:1px solid #e5e5e5}.hint{color:#666;text-align:center;margin:auto}" +
+  ".md p,.md ul,.md ol,pre{margin:0 0 8px}.md>:last-child{margin:0}.md p{white-space:pre-line}.md ul,.md ol{padding-left:20px}.h{font-weight:600}" +
   "code{font:12.5px ui-monospace,monospace;background:#f2f2f2;border-radius:4px;padding:1px 4px}" +
   "pre{background:#111;color:#fafafa;padding:10px;border-radius:8px;overflow-x:auto}pre code{background:none;padding:0;color:inherit}" +
   "a{color:var(--a)}.c{font-size:11px;vertical-align:super;line-height:0;text-decoration:none;font-weight:600}" +
-  ".typing>p:last-child::after,.typing:empty::after{content:'';display:inline-block;width:7px;height:14px;margin-left:2px;background:currentColor;opacity:.4;vertical-align:text-bottom;animation:bl 1s steps(2) infinite}@keyframes bl{50%{opacity:0}}" +
-  ".src{margin:8px 0 0;padding:8px 0 0 20px;border-top:1px solid #e5e5e5;font-size:12px;color:#555}.src li.hl{background:#fef3c7}" +
+  ".typing>p:last-child::after,.typing:empty::after{content:'';display:inline-block;width:7px;height:14px;background:currentColor;opacity:.4;vertical-align:text-bottom;animation:bl 1s steps(2) infinite}@keyframes bl{50%{opacity:0}}" +
+  ".src{margin:8px 0 0;padding:8px 0 0 20px;border-top:1px solid #e5e5e5;font-size:12px;color:#555}.hl{background:#fef3c7}" +
   ".n{font-size:12px;color:#666;font-style:italic;margin-top:6px}.err{color:#b91c1c;font-style:normal}" +
-  ".st{font-size:12px;padding:5px 14px;color:#92400e;background:#fffbeb;border-top:1px solid #fde68a}" +
-  ".f{display:flex;gap:8px;padding:10px;border-top:1px solid #e5e5e5}" +
+  ".st{font-size:12px;padding:5px 14px;color:#92400e;background:#fffbeb}.f{display:flex;gap:8px;padding:10px;border-top:1px solid #e5e5e5}" +
   "textarea{flex:1;resize:none;border:1px solid #ccc;border-radius:10px;padding:8px 10px;font:inherit;color:inherit;height:40px;max-height:120px}" +
   ".go,.stop{border:0;border-radius:10px;padding:0 16px;font:inherit;font-weight:600;cursor:pointer;background:var(--a);color:var(--t)}" +
   ".stop{background:#fff;color:#b91c1c;border:1px solid #fca5a5}:focus-visible{outline:2px solid var(--a);outline-offset:2px}.hd :focus-visible{outline-color:var(--t);outline-offset:-2px}" +
   "@media (max-width:480px){.p{position:fixed;inset:0;width:auto;height:auto;border-radius:0}}" +
-  "@media (prefers-reduced-motion:reduce){*,::after{animation:none!important;transition:none!important}}";
-var CHAT = "M6 3h12a3 3 0 0 1 3 3v8a3 3 0 0 1-3 3h-8l-5 4v-4H6a3 3 0 0 1-3-3V6a3 3 0 0 1 3-3z";
-var CLOSE = "M6.4 5 5 6.4l5.6 5.6L5 17.6 6.4 19l5.6-5.6 5.6 5.6 1.4-1.4-5.6-5.6L19 6.4 17.6 5 12 10.6z";
+  "@media (prefers-reduced-motion:reduce){*,::after{animation:none!important}}";
+const CHAT = "M6 3h12a3 3 0 0 1 3 3v8a3 3 0 0 1-3 3h-8l-5 4v-4H6a3 3 0 0 1-3-3V6a3 3 0 0 1 3-3z";
+const CLOSE = "M6.4 5 5 6.4l5.6 5.6L5 17.6 6.4 19l5.6-5.6 5.6 5.6 1.4-1.4-5.6-5.6L19 6.4 17.6 5 12 10.6z";
 
-function el(tag, cls, text, at) {
-  var e = document.createElement(tag);
+const el = (tag, cls, text, attrs) => {
+  const e = document.createElement(tag);
   if (cls) e.className = cls;
   if (text != null) e.textContent = text;
-  for (var k in at) e.setAttribute(k, at[k]);
+  for (const k in attrs) e.setAttribute(k, attrs[k]);
   return e;
-}
-function txt(s) { return document.createTextNode(s); }
+};
+const txt = (s) => document.createTextNode(s);
 
 // -- safe markdown: paragraphs, lists, headings, fences, `code`, **bold**, *em*, http(s) links, [n] --
-var INLINE = /`([^`\n]+)`|\*\*(\S(?:[^*]*\S)?)\*\*|\*(\S(?:[^*\n]*\S)?)\*|\[([^\]\n]+)\]\((https?:\/\/[^\s)]+)\)|\[(\d{1,3})\]|(https?:\/\/[^\s<>()]*[^\s<>().,;:!?'"])/g;
+const INLINE = /`([^`\n]+)`|\*\*(\S(?:[^*]*\S)?)\*\*|\*(\S(?:[^*\n]*\S)?)\*|\[([^\]\n]+)\]\((https?:\/\/[^\s)]+)\)|\[(\d{1,3})\]|(https?:\/\/[^\s<>()]*[^\s<>().,;:!?'"])/g;
 function link(parent, href, label) {
-  var u = null;
+  let u = null;
   try { u = new URL(href); } catch (e) { /* not a URL: text */ }
-  if (!u || !/^https?:$/.test(u.protocol)) return parent.appendChild(txt(label));
-  parent.appendChild(el("a", null, label, { href: u.href, target: "_blank", rel: "noopener noreferrer" }));
+  if (!u || !/^https?:$/.test(u.protocol)) return parent.append(label);
+  parent.append(el("a", null, label, { href: u.href, target: "_blank", rel: "noopener noreferrer" }));
 }
 function inline(parent, s, ans) {
-  var re = new RegExp(INLINE.source, "g"), last = 0, m;
+  const re = new RegExp(INLINE.source, "g");
+  let last = 0, m;
   while ((m = re.exec(s))) {
-    if (m.index > last) parent.appendChild(txt(s.slice(last, m.index)));
-    if (m[1] != null) parent.appendChild(el("code", null, m[1]));
+    parent.append(s.slice(last, m.index));
+    if (m[1] != null) parent.append(el("code", null, m[1]));
     else if (m[2] != null) inline(parent.appendChild(el("strong")), m[2], ans);
     else if (m[3] != null) inline(parent.appendChild(el("em")), m[3], ans);
     else if (m[4] != null) link(parent, m[5], m[4]);
@@ -63,25 +63,26 @@ function inline(parent, s, ans) {
     else link(parent, m[7], m[7]);
     last = re.lastIndex;
   }
-  if (last < s.length) parent.appendChild(txt(s.slice(last)));
+  parent.append(s.slice(last));
 }
 function markdown(src, ans) {
-  var out = document.createDocumentFragment(), lines = src.split("\n"), para = [], list = null, i = 0, m;
-  function flush() {
+  const out = document.createDocumentFragment(), lines = src.split("\n");
+  let para = [], list = null, i = 0, m;
+  const flush = () => {
     if (para.length) inline(out.appendChild(el("p")), para.join("\n"), ans);
     para = [];
-  }
+  };
   while (i < lines.length) {
-    var line = lines[i++];
+    const line = lines[i++];
     if ((m = /^\s*(```|~~~)/.exec(line))) {
       flush(); list = null;
-      var code = [];
-      while (i < lines.length && lines[i].trim().indexOf(m[1]) !== 0) code.push(lines[i++]);
+      const code = [];
+      while (i < lines.length && !lines[i].trim().startsWith(m[1])) code.push(lines[i++]);
       i++;
-      out.appendChild(el("pre")).appendChild(el("code", null, code.join("\n")));
+      out.appendChild(el("pre")).append(el("code", null, code.join("\n")));
     } else if ((m = /^\s*([-*+]|(\d{1,3})[.)])\s+(.*)$/.exec(line))) {
       flush();
-      var tag = m[2] ? "OL" : "UL";
+      const tag = m[2] ? "OL" : "UL";
       if (!list || list.tagName !== tag) {
         list = out.appendChild(el(tag));
         if (m[2] > 1) list.start = +m[2];
@@ -100,113 +101,113 @@ function markdown(src, ans) {
   return out;
 }
 function cite(parent, n, ans, raw) {
-  var s = ans.sources.filter(function (x) { return x.n === n; })[0], id = ans.key + "-" + n;
-  if (!s) return parent.appendChild(txt(raw));
-  var a = parent.appendChild(el("a", "c", raw, { href: "#" + id, "aria-label": "Source " + n + ": " + (s.title || s.source) }));
-  a.addEventListener("click", function (e) {
+  const s = ans.sources.find((x) => x.n === n), id = ans.key + "-" + n;
+  if (!s) return parent.append(raw);
+  const a = parent.appendChild(el("a", "c", raw, { href: "#" + id, "aria-label": `Source ${n}: ${s.title || s.source}` }));
+  a.onclick = (e) => {
     e.preventDefault(); // the footnote is in our shadow root: no navigation of the host page
-    var li = root.getElementById(id);
+    const li = root.getElementById(id);
     li.scrollIntoView({ block: "nearest" });
     li.focus();
     li.classList.add("hl");
-    setTimeout(function () { li.classList.remove("hl"); }, 1500);
-  });
+    setTimeout(() => li.classList.remove("hl"), 1500);
+  };
 }
 
 // -- DOM --
-var host = el("div", null, null, { "data-chatbot-widget": "" }), root = host.attachShadow({ mode: "open" });
-var wrap = el("div", d.position === "left" ? "w l" : "w");
-[["--a", d.color], ["--t", d.textColor]].forEach(function (c) {
-  if (c[1] && CSS.supports("color", c[1])) wrap.style.setProperty(c[0], c[1]);
-});
-var panel = wrap.appendChild(el("div", "p", null, { role: "dialog", "aria-label": title, id: "panel" }));
-var head = panel.appendChild(el("div", "hd"));
-head.appendChild(el("h2", null, title));
-var closer = head.appendChild(el("button", "x", "\u00d7", { type: "button", "aria-label": "Close chat" }));
-var log = panel.appendChild(el("div", "log", null, { role: "log", "aria-live": "polite", "aria-label": "Conversation", tabindex: "0" }));
-var hint = log.appendChild(el("p", "hint", "Ask a question; answers cite their sources."));
-var status = panel.appendChild(el("div", "st", null, { role: "status" }));
-var form = panel.appendChild(el("form", "f"));
-var input = form.appendChild(el("textarea", null, null, { rows: "1", placeholder: "Ask a question\u2026", "aria-label": "Your question" }));
-var send = form.appendChild(el("button", "go", "Send", { type: "submit" }));
-var stop = form.appendChild(el("button", "stop", "Stop", { type: "button", "aria-label": "Stop the answer" }));
-var bubble = wrap.appendChild(el("button", "bub", null, { type: "button", "aria-controls": "panel" }));
-var NS = "http://www.w3.org/2000/svg", icon = bubble.appendChild(document.createElementNS(NS, "svg"));
+const host = el("div", null, null, { "data-chatbot-widget": "" }), root = host.attachShadow({ mode: "open" });
+const wrap = el("div", d.position === "left" ? "w l" : "w");
+for (const [name, value] of [["--a", d.color], ["--t", d.textColor]]) {
+  if (value && CSS.supports("color", value)) wrap.style.setProperty(name, value);
+}
+const panel = wrap.appendChild(el("div", "p", null, { role: "dialog", "aria-label": title, id: "panel" }));
+const head = panel.appendChild(el("div", "hd"));
+head.append(el("h2", null, title));
+const closer = head.appendChild(el("button", "x", "\u00d7", { type: "button", "aria-label": "Close chat" }));
+const log = panel.appendChild(el("div", "log", null, { role: "log", "aria-live": "polite", "aria-label": "Conversation", tabindex: "0" }));
+const hint = log.appendChild(el("p", "hint", "Ask a question; answers cite their sources."));
+const status = panel.appendChild(el("div", "st", null, { role: "status" }));
+const form = panel.appendChild(el("form", "f"));
+const input = form.appendChild(el("textarea", null, null, { rows: "1", placeholder: "Ask a question\u2026", "aria-label": "Your question" }));
+const send = form.appendChild(el("button", "go", "Send", { type: "submit" }));
+const stop = form.appendChild(el("button", "stop", "Stop", { type: "button", "aria-label": "Stop the answer" }));
+const bubble = wrap.appendChild(el("button", "bub", null, { type: "button", "aria-controls": "panel" }));
+const NS = "http://www.w3.org/2000/svg", icon = bubble.appendChild(document.createElementNS(NS, "svg"));
 icon.setAttribute("viewBox", "0 0 24 24");
 icon.setAttribute("aria-hidden", "true");
-var path = icon.appendChild(document.createElementNS(NS, "path"));
+const path = icon.appendChild(document.createElementNS(NS, "path"));
 try { // a constructed sheet needs no 'unsafe-inline' in the host page's CSP
-  var sheet = new CSSStyleSheet();
+  const sheet = new CSSStyleSheet();
   sheet.replaceSync(STYLE);
   root.adoptedStyleSheets = [sheet];
-} catch (e) { root.appendChild(el("style", null, STYLE)); }
-root.appendChild(wrap);
+} catch (e) { root.append(el("style", null, STYLE)); }
+root.append(wrap);
 status.hidden = stop.hidden = true;
 
-function look(open) {
+const look = (open) => {
   panel.hidden = !open;
   bubble.setAttribute("aria-expanded", open);
   bubble.setAttribute("aria-label", open ? "Close chat" : "Open chat: " + title);
   path.setAttribute("d", open ? CLOSE : CHAT);
-}
-function setOpen(open) {
+};
+const setOpen = (open) => {
   look(open);
   if (open) { input.focus(); connect(); } else bubble.focus();
-}
+};
 look(false);
-bubble.onclick = function () { setOpen(panel.hidden); };
-closer.onclick = function () { setOpen(false); };
-wrap.addEventListener("keydown", function (e) { if (e.key === "Escape" && !panel.hidden) setOpen(false); });
-input.addEventListener("keydown", function (e) {
+bubble.onclick = () => setOpen(panel.hidden);
+closer.onclick = () => setOpen(false);
+wrap.onkeydown = (e) => { if (e.key === "Escape" && !panel.hidden) setOpen(false); };
+input.onkeydown = (e) => {
   if (e.key === "Enter" && !e.shiftKey && !e.isComposing) { e.preventDefault(); form.requestSubmit(); }
-});
-input.oninput = function () { input.style.height = ""; input.style.height = Math.min(input.scrollHeight + 2, 120) + "px"; };
-form.onsubmit = function (e) {
+};
+input.oninput = () => { input.style.height = ""; input.style.height = Math.min(input.scrollHeight + 2, 120) + "px"; };
+form.onsubmit = (e) => {
   e.preventDefault();
-  var q = input.value.trim();
+  const q = input.value.trim();
   if (!q || busy()) return;
   input.value = ""; input.style.height = "";
   ask(q);
 };
-stop.onclick = function () {
+stop.onclick = () => {
   if (!busy()) return;
   if (cur.sent) queue({ type: "stop", message_id: cur.id || undefined });
-  else { outbox = []; finish(cur, "Stopped.", "n stopped"); } // never reached the server
+  else { outbox = []; finish(cur, "Stopped.", "n stopped"); } // it never reached the server
 };
 
-function say(text) { status.textContent = text; status.hidden = !text; }
-function busy() { return !!(cur && !cur.ended); }
-function pinned(fn) { // keep the log scrolled to the end if it was there
-  var stick = log.scrollHeight - log.scrollTop - log.clientHeight < 60;
+const say = (text) => { status.textContent = text; status.hidden = !text; };
+const busy = () => !!(cur && !cur.ended);
+const pinned = (fn) => { // keep the log scrolled to the end if it was there
+  const stick = log.scrollHeight - log.scrollTop - log.clientHeight < 60;
   fn();
   if (stick) log.scrollTop = log.scrollHeight;
-}
+};
 
 // -- answers --
-var cur = null, count = 0, conversationId = null;
+let cur = null, count = 0, conversationId = null;
 function ask(q) {
-  var ans = cur = { key: "a" + ++count, id: null, seq: 0, text: "", sources: [], ended: false, sent: false };
+  const ans = cur = { key: "a" + ++count, id: null, seq: 0, text: "", sources: [], ended: false, sent: false };
   ans.box = el("div", "m b", null, { "aria-busy": "true" });
   ans.body = ans.box.appendChild(el("div", "md typing"));
   ans.foot = ans.box.appendChild(el("div"));
   hint.remove();
-  pinned(function () { log.append(el("div", "m u", q), ans.box); });
+  pinned(() => log.append(el("div", "m u", q), ans.box));
   stop.hidden = false; send.hidden = true;
   queue({ type: "ask", message: q, conversation_id: conversationId || undefined });
 }
 function render(ans) {
   cancelAnimationFrame(ans.raf); ans.raf = 0;
-  pinned(function () { ans.body.replaceChildren(markdown(ans.text, ans)); });
+  pinned(() => ans.body.replaceChildren(markdown(ans.text, ans)));
 }
 function footnotes(ans) {
-  var ol = el("ol", "src", null, { "aria-label": "Sources" });
-  ans.sources.forEach(function (s) {
-    var li = ol.appendChild(el("li", null, null, { id: ans.key + "-" + s.n, tabindex: "-1", value: s.n }));
-    var where = (s.heading_path || []).filter(function (h) { return h && h !== s.title; });
-    li.appendChild(el("span", null, [s.title || s.source].concat(where).join(" \u203a ") + " \u2014 "));
-    if (/^https?:\/\//.test(s.source)) link(li, s.source, s.source); else li.appendChild(el("code", null, s.source));
-  });
-  pinned(function () { ans.foot.replaceChildren(ol); });
+  const ol = el("ol", "src", null, { "aria-label": "Sources" });
+  for (const s of ans.sources) {
+    const li = ol.appendChild(el("li", null, null, { id: ans.key + "-" + s.n, tabindex: "-1", value: s.n }));
+    const where = (s.heading_path || []).filter((h) => h && h !== s.title);
+    li.append([s.title || s.source, ...where].join(" \u203a ") + " \u2014 ");
+    if (/^https?:\/\//.test(s.source)) link(li, s.source, s.source); else li.append(el("code", null, s.source));
+  }
+  pinned(() => ans.foot.replaceChildren(ol));
 }
 function finish(ans, note, cls) {
   if (ans.ended) return;
@@ -214,12 +215,12 @@ function finish(ans, note, cls) {
   render(ans);
   ans.body.classList.remove("typing");
   ans.box.removeAttribute("aria-busy");
-  if (note) pinned(function () { ans.box.appendChild(el("div", cls, note)); });
+  if (note) pinned(() => ans.box.append(el("div", cls, note)));
   if (root.activeElement === stop) input.focus();
   stop.hidden = true; send.hidden = false;
 }
 function onFrame(f) {
-  var ans = cur;
+  const ans = cur;
   if (!ans || ans.ended) return;
   if (f.message_id) {
     if (f.type === "start" && !ans.id) { ans.id = f.message_id; conversationId = f.conversation_id || conversationId; }
@@ -227,68 +228,65 @@ function onFrame(f) {
     ans.seq = f.seq;
   }
   if (f.type === "sources") { ans.sources = f.sources || []; footnotes(ans); render(ans); }
-  else if (f.type === "token") { ans.text += f.delta || ""; ans.raf = ans.raf || requestAnimationFrame(function () { render(ans); }); }
+  else if (f.type === "token") { ans.text += f.delta || ""; ans.raf = ans.raf || requestAnimationFrame(() => render(ans)); }
   else if (f.type === "done") finish(ans);
   else if (f.type === "stopped") finish(ans, "Stopped.", "n stopped");
   else if (f.type === "error" && (f.message_id || !ans.id || f.code === "unknown_message")) {
     if (f.code === "unknown_conversation") conversationId = null;
-    var m = f.message || "Something went wrong.";
-    finish(ans, f.retry_after ? m + " Try again in " + Math.ceil(f.retry_after) + " s." : m, "n err");
+    const m = f.message || "Something went wrong.";
+    finish(ans, f.retry_after ? `${m} Try again in ${Math.ceil(f.retry_after)} s.` : m, "n err");
   }
 }
 
 // -- connection: opened on demand; after a drop, reconnect with backoff and resume after the last seq --
-var ws = null, opening = false, timer = 0, tries = 0, outbox = [];
+let ws = null, opening = false, timer = 0, tries = 0, outbox = [];
 function queue(frame) {
   outbox.push(frame);
   if (ws && ws.readyState === 1) flush(); else connect();
 }
 function flush() {
   while (outbox.length) {
-    var f = outbox.shift();
+    const f = outbox.shift();
     ws.send(JSON.stringify(f));
     if (f.type === "ask") cur.sent = true;
   }
 }
-function token(cb) {
-  if (!d.tokenUrl) return cb(d.token);
-  fetch(d.tokenUrl, { credentials: "same-origin" })
-    .then(function (r) { return r.json(); })
-    .then(function (j) { cb(j.token); }, function () { cb(d.token); });
+async function token() {
+  if (!d.tokenUrl) return d.token;
+  try { return (await (await fetch(d.tokenUrl, { credentials: "same-origin" })).json()).token; } catch (e) { return d.token; }
 }
-function connect() {
+async function connect() {
   if (ws || opening || timer) return;
   opening = true;
-  token(function (t) {
-    opening = false;
-    var s = ws = new WebSocket(server.replace(/^http/, "ws") + "/v1/ws" + (t ? "?token=" + encodeURIComponent(t) : ""));
-    s.onopen = function () {
-      s.opened = true; tries = 0; say("");
-      if (busy() && cur.id) s.send(JSON.stringify({ type: "resume", message_id: cur.id, after: cur.seq }));
-      flush();
-    };
-    s.onmessage = function (e) {
-      var f;
-      try { f = JSON.parse(e.data); } catch (err) { return; }
-      onFrame(f);
-    };
-    s.onclose = function () {
-      if (ws !== s) return;
-      ws = null;
-      var lost = s.opened ? "Connection lost. Reconnecting\u2026" : "Can't connect to the chat server.";
-      if (busy() && cur.sent && !cur.id) finish(cur, "The connection dropped before the answer started; please ask again.", "n err");
-      if (!busy() && !outbox.length) return say(s.opened ? "" : lost);
-      if (++tries > 5) {
-        outbox = [];
-        finish(cur, "Can't connect to the chat server. Please try again later.", "n err");
-        return say("");
-      }
-      say(s.opened ? lost : lost + " Retrying\u2026");
-      timer = setTimeout(function () { timer = 0; connect(); }, Math.min(8000, 200 * Math.pow(2, tries)) * (0.75 + Math.random() / 2));
-    };
-  });
+  const t = await token();
+  opening = false;
+  const s = ws = new WebSocket(server.replace(/^http/, "ws") + "/v1/ws" + (t ? "?token=" + encodeURIComponent(t) : ""));
+  s.onopen = () => {
+    s.opened = true; tries = 0; say("");
+    if (busy() && cur.id) s.send(JSON.stringify({ type: "resume", message_id: cur.id, after: cur.seq }));
+    flush();
+  };
+  s.onmessage = (e) => {
+    let f;
+    try { f = JSON.parse(e.data); } catch (err) { return; }
+    onFrame(f);
+  };
+  s.onclose = () => {
+    if (ws !== s) return;
+    ws = null;
+    const lost = s.opened ? "Connection lost. Reconnecting\u2026" : "Can't connect to the chat server.";
+    if (busy() && cur.sent && !cur.id) finish(cur, "The connection dropped before the answer started; please ask again.", "n err");
+    if (!busy() && !outbox.length) return say(s.opened ? "" : lost);
+    if (++tries > 5) {
+      outbox = [];
+      finish(cur, "Can't connect to the chat server. Please try again later.", "n err");
+      return say("");
+    }
+    say(s.opened ? lost : lost + " Retrying\u2026");
+    timer = setTimeout(() => { timer = 0; connect(); }, Math.min(8000, 200 * 2 ** tries) * (0.75 + Math.random() / 2));
+  };
 }
 
-function mount() { document.body.appendChild(host); }
+const mount = () => document.body.append(host);
 if (document.body) mount(); else addEventListener("DOMContentLoaded", mount);
 })();

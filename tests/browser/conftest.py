@@ -22,6 +22,7 @@ from quart import Quart, Response
 
 from chatbot.app import create_app
 from chatbot.providers.base import ChatChunk, ChatModel, ChatRequest
+from chatbot.providers.extractive import pieces
 from chatbot.providers.registry import Providers
 from chatbot.rag.retrieval import VectorStore
 from chatbot.services import Services, build_services
@@ -73,6 +74,22 @@ class SlowChatModel:
             async for chunk in chunks:
                 yield chunk
                 await asyncio.sleep(self.delay)
+
+
+class ScriptedChatModel:
+    """Answers every question with the same text, in word-sized pieces (to test what the widget renders)."""
+
+    name = "scripted"
+    max_context_tokens = 100_000
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    async def stream_reply(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        for piece in pieces(self.text):
+            yield ChatChunk(delta=piece)
+            await asyncio.sleep(0)
+        yield ChatChunk(finish_reason="stop", prompt_tokens=1, completion_tokens=len(self.text.split()))
 
 
 @dataclass
@@ -169,13 +186,16 @@ ServeFactory = Callable[..., contextlib.AbstractAsyncContextManager[tuple[str, S
 def serve_chat(
     offline_providers: Providers, guide_store: VectorStore, browser: BrowserContext
 ) -> ServeFactory:
-    """serve_chat(delay=0.02, **settings) -> async context of (base URL, services): the real app with the
-    offline models (paced by `delay` seconds per piece) and the guide store. On exit it closes the browser's
-    pages first, so that no websocket is still open when the server stops."""
+    """serve_chat(delay=0.02, chat=None, **settings) -> async context of (base URL, services): the real app
+    with the offline models (the chat model paced by `delay` seconds per piece, or `chat` instead) and the
+    guide store. On exit it closes the browser's pages first: no websocket is open when the server stops."""
 
     @contextlib.asynccontextmanager
-    async def serve(delay: float = 0.0, **overrides: Any) -> AsyncIterator[tuple[str, Services]]:
-        chat = SlowChatModel(offline_providers.chat, delay) if delay else offline_providers.chat
+    async def serve(
+        delay: float = 0.0, chat: ChatModel | None = None, **overrides: Any
+    ) -> AsyncIterator[tuple[str, Services]]:
+        if chat is None:
+            chat = SlowChatModel(offline_providers.chat, delay) if delay else offline_providers.chat
         providers = Providers(
             embedder=offline_providers.embedder, sparse=offline_providers.sparse, chat=chat, reranker=None
         )

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from playwright.async_api import Locator, Page, expect
 
-from tests.browser.conftest import ServeFactory, Site, embed_page, screenshot
+from tests.browser.conftest import ScriptedChatModel, ServeFactory, Site, embed_page, screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -77,23 +77,31 @@ class TestDemoPage:
         await expect(page.get_by_role("log")).to_have_attribute("aria-live", "polite")
         await expect(page.get_by_role("button", name="Close chat").first).to_be_visible()
         await screenshot(page, "widget-open")
+        await page.keyboard.press("Tab")
+        focused = f"getComputedStyle({SHADOW}.activeElement)"
+        assert await page.evaluate(f"{SHADOW}.activeElement.textContent") == "Send"
+        assert await page.evaluate(f"{focused}.outlineStyle + ' ' + {focused}.outlineWidth") == "solid 2px"
 
         await page.keyboard.press("Escape")
         await expect(page.get_by_role("dialog")).to_be_hidden()
         assert await page.evaluate(f"{SHADOW}.activeElement.className") == "bub"
         await expect(bubble).to_have_attribute("aria-expanded", "false")
 
-    async def test_reduced_motion_turns_animations_off(self, served: str, page: Page) -> None:
-        """With prefers-reduced-motion the panel opens without animation."""
-        await page.emulate_media(reduced_motion="reduce")
-        await page.goto(served + "/")
+        animation = f"getComputedStyle({SHADOW}.querySelector('.p')).animationName"
         await open_chat(page)
-        assert await page.evaluate(f"getComputedStyle({SHADOW}.querySelector('.p')).animationName") == "none"
+        assert await page.evaluate(animation) == "in"
+        await page.emulate_media(reduced_motion="reduce")
+        assert await page.evaluate(animation) == "none", "prefers-reduced-motion turns animations off"
+
+        await page.set_viewport_size({"width": 375, "height": 667})
+        box = await page.get_by_role("dialog").bounding_box()
+        assert box == {"x": 0, "y": 0, "width": 375, "height": 667}, "on a phone the panel fills the screen"
+        await screenshot(page, "widget-phone")
 
 
 class TestStreaming:
     async def test_answer_streams_with_cited_sources(self, serve_chat: ServeFactory, page: Page) -> None:
-        """Tokens render progressively; sources show as footnotes that the [n] citations link to."""
+        """Tokens render progressively; [n] citations link to footnoted sources; a follow-up continues."""
         async with serve_chat(delay=0.015) as (url, _):
             await page.goto(url + "/")
             await open_chat(page)
@@ -124,18 +132,14 @@ class TestStreaming:
             ask_frame = next(f for f in await sent(page) if f["type"] == "ask")
             assert ask_frame == {"type": "ask", "message": QUESTION}
 
-    async def test_follow_up_keeps_the_conversation(self, served: str, page: Page) -> None:
-        """A second question carries the conversation_id from the first answer's start frame."""
-        await page.goto(served + "/")
-        await open_chat(page)
-        await ask(page, QUESTION)
-        await wait_answer_end(page)
-        await ask(page, "and how do I stop it?")
-        await wait_answer_end(page)
-        start = next(f for f in await frames(page) if f["type"] == "start")
-        asks = [f for f in await sent(page) if f["type"] == "ask"]
-        assert asks[1]["conversation_id"] == start["conversation_id"]
-        assert await page.locator(".m.u").count() == 2
+            await ask(page, "and how do I stop it?")
+            await wait_answer_end(page)
+            start = next(f for f in await frames(page) if f["type"] == "start")
+            asks = [f for f in await sent(page) if f["type"] == "ask"]
+            assert asks[1]["conversation_id"] == start["conversation_id"], (
+                "a follow-up keeps the conversation"
+            )
+            assert await page.locator(".m.u").count() == 2
 
 
 class TestStop:
@@ -167,10 +171,11 @@ class TestStop:
 
 
 class TestOrigins:
-    async def test_disallowed_origin_is_refused(
+    async def test_other_origin_is_refused_unless_allowed(
         self, serve_chat: ServeFactory, site: Site, page: Page
     ) -> None:
-        """A page on an origin not in allowed_origins cannot connect; the widget says so."""
+        """A page on an origin missing from allowed_origins cannot connect and says so; once listed, it works
+        (and the page's own CSS does not reach the widget)."""
         async with serve_chat() as (url, _):
             site.pages["page.html"] = embed_page(url)
             await page.goto(site.url + "/page.html")
@@ -180,27 +185,24 @@ class TestOrigins:
             await screenshot(page, "widget-refused")
             assert [f for f in await frames(page) if f.get("type") == "token"] == []
 
-    async def test_allowed_origin_works_with_page_css_kept_out(
-        self, serve_chat: ServeFactory, site: Site, page: Page
-    ) -> None:
-        """With the page's origin in allowed_origins it answers; the page's CSS does not reach the widget."""
         async with serve_chat(server={"allowed_origins": [site.origin]}) as (url, _):
+            allowed = await page.context.new_page()
             site.pages["page.html"] = embed_page(url, title="Ask the docs", color="#0f766e", position="left")
-            await page.goto(site.url + "/page.html")
-            await open_chat(page)
-            body = await ask(page, QUESTION)
-            await wait_answer_end(page)
+            await allowed.goto(site.url + "/page.html")
+            await open_chat(allowed)
+            body = await ask(allowed, QUESTION)
+            await wait_answer_end(allowed)
             assert "extractive" in (await body.inner_text()).lower()
-            style = await page.evaluate(
+            style = await allowed.evaluate(
                 f"(() => {{ const s = getComputedStyle({SHADOW}.querySelector('.go'));"
                 " return [s.fontFamily, s.backgroundColor]; })()"
             )
             assert "Comic" not in style[0]
             assert style[1] == "rgb(15, 118, 110)"
-            box = await page.get_by_role("button", name="Close chat").last.bounding_box()
+            box = await allowed.get_by_role("button", name="Close chat").last.bounding_box()
             assert box is not None
             assert box["x"] < 100, "data-position=left puts the bubble on the left"
-            await screenshot(page, "widget-other-origin-left")
+            await screenshot(allowed, "widget-other-origin-left")
 
 
 HOSTILE = (
@@ -239,28 +241,68 @@ class TestSafety:
             assert await page.evaluate("typeof window.__pwned") == "undefined"
 
 
+MARKDOWN = (
+    "Intro with **bold [1]** and *em* and `a <b>code</b>` span.\n\n"
+    "- item one\n- item *two*\n\n"
+    "3. third\n4. fourth\n\n"
+    "```python\nprint('<script>window.__pwned=4</script>')\n```\n\n"
+    "See [the docs](https://example.com/docs) or https://example.org/page. "
+    "Not [this](javascript:window.__pwned=5) nor [that](data:text/html,x).\n"
+    "<script>window.__pwned=3</script>"
+)
+
+
+class TestMarkdown:
+    async def test_markdown_becomes_elements_and_links_are_safe(
+        self, serve_chat: ServeFactory, page: Page
+    ) -> None:
+        """Bold, em, code, lists, fences and http(s) links render as elements; other schemes stay text."""
+        async with serve_chat(chat=ScriptedChatModel(MARKDOWN)) as (url, _):
+            await page.goto(url + "/")
+            await open_chat(page)
+            body = await ask(page, QUESTION)
+            await wait_answer_end(page)
+            await screenshot(page, "widget-markdown")
+            assert await body.locator("strong").inner_text() == "bold [1]"
+            await expect(body.locator("strong a.c")).to_have_attribute("href", "#a1-1")
+            assert await body.locator("em").all_inner_texts() == ["em", "two"]
+            assert await body.locator("p code").inner_text() == "a <b>code</b>"
+            assert await body.locator("ul li").all_inner_texts() == ["item one", "item two"]
+            assert await body.locator("ol li").all_inner_texts() == ["third", "fourth"]
+            await expect(body.locator("ol")).to_have_attribute("start", "3")
+            assert await body.locator("pre code").inner_text() == "print('<script>window.__pwned=4</script>')"
+            links = body.locator("a:not(.c)")
+            hrefs = [await links.nth(i).get_attribute("href") for i in range(await links.count())]
+            assert hrefs == ["https://example.com/docs", "https://example.org/page"]
+            for i in range(2):
+                await expect(links.nth(i)).to_have_attribute("rel", "noopener noreferrer")
+                await expect(links.nth(i)).to_have_attribute("target", "_blank")
+            text = await body.inner_text()
+            assert "[this](javascript:window.__pwned=5)" in text
+            assert "<script>window.__pwned=3</script>" in text
+            assert await page.evaluate(f"{SHADOW}.querySelectorAll('script, b, img').length") == 0
+            assert await page.evaluate("typeof window.__pwned") == "undefined"
+
+
 class TestReconnect:
     async def test_dropped_connection_resumes_without_gaps(
         self, serve_chat: ServeFactory, page: Page
     ) -> None:
         """Closing the socket mid-answer reconnects, resumes after the last seq, ends with the full answer."""
         async with serve_chat(delay=0.02) as (url, _):
-            reference = await page.context.new_page()
-            await reference.goto(url + "/")
-            await open_chat(reference)
+            reference = await page.context.new_page()  # the same question, undisturbed, alongside
+            for tab in (reference, page):
+                await tab.goto(url + "/")
+                await open_chat(tab)
             expected_body = await ask(reference, QUESTION)
-            await wait_answer_end(reference)
-            expected = await expected_body.inner_text()
-            await reference.close()
-
-            await page.goto(url + "/")
-            await open_chat(page)
+            await page.bring_to_front()  # a background tab renders only at the end (requestAnimationFrame)
             body = await ask(page, QUESTION)
             await wait_words(body, 10)
             await page.evaluate("window.__sockets.at(-1).close()")
+            await wait_answer_end(reference)
             await wait_answer_end(page)
             await screenshot(page, "widget-resumed")
-            assert await body.inner_text() == expected
+            assert await body.inner_text() == await expected_body.inner_text()
 
             assert await page.evaluate("window.__sockets.length") == 2
             resume = next(f for f in await sent(page) if f["type"] == "resume")
