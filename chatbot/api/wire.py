@@ -75,6 +75,8 @@ def parse_json(raw: str | bytes) -> Any:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidJSON() from exc
+    except RecursionError:  # nesting deeper than the decoder's recursion limit: a client's mistake, not a 500
+        raise InvalidJSON("The JSON is nested too deeply.") from None
 
 
 def validate(model: type[BaseModel], data: Any) -> Any:
