@@ -80,7 +80,7 @@ class Connection:
     async def _receive_loop(self) -> None:
         limit = self.svc.settings.limits.max_frame_bytes
         while True:
-            raw = await websocket.receive()
+            raw = await websocket.receive() or b""  # Quart hands over an empty binary frame as None
             request_id = None
             try:
                 if len(raw) > limit:
