@@ -4,6 +4,7 @@ and resuming after a dropped connection. Screenshots of key states go to tests/a
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -174,8 +175,8 @@ class TestOrigins:
     async def test_other_origin_is_refused_unless_allowed(
         self, serve_chat: ServeFactory, site: Site, page: Page
     ) -> None:
-        """A page on an origin missing from allowed_origins cannot connect and says so; once listed, it works
-        (and the page's own CSS does not reach the widget)."""
+        """A page on an origin missing from allowed_origins cannot connect and says so; with a token from the
+        site's backend (data-token-url), or once listed, it works (and the page's CSS stays out)."""
         async with serve_chat() as (url, _):
             site.pages["page.html"] = embed_page(url)
             await page.goto(site.url + "/page.html")
@@ -184,6 +185,19 @@ class TestOrigins:
             await expect(page.get_by_role("status")).to_contain_text("Can't connect to the chat server")
             await screenshot(page, "widget-refused")
             assert [f for f in await frames(page) if f.get("type") == "token"] == []
+
+            async with httpx.AsyncClient(base_url=url) as client:  # the site's backend mints for its page
+                minted = (await client.post("/v1/widget/tokens", json={"origin": site.origin})).json()
+            site.pages["token"] = json.dumps({"token": minted["token"]})
+            site.pages["tokened.html"] = embed_page(url, token_url="/token")
+            tokened = await page.context.new_page()
+            await tokened.goto(site.url + "/tokened.html")
+            await open_chat(tokened)
+            body = await ask(tokened, QUESTION)
+            await wait_answer_end(tokened)
+            assert "extractive" in (await body.inner_text()).lower(), "a token admits its origin"
+            socket_url = await tokened.evaluate("window.__sockets[0].url")
+            assert socket_url.endswith("/v1/ws?token=" + minted["token"])
 
         async with serve_chat(server={"allowed_origins": [site.origin]}) as (url, _):
             allowed = await page.context.new_page()
