@@ -120,6 +120,9 @@ def _register_request_hooks(app: Quart, settings: Settings) -> None:
             identity = identify(settings, keyring, request.headers, request.args)
             authorize(identity, request.endpoint)
             bind(identity)
+            quotas = app.extensions[EXTENSION].quotas
+            if quotas is not None:
+                await quotas.admit_request(identity.subject)
         return None
 
     @app.after_request

@@ -19,6 +19,10 @@ from chatbot.rag.ingest import Ingestor
 from chatbot.rag.pipeline import Pipeline
 from chatbot.rag.prompts import Prompts
 from chatbot.rag.retrieval import VectorStore
+from chatbot.scaleout.backends import open_redis_backends
+from chatbot.scaleout.client import RedisConnection
+from chatbot.quotas import Quotas
+from chatbot.scaleout.counters import Counters, MemoryCounters
 from chatbot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,9 @@ class Services:
     ingestor: Ingestor
     connections: set[Any] = field(default_factory=set)  # open websocket connections (api.ws.Connection)
     looplag: LoopLagMonitor = field(default_factory=LoopLagMonitor)  # sampling the serving loop's lag
+    counters: Counters = field(default_factory=MemoryCounters)  # rate limits, budgets (Redis: all instances)
+    quotas: Quotas | None = None  # the limits of settings.quotas, counted in `counters`
+    redis: RedisConnection | None = None  # the one Redis client when settings.redis.url is set (/readyz)
     metrics: Metrics = field(default_factory=Metrics)  # this process's Prometheus series (GET /metrics)
 
 
@@ -63,13 +70,20 @@ async def build_services(
             providers.embedder.name, providers.embedder.dimensions, sparse=providers.sparse is not None
         )
         prompts = Prompts(settings.prompts_dir)
-        conversations = MemoryConversationStore(
-            max_conversations=settings.limits.max_conversations, max_turns=settings.limits.max_history_messages
-        )
-        event_log = MemoryEventLog(
-            max_events=settings.stream.log_max_events, expire_seconds=settings.stream.grace_seconds
-        )
-        stack.push_async_callback(event_log.aclose)
+        redis = await open_redis_backends(settings, stack) if settings.redis.url else None
+        conversations: ConversationStore
+        event_log: EventLog
+        if redis is not None:  # instances share answers, stop signals, conversations and counters
+            conversations, event_log = redis.conversations, redis.event_log
+        else:
+            conversations = MemoryConversationStore(
+                max_conversations=settings.limits.max_conversations,
+                max_turns=settings.limits.max_history_messages,
+            )
+            event_log = MemoryEventLog(
+                max_events=settings.stream.log_max_events, expire_seconds=settings.stream.grace_seconds
+            )
+            stack.push_async_callback(event_log.aclose)
         looplag = LoopLagMonitor(threshold=settings.server.looplag_threshold_ms / 1000)
         await looplag.start()
         stack.push_async_callback(looplag.stop)
@@ -84,8 +98,13 @@ async def build_services(
             reranker=providers.reranker,
         )
         answers = AnswerManager(
-            pipeline, event_log, settings.stream, max_answers=settings.limits.max_answers_per_process
+            pipeline,
+            event_log,
+            settings.stream,
+            max_answers=settings.limits.max_answers_per_process,
+            bus=redis.bus if redis is not None else None,
         )
+        answers.start_listening()
         connections: set[Any] = set()
         metrics = Metrics(
             upstream_provider=upstream_provider_label(settings, reranker=providers.reranker is not None),
@@ -95,6 +114,15 @@ async def build_services(
         answers.observers.append(metrics.observe_answer)
         looplag.add_listener(metrics.observe_loop_lag)
         stack.callback(metrics.close)
+        counters: Counters = redis.counters if redis is not None else MemoryCounters()
+        quotas = Quotas(
+            counters,
+            settings.quotas,
+            answers,
+            slot_ttl=settings.deadlines.answer + settings.stream.grace_seconds + 60,
+        )
+        answers.observers.append(quotas.observe)
+        stack.push_async_callback(quotas.aclose)
         ingestor = Ingestor(
             embedder=providers.embedder,
             sparse=providers.sparse,
@@ -116,6 +144,9 @@ async def build_services(
             answers=answers,
             ingestor=ingestor,
             looplag=looplag,
+            counters=counters,
+            quotas=quotas,
+            redis=redis.connection if redis is not None else None,
             connections=connections,
             metrics=metrics,
         )

@@ -28,13 +28,25 @@ async def start_answer(message: str, conversation_id: str | None) -> tuple[str, 
     elif not await svc.conversations.exists(who, conversation_id):
         raise UnknownConversation()
     message_id = new_message_id()
-    with message_context(message_id):  # the answer task copies the context: its log lines carry message_id
-        req = AnswerRequest(tenant=who, question=question, message_id=message_id, conversation_id=conversation_id)
-        svc.answers.start(req)
+    await launch(AnswerRequest(tenant=who, question=question, message_id=message_id, conversation_id=conversation_id))
     return message_id, conversation_id
 
 
-def start_answer_with_history(
+async def launch(req: AnswerRequest) -> None:
+    """Admit the answer under the tenant's quotas, then start its task."""
+    svc = services()
+    if svc.quotas is not None:
+        await svc.quotas.begin_answer(req.tenant, req.message_id)
+    try:
+        with message_context(req.message_id):  # the task copies the context: its log lines carry message_id
+            svc.answers.start(req)
+    except BaseException:
+        if svc.quotas is not None:
+            await svc.quotas.abandon(req.message_id)
+        raise
+
+
+async def start_answer_with_history(
     messages: Sequence[ChatMessage], *, max_tokens: int | None = None, temperature: float | None = None
 ) -> str:
     """For clients that keep their own history (OpenAI-compatible API, AI SDK useChat): the last message is
@@ -50,8 +62,8 @@ def start_answer_with_history(
     question = check_message(last.content, svc.settings.limits.max_message_chars)
     history = tuple(m for m in earlier if m.content.strip())
     message_id = new_message_id()
-    with message_context(message_id):  # the answer task copies the context: its log lines carry message_id
-        req = AnswerRequest(
+    await launch(
+        AnswerRequest(
             tenant=tenant(),
             question=question,
             message_id=message_id,
@@ -59,7 +71,7 @@ def start_answer_with_history(
             max_tokens=max_tokens,
             temperature=temperature,
         )
-        svc.answers.start(req)
+    )
     return message_id
 
 

@@ -83,7 +83,7 @@ async def get_model(model_id: str) -> Any:
 async def chat_completions() -> Any:
     body: ChatCompletionBody = validate(ChatCompletionBody, await read_chat_body())
     check_model(body.model)
-    message_id = start_answer_with_history(
+    message_id = await start_answer_with_history(
         body.chat_messages(), max_tokens=body.token_limit, temperature=body.temperature
     )
     created = int(time.time())

@@ -25,7 +25,7 @@ bp = Blueprint("vercel", __name__)
 @bp.post("/v1/ui/chat")
 async def ui_chat() -> Any:
     body: UIChatBody = validate(UIChatBody, await read_chat_body())
-    message_id = start_answer_with_history(body.chat_messages())
+    message_id = await start_answer_with_history(body.chat_messages())
     svc = services()
     who = tenant()
     interval = svc.settings.stream.heartbeat_seconds

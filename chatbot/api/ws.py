@@ -13,7 +13,7 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
-from quart import Blueprint, current_app, jsonify, websocket
+from quart import Blueprint, current_app, g, jsonify, websocket
 
 from chatbot.api.asks import start_answer
 from chatbot.api.auth import authorize, bind, identify
@@ -106,6 +106,8 @@ class Connection:
             await self.send({"type": "pong"})
 
     async def _ask(self, frame: AskFrame) -> None:
+        if self.svc.quotas is not None:
+            await self.svc.quotas.admit_request(g.identity.subject)
         if self.current is not None and self._running(self.current):
             if self.svc.settings.stream.on_busy_connection == "refuse":
                 raise AnswerInProgress()
@@ -164,11 +166,21 @@ async def ws_endpoint() -> Any:
         err = Busy("Too many open connections.", retry_after=5.0)
         return jsonify({"error": err.to_dict()}), 429
     bind_request_id(websocket.headers.get("X-Request-ID", "")[:64])  # the connection's log lines carry it
-    conn = Connection()
-    await websocket.accept()
-    svc.connections.add(conn)
+    slot = False
+    if svc.quotas is not None:
+        try:
+            slot = await svc.quotas.open_connection(identity.tenant)
+        except ChatbotError as refused:
+            return jsonify({"error": refused.to_dict()}), refused.status
     try:
-        await conn.run()
+        conn = Connection()
+        await websocket.accept()
+        svc.connections.add(conn)
+        try:
+            await conn.run()
+        finally:
+            svc.connections.discard(conn)
     finally:
-        svc.connections.discard(conn)
+        if slot and svc.quotas is not None:
+            await svc.quotas.close_connection(identity.tenant)
     return None

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from chatbot.errors import Busy, ShuttingDown, UnknownMessage
+from chatbot.errors import Busy, ChatbotError, QuotaExceeded, ShuttingDown, UnknownMessage
 from chatbot.rag.eventlog import EventLog
 from chatbot.rag.events import ChatEvent, ErrorEvent, StoppedEvent, TokenEvent, is_terminal
 from chatbot.rag.pipeline import AnswerRequest, Pipeline
@@ -30,6 +30,7 @@ STOP_REQUESTED = "stop_requested"
 DISCONNECTED = "disconnected"
 SHUTDOWN = "shutdown"
 REPLACED = "replaced"
+QUOTA = "quota_exceeded"
 
 
 def new_message_id() -> str:
@@ -316,8 +317,12 @@ class AnswerManager:
                 await events.aclose()  # type: ignore[attr-defined]  # saves the turn, closes the model stream
         except asyncio.CancelledError:
             coalescer.flush()
-            if answer.stop_reason == SHUTDOWN:
-                err = ShuttingDown("The server shut down before the answer finished.")
+            if answer.stop_reason in (SHUTDOWN, QUOTA):  # ended by the server, not by the user: an error
+                err: ChatbotError = (
+                    ShuttingDown("The server shut down before the answer finished.")
+                    if answer.stop_reason == SHUTDOWN
+                    else QuotaExceeded("The token budget ran out during this answer.")
+                )
                 emit(ErrorEvent(code=err.code, message=err.message))
             else:
                 emit(StoppedEvent(reason=answer.stop_reason or STOP_REQUESTED))
