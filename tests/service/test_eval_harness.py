@@ -1,0 +1,143 @@
+"""The evaluation harness end to end on a small invented BEIR-layout data set (real offline models)."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from chatbot.__main__ import main
+from chatbot.evaluate import eval_command
+from chatbot.providers.registry import Providers
+from tests.conftest import make_settings
+
+# Twenty invented documents: every one is about something no other one mentions.
+DOCS: dict[str, tuple[str, str]] = {
+    "d01": ("Zorblax turbines", "A zorblax turbine turns tidal currents into electricity for harbour towns."),
+    "d02": ("Quillfeather moss", "Quillfeather moss grows only on north-facing basalt cliffs above the tree line."),
+    "d03": ("The Vemmick orchestra", "The Vemmick orchestra plays every piece on glass harmonicas and bronze gongs."),
+    "d04": ("Brindlewick cheese", "Brindlewick cheese is aged for nine years in salt caves before it is sold."),
+    "d05": ("Tolstrand ferries", "Tolstrand ferries cross the frozen fjord on steel runners every winter morning."),
+    "d06": ("Ombrevale lanterns", "Ombrevale lanterns burn whale-free lamp oil pressed from sunflower seeds."),
+    "d07": ("Krellish grammar", "Krellish grammar puts the verb last and marks every noun for its colour."),
+    "d08": ("Pandrel beekeeping", "Pandrel beekeepers keep their hives in hollow clay towers to cool the bees."),
+    "d09": ("Sarnova observatory", "The Sarnova observatory tracks comets with a mirror of polished obsidian."),
+    "d10": ("Glimmerfen eels", "Glimmerfen eels glow green when the water in the marsh turns acidic."),
+    "d11": ("Hestwick pottery", "Hestwick potters glaze their bowls with ash from burnt apple wood."),
+    "d12": ("Dravenmoor railway", "The Dravenmoor railway climbs the pass with a rack and pinion locomotive."),
+    "d13": ("Ulmarin tea", "Ulmarin tea is brewed from dried pine needles and smoked over juniper."),
+    "d14": ("Corvath kites", "Corvath kites are flown at the spring festival to carry paper prayers aloft."),
+    "d15": ("Nimbrook weaving", "Nimbrook weavers dye wool with crushed beetles for a deep crimson."),
+    "d16": ("Fennimore clocks", "Fennimore clocks run on falling sand instead of springs or pendulums."),
+    "d17": ("Yarrowgate bridges", "Yarrowgate bridges are woven from living willow roots over the river."),
+    "d18": ("Peltrasse fencing", "Peltrasse fencing duels end when a fencer touches the opponent's left shoulder."),
+    "d19": ("Wexley salt", "Wexley salt is harvested by raking evaporation ponds at low tide in August."),
+    "d20": (
+        "Orlanthi migration",
+        " ".join(
+            f"Year {n}: the Orlanthi geese flew south across the Kessarine plains, resting at lake number {n}."
+            for n in range(1, 25)
+        ),  # long enough for several chunks: the document must count once, at its best chunk
+    ),
+}
+QUERIES: dict[str, str] = {
+    "q1": "How does a zorblax turbine make electricity?",
+    "q2": "Where does quillfeather moss grow?",
+    "q3": "How long is Brindlewick cheese aged?",
+    "q4": "What instruments does the Vemmick orchestra play?",
+    "q5": "How do Tolstrand ferries cross the frozen fjord?",
+    "q6": "Where do the Orlanthi geese fly?",
+    "q7": "What makes Glimmerfen eels glow green?",  # two relevant: d10 (grade 2), and one not in the corpus
+    "q8": "What powers Fennimore clocks?",  # no qrels: not judged
+    "q9": "How are Yarrowgate bridges built?",  # only a grade-0 judgement: not judged
+}
+QRELS: list[tuple[str, str, int]] = [
+    ("q1", "d01", 1),
+    ("q2", "d02", 1),
+    ("q3", "d04", 1),
+    ("q4", "d03", 1),
+    ("q5", "d05", 1),
+    ("q6", "d20", 1),
+    ("q7", "d10", 2),
+    ("q7", "d99", 1),
+    ("q9", "d17", 0),
+]
+# By hand: q1-q6 find their document first (nDCG 1, recall 1, MRR 1); q7 finds d10 first but can never find
+# d99: DCG = 2, ideal DCG = 2 + 1/log2(3), recall 1/2, MRR 1. q8 and q9 are not counted: 7 queries.
+JUDGED = 7
+NDCG = (6 + 2 / (2 + 1 / math.log2(3))) / JUDGED
+RECALL = (6 + 0.5) / JUDGED
+
+
+def write_fixture(root: Path) -> dict[str, Path]:
+    paths = {"corpus": root / "corpus.jsonl", "queries": root / "queries.jsonl", "qrels": root / "qrels.tsv"}
+    paths["corpus"].write_text(
+        "".join(json.dumps({"_id": i, "title": t, "text": x}) + "\n" for i, (t, x) in DOCS.items())
+    )
+    paths["queries"].write_text("".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in QUERIES.items()))
+    paths["qrels"].write_text(
+        "query-id\tcorpus-id\tscore\n" + "".join(f"{q}\t{d}\t{s}\n" for q, d, s in QRELS)
+    )
+    return paths
+
+
+class TestEvalHarness:
+    async def test_every_mode_scores_the_hand_computed_values(
+        self, tmp_path: Path, offline_providers: Providers
+    ) -> None:
+        """Dense, sparse and hybrid rank each judged query's answer first; metrics equal the hand values."""
+        paths = write_fixture(tmp_path)
+        out = io.StringIO()
+        await eval_command(
+            make_settings(), **paths, as_json=True, providers=offline_providers, progress=False, out=out
+        )
+        report: dict[str, Any] = json.loads(out.getvalue())
+        assert report["ingest"]["documents"] == len(DOCS)
+        assert report["ingest"]["chunks"] > len(DOCS)  # d20 is several chunks
+        assert report["ingest"]["embed_calls"] < len(DOCS)  # documents were batched together
+        assert set(report["modes"]) == {"dense", "sparse", "hybrid"}
+        for mode, result in report["modes"].items():
+            assert result["queries"] == JUDGED, mode
+            assert result["ndcg@10"] == pytest.approx(NDCG, abs=1e-4), mode
+            assert result["recall@100"] == pytest.approx(RECALL, abs=1e-4), mode
+            assert result["mrr@10"] == 1.0, mode
+            assert 0 < result["p50_ms"] <= result["p99_ms"], mode
+
+    async def test_table_and_query_limit(self, tmp_path: Path, offline_providers: Providers) -> None:
+        """The table names each mode's figures and the ingestion rate; --limit-queries keeps the first N."""
+        paths = write_fixture(tmp_path)
+        out = io.StringIO()
+        report = await eval_command(
+            make_settings(),
+            **paths,
+            modes="hybrid",
+            limit_queries=2,
+            providers=offline_providers,
+            progress=False,
+            out=out,
+        )
+        table = out.getvalue()
+        assert "nDCG@10" in table and "Recall@100" in table and "chunks/s" in table
+        assert [(r.mode, r.queries, r.ndcg_at_10) for r in report.results] == [("hybrid", 2, 1.0)]
+
+
+class TestEvalCommandLine:
+    def test_python_m_chatbot_eval(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """`python -m chatbot eval ... --json` runs offline and prints the report; a bad mode exits 2."""
+        for name in ("OPENAI_API_KEY", "COHERE_API_KEY", "CO_API_KEY", "CHATBOT_EMBEDDING_PROVIDER"):
+            monkeypatch.delenv(name, raising=False)
+        paths = write_fixture(tmp_path)
+        args = ["eval", "--corpus", str(paths["corpus"]), "--queries", str(paths["queries"])]
+        args += ["--qrels", str(paths["qrels"])]
+        assert main([*args, "--modes", "sparse", "--json"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        assert report["modes"]["sparse"]["ndcg@10"] == pytest.approx(NDCG, abs=1e-4)
+        assert report["reranker"] == "none"
+        assert main([*args, "--modes", "rerank"]) == 2
+        assert "no reranker runs offline" in capsys.readouterr().err
