@@ -218,7 +218,7 @@ async def documents(settings: Settings, action: str, doc_id: str | None, tenant:
         else:
             if not doc_id:
                 raise ConfigError("documents delete needs a doc_id")
-            print(f"deleted {await services.store.delete_document(tenant, doc_id)} chunks")
+            print(f"deleted {await services.ingestor.delete(tenant, doc_id)} chunks")
 
 
 if __name__ == "__main__":

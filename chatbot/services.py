@@ -12,6 +12,7 @@ from chatbot.looplag import LoopLagMonitor
 from chatbot.observability import Metrics, upstream_provider_label
 from chatbot.providers.base import ChatModel, Embedder, Reranker, SparseEmbedder
 from chatbot.providers.registry import Providers, build_providers
+from chatbot.rag.answer_cache import AnswerCache
 from chatbot.rag.answers import AnswerManager
 from chatbot.rag.conversations import ConversationStore, MemoryConversationStore
 from chatbot.rag.eventlog import EventLog, MemoryEventLog
@@ -87,7 +88,12 @@ async def build_services(
         looplag = LoopLagMonitor(threshold=settings.server.looplag_threshold_ms / 1000)
         await looplag.start()
         stack.push_async_callback(looplag.stop)
+        cache = None
+        if settings.cache.enabled:
+            cache = AnswerCache(store, similarity=settings.cache.similarity, ttl_seconds=settings.cache.ttl_seconds)
+            await cache.open(providers.embedder.dimensions)
         pipeline = Pipeline(
+            cache=cache,
             settings=settings,
             embedder=providers.embedder,
             sparse=providers.sparse,
@@ -112,6 +118,7 @@ async def build_services(
             open_connections=lambda: len(connections),
         )
         answers.observers.append(metrics.observe_answer)
+        pipeline.on_cache_lookup = lambda hit: metrics.cache_hit() if hit else metrics.cache_miss()
         looplag.add_listener(metrics.observe_loop_lag)
         stack.callback(metrics.close)
         counters: Counters = redis.counters if redis is not None else MemoryCounters()
@@ -129,6 +136,7 @@ async def build_services(
             store=store,
             batch_size=settings.local.batch_size,
             max_bytes=settings.limits.max_upload_bytes,
+            cache=cache,
         )
         services = Services(
             settings=settings,

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings.exceptions import SettingsError
 
 from chatbot.errors import ConfigError
 
@@ -33,6 +34,12 @@ class OpenAISettings(BaseModel):
         None,
         description="A second deployment serving the same models (same key): chat and embeddings fail over to it.",
     )
+
+
+class CacheSettings(BaseModel):
+    enabled: bool = Field(False, description="Answer repeated questions from the semantic answer cache.")
+    similarity: float = Field(0.95, gt=0, le=1, description="Cosine similarity a question needs to a cached one.")
+    ttl_seconds: float = Field(86_400.0, gt=0, description="How long a cached answer may be served.")
 
 
 class FailoverSettings(BaseModel):
@@ -229,6 +236,7 @@ class Settings(BaseSettings):
     cohere: CohereSettings = Field(default_factory=CohereSettings)  # type: ignore[arg-type]
     failover: FailoverSettings = Field(default_factory=FailoverSettings)  # type: ignore[arg-type]
     quotas: QuotaSettings = Field(default_factory=QuotaSettings)  # type: ignore[arg-type]
+    cache: CacheSettings = Field(default_factory=CacheSettings)  # type: ignore[arg-type]
     local: LocalModelSettings = Field(default_factory=LocalModelSettings)  # type: ignore[arg-type]
     qdrant: QdrantSettings = Field(default_factory=QdrantSettings)  # type: ignore[arg-type]
     redis: RedisSettings = Field(default_factory=RedisSettings)  # type: ignore[arg-type]
@@ -351,3 +359,21 @@ def load_settings(**overrides: Any) -> Settings:
             where = "__".join(str(p) for p in err["loc"]) or "settings"
             lines.append(f"  CHATBOT_{where.upper()}: {err['msg']}" if err["loc"] else f"  {err['msg']}")
         raise ConfigError("Invalid settings:\n" + "\n".join(lines)) from exc
+    except SettingsError as exc:  # pydantic-settings could not parse a list/object variable as JSON
+        raise ConfigError(f"Invalid settings:\n  {_json_variables(str(exc))}") from exc
+
+
+def _json_variables(error: str) -> str:
+    """Name the list/object variables of the section pydantic-settings failed on (they take JSON values)."""
+    import re
+    from typing import get_origin
+
+    found = re.search(r'field "([^"]+)"', error)
+    section = found.group(1) if found else ""
+    model = Settings.model_fields[section].annotation if section in Settings.model_fields else None
+    names = [
+        f"CHATBOT_{section}__{name}".upper()
+        for name, info in (model.model_fields.items() if isinstance(model, type) and issubclass(model, BaseModel) else ())
+        if get_origin(info.annotation) in (list, dict)
+    ] or [f"CHATBOT_{section.upper()}"]
+    return f"{', '.join(names)}: not valid JSON (lists and objects are written as JSON, e.g. '[\"a\", \"b\"]')"

@@ -37,7 +37,9 @@ async def readyz() -> Any:
         "chat_model": svc.chat.name,
         "accepting": svc.answers.accepting,
     }
-    ready = bool(checks["vector_store"]) and svc.answers.accepting
+    if svc.redis is not None:
+        checks["redis"] = await svc.redis.ping()
+    ready = bool(checks["vector_store"]) and svc.answers.accepting and checks.get("redis") is not False
     return jsonify({"status": "ready" if ready else "not_ready", "checks": checks}), 200 if ready else 503
 
 
@@ -162,7 +164,7 @@ async def upload_documents() -> Any:
 
 @bp.delete("/v1/documents/<doc_id>")
 async def delete_document(doc_id: str) -> Any:
-    deleted = await services().store.delete_document(tenant(), doc_id)
+    deleted = await services().ingestor.delete(tenant(), doc_id)
     if not deleted:
         raise UnknownDocument()
     return {"doc_id": doc_id, "deleted_chunks": deleted}

@@ -19,6 +19,20 @@ class Source:
     text: str
     score: float
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Source:
+        """The inverse of to_dict (also reads a stored chunk payload plus `n` and `score`)."""
+        return cls(
+            n=int(data.get("n", 0)),
+            doc_id=str(data.get("doc_id", "")),
+            source=str(data.get("source", "")),
+            title=str(data.get("title", "")),
+            heading_path=tuple(data.get("heading_path") or ()),
+            chunk_index=int(data.get("chunk_index", 0)),
+            text=str(data.get("text", "")),
+            score=float(data.get("score", 0.0)),
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "n": self.n,

@@ -19,6 +19,7 @@ from typing import Any
 
 from chatbot.errors import PayloadTooLarge
 from chatbot.providers.base import Embedder, SparseEmbedder
+from chatbot.rag.answer_cache import AnswerCache
 from chatbot.rag.chunking import chunk_document
 from chatbot.rag.loaders import SUPPORTED_SUFFIXES, load_document
 from chatbot.rag.retrieval import ChunkRecord, VectorStore, document_id
@@ -55,7 +56,9 @@ class Ingestor:
         store: VectorStore,
         batch_size: int = 64,
         max_bytes: int = 20 * 1024 * 1024,
+        cache: AnswerCache | None = None,
     ) -> None:
+        self.cache = cache  # invalidated whenever a tenant's documents change
         self.embedder = embedder
         self.sparse = sparse
         self.store = store
@@ -94,9 +97,18 @@ class Ingestor:
                 on_chunks(len(batch))
         await self.store.set_version(relabel, version)
         await self.store.delete_stale(tenant, doc_id, version)
+        if self.cache is not None:
+            await self.cache.invalidate(tenant)
         if on_chunks:
             on_chunks(len(records) - len(missing))
         return IngestResult(doc_id, source, doc.title, len(records), len(missing), unchanged=False)
+
+    async def delete(self, tenant: str, doc_id: str) -> int:
+        """Delete a document's chunks (all versions); returns how many there were."""
+        deleted = await self.store.delete_document(tenant, doc_id)
+        if deleted and self.cache is not None:
+            await self.cache.invalidate(tenant)
+        return deleted
 
     async def ingest_paths(
         self,

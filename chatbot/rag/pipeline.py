@@ -15,12 +15,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from chatbot.errors import ChatbotError, DeadlineExceeded
+from chatbot.errors import ChatbotError, DeadlineExceeded, UpstreamError
 from chatbot.providers.base import (
     ChatMessage,
     ChatModel,
@@ -30,6 +31,7 @@ from chatbot.providers.base import (
     Reranker,
     SparseEmbedder,
 )
+from chatbot.rag.answer_cache import AnswerCache, CachedAnswer
 from chatbot.rag.conversations import ConversationStore, Turn
 from chatbot.rag.events import (
     ChatEvent,
@@ -81,7 +83,11 @@ class Pipeline:
         prompts: Prompts,
         conversations: ConversationStore,
         reranker: Reranker | None = None,
+        cache: AnswerCache | None = None,
+        on_cache_lookup: Callable[[bool], None] | None = None,
     ) -> None:
+        self.cache = cache
+        self.on_cache_lookup = on_cache_lookup
         self.settings = settings
         self.embedder = embedder
         self.sparse = sparse
@@ -131,10 +137,18 @@ class Pipeline:
             history_task = _ready(list(req.history)[-limits.max_history_messages :] if limits.max_history_messages else [])
         else:
             history_task = self._load_history(req)
-        raw_vectors, history = await asyncio.gather(
+        raw_vectors, history, generation = await asyncio.gather(
             _staged("embed", deadlines.embed, self._embed_query(req.question), timings),
             history_task,
+            self._cache_generation(req.tenant),
         )
+        cacheable = self.cache is not None and not history and raw_vectors.dense is not None
+        if cacheable:
+            hit = await self._cached(req, generation, raw_vectors, timings)
+            if hit is not None:
+                async for event in self._replay(hit, progress, timings, started):
+                    yield event
+                return
 
         queries = [raw_vectors]
         search_text = req.question
@@ -160,7 +174,12 @@ class Pipeline:
             timings,
         )
         if self.reranker and sources:
-            sources = await _staged("rerank", deadlines.retrieve, self._rerank(search_text, sources), timings)
+            try:
+                reranking = self._rerank(search_text, sources)
+                sources = await _staged("rerank", deadlines.retrieve, reranking, timings)
+            except (UpstreamError, DeadlineExceeded) as exc:
+                # The hybrid order is still a good answer: a reranker outage must not fail every turn.
+                log.warning("rerank failed (%s); answering from the retrieval order", exc.code)
         sources = sources[: retrieval.top_k]
         yield SourcesEvent(sources=tuple(sources))
 
@@ -213,6 +232,45 @@ class Pipeline:
         if usage.total_tokens == 0:
             usage = Usage(_estimate_tokens(m.content for m in request.messages), _estimate_tokens(progress.parts))
         yield DoneEvent(usage=usage, timings=timings, finish_reason=finish_reason, model=answered_by)
+        if cacheable and sources and finish_reason == "stop" and self.cache is not None:
+            try:  # after done: the client does not wait for this
+                await self.cache.store_answer(
+                    req.tenant,
+                    generation,
+                    raw_vectors.dense or (),
+                    question=req.question,
+                    answer="".join(progress.parts),
+                    sources=sources,
+                    model=answered_by,
+                )
+            except ChatbotError:
+                log.warning("could not store answer %s in the cache", req.message_id)
+
+    async def _cache_generation(self, tenant: str) -> str:
+        return await self.cache.generation(tenant) if self.cache is not None else ""
+
+    async def _cached(
+        self, req: AnswerRequest, generation: str, vectors: QueryVectors, timings: dict[str, float]
+    ) -> CachedAnswer | None:
+        assert self.cache is not None and vectors.dense is not None  # noqa: S101 - checked by the caller
+        hit = await _staged(
+            "cache", self.settings.deadlines.retrieve, self.cache.lookup(req.tenant, generation, vectors.dense), timings
+        )
+        if self.on_cache_lookup is not None:
+            self.on_cache_lookup(hit is not None)
+        return hit
+
+    async def _replay(
+        self, hit: CachedAnswer, progress: _Progress, timings: dict[str, float], started: float
+    ) -> AsyncIterator[ChatEvent]:
+        """A cached answer, streamed like any other (sources, tokens, done) and marked cached."""
+        yield SourcesEvent(sources=hit.sources)
+        for piece in re.findall(r"\S+\s*|\s+", hit.answer):
+            progress.parts.append(piece)
+            yield TokenEvent(delta=piece)
+        timings["total"] = _ms(started)
+        words = _estimate_tokens(progress.parts)
+        yield DoneEvent(usage=Usage(0, words), timings=timings, model=hit.model, cached=True)
 
     async def _load_history(self, req: AnswerRequest) -> list[ChatMessage]:
         if not req.conversation_id:

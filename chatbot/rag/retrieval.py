@@ -119,6 +119,7 @@ class VectorStore:
         self._client: AsyncQdrantClient | None = None
         self.has_sparse = False
         self.dense_model = ""
+        self.dimensions = 0
 
     async def open(self) -> None:
         if self.settings.is_local:
@@ -169,6 +170,7 @@ class VectorStore:
     async def ensure_collection(self, dense_model: str, dimensions: int, *, sparse: bool) -> None:
         """Create the collection on first use; refuse one that was filled by another embedding model."""
         self.dense_model = dense_model
+        self.dimensions = dimensions
         exists = await self._call(self.client.collection_exists(self.collection))
         if exists:
             info = await self._call(self.client.get_collection(self.collection))
@@ -358,14 +360,4 @@ class VectorStore:
 
 
 def _to_source(n: int, point: models.ScoredPoint) -> Source:
-    pl = point.payload or {}
-    return Source(
-        n=n,
-        doc_id=str(pl.get("doc_id", "")),
-        source=str(pl.get("source", "")),
-        title=str(pl.get("title", "")),
-        heading_path=tuple(pl.get("heading_path") or ()),
-        chunk_index=int(pl.get("chunk_index", 0)),
-        text=str(pl.get("text", "")),
-        score=float(point.score),
-    )
+    return Source.from_dict({**(point.payload or {}), "n": n, "score": point.score})
