@@ -1,0 +1,116 @@
+"""The stored form of chat events is lossless: decode(encode(event)) == event for every event."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chatbot.rag.event_codec import UndecodableEvent, decode_event, encode_event
+from chatbot.rag.events import (
+    ChatEvent,
+    DoneEvent,
+    ErrorEvent,
+    Source,
+    SourcesEvent,
+    StartEvent,
+    StoppedEvent,
+    TokenEvent,
+    Usage,
+)
+
+texts = st.text()  # any code points, lone surrogates included
+finite = st.floats(allow_nan=False)
+counts = st.integers(min_value=0, max_value=2**53)
+sources = st.builds(
+    Source,
+    n=counts,
+    doc_id=texts,
+    source=texts,
+    title=texts,
+    heading_path=st.lists(texts, max_size=4).map(tuple),
+    chunk_index=counts,
+    text=texts,
+    score=finite,
+)
+events: st.SearchStrategy[ChatEvent] = st.one_of(
+    st.builds(StartEvent, message_id=texts, conversation_id=texts),
+    st.builds(SourcesEvent, sources=st.lists(sources, max_size=4).map(tuple)),
+    st.builds(TokenEvent, delta=texts),
+    st.builds(
+        DoneEvent,
+        usage=st.builds(Usage, prompt_tokens=counts, completion_tokens=counts),
+        timings=st.dictionaries(texts, finite, max_size=5),
+        finish_reason=texts,
+        model=texts,
+        cached=st.booleans(),
+    ),
+    st.builds(StoppedEvent, reason=texts),
+    st.builds(ErrorEvent, code=texts, message=texts, retry_after=st.none() | finite),
+)
+
+
+class TestRoundTrip:
+    @given(events)
+    def test_every_event_survives(self, event: ChatEvent) -> None:
+        """Any event, with any text and any finite float, decodes to an equal event of the same type."""
+        back = decode_event(encode_event(event))
+        assert back == event
+        assert type(back) is type(event)
+
+    @given(st.lists(sources, min_size=1, max_size=3))
+    def test_tuples_stay_tuples(self, items: list[Source]) -> None:
+        """Sources and heading paths come back as tuples (the dataclasses are hashable again)."""
+        back = decode_event(encode_event(SourcesEvent(sources=tuple(items))))
+        assert isinstance(back, SourcesEvent)
+        assert isinstance(back.sources, tuple)
+        assert all(isinstance(s.heading_path, tuple) for s in back.sources)
+        hash(back)
+
+    def test_floats_keep_every_bit(self) -> None:
+        """Scores and timings are not rounded (the wire format rounds; storage must not)."""
+        source = Source(1, "d", "s", "t", (), 0, "x", 0.1 + 0.2)
+        back = decode_event(encode_event(SourcesEvent(sources=(source,))))
+        assert isinstance(back, SourcesEvent)
+        assert back.sources[0].score.hex() == (0.1 + 0.2).hex()
+
+    def test_a_split_surrogate_pair_survives(self) -> None:
+        """A token that ends in half of a surrogate pair (a model split an emoji) round-trips."""
+        event = TokenEvent(delta="smile \ud83d")
+        assert decode_event(encode_event(event)) == event
+
+    def test_non_finite_floats_survive(self) -> None:
+        """inf and nan in timings are kept (compared by bits, since nan != nan)."""
+        back = decode_event(encode_event(DoneEvent(usage=Usage(), timings={"a": math.inf, "b": math.nan})))
+        assert isinstance(back, DoneEvent)
+        assert back.timings["a"] == math.inf
+        assert math.isnan(back.timings["b"])
+
+    def test_the_stored_form_is_compact_utf8_json(self) -> None:
+        """Non-ASCII text is stored as UTF-8, not as \\u escapes; the JSON names the event type."""
+        data = encode_event(TokenEvent(delta="é✓"))
+        assert data == '{"type":"token","delta":"é✓"}'.encode()
+        assert json.loads(data)["type"] == "token"
+
+
+class TestRejects:
+    @pytest.mark.parametrize(
+        "data",
+        [
+            b"not json",
+            b'{"type":"nope"}',
+            b'{"type":"token"}',
+            b'{"type":"token","delta":5}',
+            b'{"type":"done","usage":[1],"timings":{},"finish_reason":"stop","model":"","cached":false}',
+            b'{"type":"done","usage":[1,2],"timings":[],"finish_reason":"stop","model":"","cached":false}',
+            b"[1, 2]",
+            b"\xff\xfe",
+        ],
+    )
+    def test_bytes_that_are_not_a_stored_event(self, data: bytes) -> None:
+        """Anything the codec did not write raises UndecodableEvent, never a half-built event."""
+        with pytest.raises(UndecodableEvent):
+            decode_event(data)
