@@ -44,8 +44,11 @@ async def readyz() -> Any:
 
 
 async def json_body() -> Any:
+    limit = services().settings.limits.max_frame_bytes
+    if (request.content_length or 0) > limit:  # refuse before reading (and buffering) a body we would refuse
+        raise PayloadTooLarge()
     raw = await request.get_data()
-    if len(raw) > services().settings.limits.max_frame_bytes:
+    if len(raw) > limit:
         raise PayloadTooLarge()
     return parse_json(raw or b"null")
 
