@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 # -- metrics ------------------------------------------------------------------------------------------------
 
-STAGES: Final = ("embed", "retrieve", "rerank", "first_token", "generate", "total")
+STAGES: Final = ("embed", "retrieve", "rerank", "cache", "first_token", "generate", "total")
 """DoneEvent.timings keys observed as stages; other keys are ignored (bounded label values)."""
 
 STAGE_BUCKETS: Final = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 180.0)
