@@ -138,6 +138,12 @@ class LimitSettings(BaseModel):
     max_files_per_upload: int = Field(20, ge=1, description="Documents per upload request.")
     max_answers_per_process: int = Field(256, ge=1, description="Concurrent answers per process; beyond: busy.")
     max_connections: int = Field(1000, ge=1, description="Open websocket connections per process.")
+    max_connections_per_client: int = Field(
+        100,
+        ge=1,
+        description="Open websocket connections per client IP address; beyond: 429 before accept. Behind a "
+        "reverse proxy every client has the proxy's address: raise it to max_connections there.",
+    )
 
 
 class StreamSettings(BaseModel):

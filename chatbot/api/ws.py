@@ -51,6 +51,7 @@ class Connection:
     def __init__(self) -> None:
         self.svc = services()
         self.tenant = tenant()
+        self.client = websocket.remote_addr or ""  # limits.max_connections_per_client counts by address
         self.current: str | None = None
         self.pumps: dict[str, asyncio.Task[None]] = {}
         self.closing = asyncio.Event()
@@ -164,6 +165,10 @@ async def ws_endpoint() -> Any:
         return jsonify({"error": OriginNotAllowed().to_dict()}), 403
     if len(svc.connections) >= svc.settings.limits.max_connections:
         err = Busy("Too many open connections.", retry_after=5.0)
+        return jsonify({"error": err.to_dict()}), 429
+    client = websocket.remote_addr or ""
+    if sum(1 for c in svc.connections if c.client == client) >= svc.settings.limits.max_connections_per_client:
+        err = Busy("Too many open connections from this address.", retry_after=5.0)
         return jsonify({"error": err.to_dict()}), 429
     bind_request_id(websocket.headers.get("X-Request-ID", "")[:64])  # the connection's log lines carry it
     slot = False
