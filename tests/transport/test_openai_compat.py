@@ -12,6 +12,7 @@ import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI  # noqa: TID251 - tests drive the sync client too (in a thread)
 
+from chatbot.api.auth import new_api_key
 from chatbot.app import create_app
 from chatbot.errors import UpstreamUnavailable
 from chatbot.providers.base import ChatChunk, ChatRequest
@@ -297,6 +298,20 @@ class TestErrors:
             assert (await client.models.retrieve("chatbot")).id == "chatbot"
             with pytest.raises(openai.NotFoundError):
                 await client.models.retrieve("gpt-4o")
+
+    async def test_api_key_is_the_sdk_api_key(self, scripted_stack: StackFactory) -> None:
+        """With API keys configured, the SDK's api_key is ours: a wrong one raises AuthenticationError."""
+        key, sha256 = new_api_key()
+        keys = {"api_keys": [{"id": "sdk", "sha256": sha256, "tenant": "public", "roles": ["chat"]}]}
+        async with scripted_stack(ScriptedChatModel(), auth=keys) as (url, _svc):
+            async with AsyncOpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0) as client:
+                answer = await client.chat.completions.create(model="chatbot", messages=ASK)
+            async with client_for(url) as client:
+                with pytest.raises(openai.AuthenticationError) as info:
+                    await client.chat.completions.create(model="chatbot", messages=ASK)
+        assert answer.choices[0].finish_reason == "stop"
+        assert info.value.code == "unauthorized"
+        assert info.value.type == "authentication_error"
 
     async def test_busy_is_a_rate_limit_error(self, scripted_stack: StackFactory) -> None:
         """Past the concurrent-answer limit the SDK raises RateLimitError, with Retry-After."""
