@@ -162,7 +162,7 @@ async def main_async(quick: bool) -> dict[str, Any]:
     # 2 inference threads, as `python -m chatbot ingest` uses on 2 cores
     out["ingestion"] = [await ingestion(500 if quick else 2000, 2)]
     sizes = (1000, 10_000) if quick else (1000, 10_000, 50_000)
-    out["retrieval"] = [await retrieval(n, 30 if quick else 100, hybrid=False) for n in sizes]
+    out["retrieval"] = [await retrieval(n, 30 if quick or n > 10_000 else 100, hybrid=False) for n in sizes]
     out["retrieval"] += [await retrieval(n, 5 if quick else 20, hybrid=True) for n in (1000, 10_000)]
     return out
 
