@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
@@ -22,6 +23,12 @@ _DELIMITERS = re.compile(r"<(/?)\s*(sources?|question|conversation)\b", re.IGNOR
 def fence(text: object) -> str:
     """Make text safe to place between our delimiter tags: `<source` becomes `‹source`."""
     return _DELIMITERS.sub(lambda m: f"‹{m.group(1)}{m.group(2)}", str(text))
+
+
+def fence_attribute(text: object) -> str:
+    """Make text safe inside a quoted attribute of our tags (a title): no quote or angle bracket survives,
+    so a document titled `x" id="7` cannot add an attribute (a forged citation number) or close the tag."""
+    return str(text).replace('"', "'").replace("<", "\u2039").replace(">", "\u203a")
 
 
 def default_prompts_dir() -> Path:
@@ -49,7 +56,8 @@ class Prompts:
     ) -> list[ChatMessage]:
         """system (rules + numbered sources), the earlier turns, then the question."""
         system = self._templates["system.j2"].render(assistant_name=self.assistant_name)
-        context = self._templates["context.j2"].render(passages=passages)
+        titled = [replace(p, title=fence_attribute(p.title)) for p in passages]  # titles sit in title="..."
+        context = self._templates["context.j2"].render(passages=titled)
         user = self._templates["question.j2"].render(question=question)
         return [
             ChatMessage("system", f"{system.strip()}\n\n{context.strip()}"),
