@@ -149,7 +149,7 @@ async def serve(settings: Settings) -> None:
             ),
             flush=True,
         )
-        await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)  # type: ignore[arg-type]
+        await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)
 
 
 def make_key(tenant: str, roles: str, key_id: str | None, *, as_json: bool) -> int:
@@ -164,7 +164,7 @@ def make_key(tenant: str, roles: str, key_id: str | None, *, as_json: bool) -> i
         id=key_id or "key-" + secrets.token_hex(4),
         sha256=sha256,
         tenant=tenant,
-        roles=[r.strip() for r in roles.split(",") if r.strip()],  # type: ignore[misc]  # validated by pydantic
+        roles=[r.strip() for r in roles.split(",") if r.strip()],  # validated by pydantic
     )
     entry = json.dumps(spec.model_dump())
     if as_json:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from quart import Quart, g, jsonify, request
@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     else:
 
         @app.while_serving
-        async def lifespan() -> AsyncIterator[None]:
+        async def lifespan() -> AsyncGenerator[None, None]:
             async with build_services(settings) as built:
                 app.extensions[EXTENSION] = built
                 yield

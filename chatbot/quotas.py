@@ -13,7 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 from chatbot.errors import QuotaExceeded, RateLimited
 from chatbot.rag.answers import QUOTA, Answer, AnswerManager
@@ -110,8 +112,8 @@ class Quotas:
         if running.slot:
             await self.counters.release(f"answers:{running.tenant}")
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._done)
 

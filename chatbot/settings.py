@@ -196,7 +196,7 @@ class ApiKeySpec(BaseModel):
     id: str = Field(min_length=1, max_length=64, description="A name for the key, shown in logs and metrics.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex sha256 of the key; the key itself is never stored.")
     tenant: str = Field(pattern=r"^[A-Za-z0-9_\-.]{1,64}$", description="The tenant whose documents the key sees.")
-    roles: list[Role] = Field(default_factory=lambda: ["chat"], description="chat, ingest and/or admin.")
+    roles: list[Role] = Field(default_factory=lambda: list[Role](["chat"]), description="chat, ingest and/or admin.")
 
 
 class QuotaSettings(BaseModel):
@@ -238,20 +238,20 @@ class Settings(BaseSettings):
         "auto", description="auto = openai if its key is set, else cohere if its key is set, else extractive."
     )
     default_tenant: str = Field("public", description="Tenant used when no credential names one.")
-    openai: OpenAISettings = Field(default_factory=OpenAISettings)  # type: ignore[arg-type]
-    cohere: CohereSettings = Field(default_factory=CohereSettings)  # type: ignore[arg-type]
-    failover: FailoverSettings = Field(default_factory=FailoverSettings)  # type: ignore[arg-type]
-    quotas: QuotaSettings = Field(default_factory=QuotaSettings)  # type: ignore[arg-type]
-    cache: CacheSettings = Field(default_factory=CacheSettings)  # type: ignore[arg-type]
-    local: LocalModelSettings = Field(default_factory=LocalModelSettings)  # type: ignore[arg-type]
-    qdrant: QdrantSettings = Field(default_factory=QdrantSettings)  # type: ignore[arg-type]
-    redis: RedisSettings = Field(default_factory=RedisSettings)  # type: ignore[arg-type]
-    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)  # type: ignore[arg-type]
-    limits: LimitSettings = Field(default_factory=LimitSettings)  # type: ignore[arg-type]
-    stream: StreamSettings = Field(default_factory=StreamSettings)  # type: ignore[arg-type]
-    deadlines: DeadlineSettings = Field(default_factory=DeadlineSettings)  # type: ignore[arg-type]
-    server: ServerSettings = Field(default_factory=ServerSettings)  # type: ignore[arg-type]
-    auth: AuthSettings = Field(default_factory=AuthSettings)  # type: ignore[arg-type]
+    openai: OpenAISettings = Field(default_factory=OpenAISettings)
+    cohere: CohereSettings = Field(default_factory=CohereSettings)
+    failover: FailoverSettings = Field(default_factory=FailoverSettings)
+    quotas: QuotaSettings = Field(default_factory=QuotaSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
+    local: LocalModelSettings = Field(default_factory=LocalModelSettings)
+    qdrant: QdrantSettings = Field(default_factory=QdrantSettings)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    stream: StreamSettings = Field(default_factory=StreamSettings)
+    deadlines: DeadlineSettings = Field(default_factory=DeadlineSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
     prompts_dir: Path | None = Field(None, description="Directory of prompt templates (default: ./prompts).")
     docs_dir: Path | None = Field(None, description="Documents `serve` ingests when empty (default: ./docs/guide).")
     log_level: str = Field("INFO", description="Log level of the root logger (DEBUG, INFO, WARNING, ERROR).")

@@ -12,8 +12,8 @@ import hashlib
 import logging
 import re
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from quart import g
 
@@ -79,15 +79,21 @@ class KeyRing:
         return self._by_digest.get(digest(key))
 
 
-def presented_key(headers: Mapping[str, str]) -> str | None:
-    auth = headers.get("Authorization", "")
+class Lookup(Protocol):
+    """What identify() reads from headers and query arguments (werkzeug's Headers and MultiDict, or a dict)."""
+
+    def get(self, key: str, /) -> str | None: ...
+
+
+def presented_key(headers: Lookup) -> str | None:
+    auth = headers.get("Authorization") or ""
     if auth[:7].lower() == "bearer ":
         return auth[7:].strip() or None
     return headers.get("X-API-Key") or None
 
 
 def identify(
-    settings: Settings, keyring: KeyRing, headers: Mapping[str, str], args: Mapping[str, str]
+    settings: Settings, keyring: KeyRing, headers: Lookup, args: Lookup
 ) -> Identity:
     """The caller's identity, or Unauthorized / OriginNotAllowed / BadRequest."""
     asked_tenant = headers.get(TENANT_HEADER) or args.get("tenant")
@@ -98,12 +104,14 @@ def identify(
             raise Unauthorized("The API key is not valid.")
         roles = frozenset(spec.roles) | (ALL_ROLES if "admin" in spec.roles else frozenset())
         tenant = asked_tenant if asked_tenant and "admin" in roles else spec.tenant
-        return Identity(tenant=_checked(tenant), roles=roles, via="api_key", key_id=spec.id)
-    token = args.get("token", headers.get("X-Widget-Token"))
+        return Identity(tenant=_checked(tenant or spec.tenant), roles=roles, via="api_key", key_id=spec.id)
+    token = args.get("token")
+    if token is None:
+        token = headers.get("X-Widget-Token")
     if token is not None:
         claims = verify(signing_key(settings.auth), token)
         try:
-            origin = normalize_origin(headers.get("Origin", ""))
+            origin = normalize_origin(headers.get("Origin") or "")
         except BadRequest:
             origin = ""
         if origin != claims.origin:

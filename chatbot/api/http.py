@@ -109,7 +109,7 @@ def sse_response(message_id: str, *, after: int) -> Response:
             await events.aclose()  # type: ignore[attr-defined]
 
     response = Response(body(), status=200, headers=SSE_HEADERS)
-    response.timeout = None  # type: ignore[assignment]  # an answer may stream longer than Quart's default
+    response.timeout = None  # an answer may stream longer than Quart's default
     return response
 
 

@@ -56,7 +56,7 @@ class AnswerBus(Protocol):
 
     async def publish_stop(self, message_id: str, reason: str) -> None: ...
 
-    async def listen(self, on_stop: Callable[[str, str], None]) -> None:
+    async def listen(self, on_stop: Callable[[str, str], object]) -> None:
         """Run until cancelled, calling on_stop(message_id, reason) for every stop published anywhere."""
         ...
 
@@ -73,7 +73,7 @@ class LocalBus:
     async def publish_stop(self, message_id: str, reason: str) -> None:
         return None
 
-    async def listen(self, on_stop: Callable[[str, str], None]) -> None:
+    async def listen(self, on_stop: Callable[[str, str], object]) -> None:
         await asyncio.Event().wait()
 
     async def touch_reader(self, message_id: str, ttl: float) -> None:

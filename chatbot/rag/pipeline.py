@@ -17,7 +17,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -126,7 +126,7 @@ class Pipeline:
         finally:
             await self._save_turn(req, progress)
 
-    async def _run(self, req: AnswerRequest, progress: _Progress) -> AsyncIterator[ChatEvent]:
+    async def _run(self, req: AnswerRequest, progress: _Progress) -> AsyncGenerator[ChatEvent, None]:
         timings: dict[str, float] = {}
         started = time.perf_counter()
         limits = self.settings.limits
@@ -417,5 +417,5 @@ def _ms(since: float) -> float:
     return round((time.perf_counter() - since) * 1000, 3)
 
 
-def _estimate_tokens(texts: Sequence[str] | object) -> int:
-    return sum(len(t.split()) for t in texts)  # type: ignore[attr-defined]
+def _estimate_tokens(texts: Iterable[str]) -> int:
+    return sum(len(t.split()) for t in texts)

@@ -47,7 +47,7 @@ class RedisBus:
         with redis_errors("publish stop"):
             await self._redis.publish(self.channel, payload)
 
-    async def listen(self, on_stop: Callable[[str, str], None]) -> None:
+    async def listen(self, on_stop: Callable[[str, str], object]) -> None:
         """Until cancelled: on_stop(message_id, reason) for every stop published by any instance."""
         if self._pubsub is None:
             await self.open()
