@@ -1,10 +1,10 @@
-"""Full-size crash-safety run of ingestion: SIGKILL `python -m chatbot ingest` at seeded random points, change or
-delete documents, rerun to completion, and check every chunk of every document is stored exactly once.
+"""Full-size crash-safety run of ingestion: SIGKILL `python -m chatbot ingest` at seeded random points,
+change or delete documents, rerun to completion, and check every chunk of every document is stored once.
 
     .venv/bin/python scripts/crash_ingest.py --runs 200 --seed 7
 
-The same trials as tests/reliability/test_crash_ingest.py (CI runs 20); prints the tally as JSON and exits 1 on
-the first broken invariant.
+The same trials as tests/reliability/test_crash_ingest.py (CI runs 20); prints the tally as JSON and exits 1
+on the first broken invariant.
 """
 
 from __future__ import annotations
@@ -31,9 +31,8 @@ async def main(runs: int, seed: int, lanes: int) -> dict[str, object]:
 
     settings = Settings(_env_file=None, embedding_provider="local", chat_provider="extractive")  # type: ignore[call-arg]
     embedder = LocalEmbedder(settings.local)
-    providers = Providers(
-        embedder=embedder, sparse=BM25SparseEmbedder(), chat=ExtractiveChatModel(settings.local), reranker=None
-    )
+    chat = ExtractiveChatModel(settings.local)
+    providers = Providers(embedder=embedder, sparse=BM25SparseEmbedder(), chat=chat, reranker=None)
     started = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="crash-ingest-") as root:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import hashlib
 import os
 import random
@@ -35,10 +36,11 @@ from chatbot.settings import QdrantSettings
 TENANT = "public"
 COLLECTION = "documents"
 ROOT = Path(__file__).resolve().parents[2]
-WORDS = (
-    "qdrant vector chunk answer stream token resume websocket embed batch version tenant upload index "
-    "search fusion sparse dense cancel grace deadline budget widget origin header limit retry"
-).split()
+WORDS = [
+    *("qdrant", "vector", "chunk", "answer", "stream", "token", "resume", "websocket", "embed", "batch"),
+    *("version", "tenant", "upload", "index", "search", "fusion", "sparse", "dense", "cancel", "grace"),
+    *("deadline", "budget", "widget", "origin", "header", "limit", "retry"),
+]
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ class Lane:
     # -- the corpus ---------------------------------------------------------------------------------------
 
     def write(self, name: str) -> None:
-        """(Re)write a document: ~10 sections of ~800 characters; each generation has other words and sizes."""
+        """(Re)write a document: ~10 sections of ~800 characters; each generation has other words, sizes."""
         gen = self.generation.get(name, -1) + 1
         self.generation[name] = gen
         rng = random.Random(f"{name}/{gen}")
@@ -196,10 +198,8 @@ class Lane:
                     proc.send_signal(signal.SIGKILL)
                     await proc.wait()
                     return None, err_path.read_text(errors="replace"), time.monotonic() - started
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(proc.wait(), 0.005)
-                except TimeoutError:
-                    pass
             if proc.returncode is None:
                 proc.kill()
                 await proc.wait()

@@ -1,4 +1,4 @@
-"""Crash-safe ingestion: `python -m chatbot ingest` killed with SIGKILL at seeded random points, then run again.
+"""Crash-safe ingestion: `python -m chatbot ingest` killed with SIGKILL at seeded random points, then rerun.
 
 CI size: 20 kill/rerun trials on 6 documents of ~10 chunks. Full size:
 `CRASH_RUNS=200 .venv/bin/python -m pytest tests/reliability/test_crash_ingest.py` (or `make crash-ingest`,
@@ -27,7 +27,7 @@ class TestCrashIngest:
     async def test_killed_runs_converge_to_every_chunk_exactly_once(
         self, tmp_path: Path, offline_providers: Providers
     ) -> None:
-        """SIGKILL mid-ingest, change or delete documents, rerun: exactly the current chunks, one version each."""
+        """SIGKILL mid-ingest, change or delete documents, rerun: exactly the current chunks, one version."""
         tally = await run_lanes(tmp_path, offline_providers, seed=SEED, runs=RUNS)
         report = {"seed": SEED, "runs": RUNS, **tally.__dict__, "crash_states": dict(tally.crash_states)}
         (artifacts_dir() / "crash-ingest.json").write_text(json.dumps(report, indent=2))
@@ -38,7 +38,7 @@ class TestCrashIngest:
     async def test_another_embedder_on_the_same_path_is_refused(
         self, tmp_path: Path, offline_providers: Providers
     ) -> None:
-        """After a kill, an ingest with another embedding model fails with embedding_mismatch and writes nothing."""
+        """After a kill, another embedding model on the same path: embedding_mismatch, nothing written."""
         lane = Lane(tmp_path, random.Random(1), offline_providers, docs=2)
         code, _, _ = await lane.run_cli("ingest", str(lane.docs_dir), kill_after=0.3)
         await lane.ingest_here()
