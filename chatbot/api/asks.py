@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from quart import request
+from quart import Response, request
 
 from chatbot.api.context import services, tenant
-from chatbot.api.sse import Heartbeat, with_heartbeats
+from chatbot.api.sse import HEARTBEAT, Heartbeat, with_heartbeats
 from chatbot.api.wire import check_message, parse_json
 from chatbot.errors import BadRequest, PayloadTooLarge, UnknownConversation
 from chatbot.observability import message_context
@@ -28,7 +28,9 @@ async def start_answer(message: str, conversation_id: str | None) -> tuple[str, 
     elif not await svc.conversations.exists(who, conversation_id):
         raise UnknownConversation()
     message_id = new_message_id()
-    await launch(AnswerRequest(tenant=who, question=question, message_id=message_id, conversation_id=conversation_id))
+    await launch(
+        AnswerRequest(tenant=who, question=question, message_id=message_id, conversation_id=conversation_id)
+    )
     return message_id, conversation_id
 
 
@@ -111,3 +113,28 @@ async def follow_answer(
         await events.aclose()  # type: ignore[attr-defined]
         if not ended:
             answers.cancel_local(message_id, DISCONNECTED)
+
+
+def streamed_answer(
+    message_id: str, render: Callable[[ChatEvent], Iterable[bytes]], headers: Mapping[str, str]
+) -> Response:
+    """A streaming response of one answer for a client that cannot resume: each event rendered into
+    frames by `render`, SSE keep-alive comments while quiet, and the answer stopped if the client leaves."""
+    svc = services()
+    who = tenant()
+
+    async def body() -> AsyncIterator[bytes]:
+        events = follow_answer(svc.answers, message_id, who, heartbeat=svc.settings.stream.heartbeat_seconds)
+        try:
+            async for event in events:
+                if isinstance(event, Heartbeat):
+                    yield HEARTBEAT
+                    continue
+                for frame in render(event):
+                    yield frame
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]  # stops the answer if the client went away
+
+    response = Response(body(), status=200, headers=dict(headers))
+    response.timeout = None  # an answer may stream longer than Quart's default
+    return response

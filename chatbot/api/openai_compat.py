@@ -11,14 +11,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 from quart import Blueprint, Response, g, jsonify
 from quart.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from chatbot.api.asks import follow_answer, read_chat_body, start_answer_with_history
+from chatbot.api.asks import follow_answer, read_chat_body, start_answer_with_history, streamed_answer
 from chatbot.api.context import services, tenant
 from chatbot.api.openai_wire import (
     ChatCompletionBody,
@@ -31,7 +30,7 @@ from chatbot.api.openai_wire import (
     model_list,
     model_object,
 )
-from chatbot.api.sse import HEARTBEAT, SSE_HEADERS, Heartbeat
+from chatbot.api.sse import SSE_HEADERS, Heartbeat
 from chatbot.api.wire import validate
 from chatbot.errors import ChatbotError
 from chatbot.rag.answers import DISCONNECTED
@@ -116,22 +115,9 @@ async def stream_completion(message_id: str, created: int, *, include_usage: boo
     if held and isinstance(held[-1], ErrorEvent):
         raise error_from_event(held[-1])
 
-    async def body() -> AsyncIterator[bytes]:
-        chunks = ChunkStream(message_id, created, include_usage=include_usage)
-        events = follow_answer(svc.answers, message_id, who, heartbeat=interval)
-        try:
-            async for event in events:
-                if isinstance(event, Heartbeat):
-                    yield HEARTBEAT
-                    continue
-                for frame in chunks.render(event):
-                    yield frame
-        finally:
-            await events.aclose()  # type: ignore[attr-defined]  # stops the answer if the client went away
-
-    response = Response(body(), status=200, headers=SSE_HEADERS)
-    response.timeout = None  # an answer may stream longer than Quart's default
-    return response
+    return streamed_answer(
+        message_id, ChunkStream(message_id, created, include_usage=include_usage).render, SSE_HEADERS
+    )
 
 
 async def _events_until_first_token(message_id: str, who: str, wait: float) -> list[ChatEvent]:
@@ -154,4 +140,3 @@ async def _events_until_first_token(message_id: str, who: str, wait: float) -> l
         if not completed:  # the client left while we waited
             answers.cancel_local(message_id, DISCONNECTED)
     return held
-
