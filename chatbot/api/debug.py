@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from quart import Blueprint
@@ -13,8 +14,9 @@ bp = Blueprint("debug", __name__)
 
 @bp.get("/debug/looplag")
 async def looplag() -> Any:
-    """p50/p99/max event-loop lag over the recent window, in milliseconds."""
-    return services().looplag.snapshot()
+    """p50/p99/max event-loop lag over the recent window, in milliseconds; `tasks`: the loop's live asyncio
+    tasks (the soak test checks it returns to its baseline once load stops)."""
+    return {**services().looplag.snapshot(), "tasks": len(asyncio.all_tasks())}
 
 
 @bp.post("/debug/looplag/reset")

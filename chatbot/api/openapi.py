@@ -214,6 +214,7 @@ class LoopLag(BaseModel):
     p50_ms: float
     p99_ms: float
     max_ms: float
+    tasks: int | None = Field(None, description="Live asyncio tasks on the serving loop (GET only).")
 
 
 # -- assembly ----------------------------------------------------------------------------------------------
