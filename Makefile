@@ -9,7 +9,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 readme: $(STAMP)
 	$(BIN)/python -m chatbot.settings_doc
 
-.PHONY: readme run serve test test-unit test-service test-loopback test-transport test-browser lint typecheck check bench bench-quick eval provision clean
+.PHONY: readme run serve test test-unit test-service test-loopback test-transport test-browser test-reliability chaos soak crash-ingest lint typecheck check bench bench-quick eval provision clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,16 @@ test-transport: $(STAMP)
 	$(BIN)/python -m pytest -q tests/transport
 test-browser: $(STAMP) provision
 	$(BIN)/python -m pytest -q tests/browser
+test-reliability: $(STAMP)
+	$(BIN)/python -m pytest -q tests/reliability
+
+## chaos / soak / crash-ingest: the reliability suites at full size (CI runs them smaller in `make test`)
+chaos: $(STAMP)
+	CHAOS_TURNS=$${CHAOS_TURNS:-1000} $(BIN)/python -m pytest -q -s tests/reliability/test_chaos.py
+soak: $(STAMP)
+	SOAK_SECONDS=$${SOAK_SECONDS:-600} $(BIN)/python -m pytest -q -s tests/reliability/test_soak.py
+crash-ingest: $(STAMP)
+	$(BIN)/python scripts/crash_ingest.py --runs $${CRASH_RUNS:-200}
 
 lint: $(STAMP)
 	$(BIN)/ruff check chatbot tests bench
