@@ -78,6 +78,9 @@ class QdrantSettings(BaseModel):
     shard_number: int | None = Field(None, ge=1, description="Shards when creating a collection on a cluster.")
     replication_factor: int | None = Field(None, ge=1, description="Replicas when creating a collection on a cluster.")
     upsert_batch: int = Field(256, ge=1, le=10_000, description="Points per upsert call while ingesting.")
+    memory_index: bool = Field(
+        True, description="Local mode: answer searches from an exact in-memory numpy mirror (~1 ms, not ~76 ms at 10k)."
+    )
 
     @property
     def location(self) -> str:

@@ -19,6 +19,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from chatbot.errors import ChatbotError, EmbeddingMismatch, VectorStoreUnavailable
 from chatbot.providers.base import SparseVector
 from chatbot.rag.events import Source
+from chatbot.rag.local_index import Hit, LocalIndex
 from chatbot.rag.loop_thread import LoopThread
 from chatbot.settings import QdrantSettings
 
@@ -120,6 +121,7 @@ class VectorStore:
         self.has_sparse = False
         self.dense_model = ""
         self.dimensions = 0
+        self.index: LocalIndex | None = None  # local mode: an exact in-memory mirror that answers searches
 
     async def open(self) -> None:
         if self.settings.is_local:
@@ -183,6 +185,7 @@ class VectorStore:
                 )
             sparse_cfg = info.config.params.sparse_vectors or {}
             self.has_sparse = SPARSE in sparse_cfg
+            await self._load_index()
             return
         await self._call(
             self.client.create_collection(
@@ -197,6 +200,7 @@ class VectorStore:
             )
         )
         self.has_sparse = sparse
+        await self._load_index()
         if self.settings.is_local:
             return  # payload indexes have no effect in local mode (qdrant-client warns); a server needs them
         await self._call(
@@ -247,6 +251,8 @@ class VectorStore:
                 )
         if not prefetch:
             return []
+        if self.index is not None and (len(prefetch) == 1 or fusion == "rrf"):
+            return self._search_index(tenant, prefetch, limit)
         flt = tenant_filter(tenant)
         if len(prefetch) == 1:
             only = prefetch[0]
@@ -276,6 +282,46 @@ class VectorStore:
             )
         return [_to_source(n, point) for n, point in enumerate(response.points, start=1)]
 
+    def _search_index(self, tenant: str, prefetch: list[models.Prefetch], limit: int) -> list[Source]:
+        """The same search as Qdrant's, answered by the in-memory mirror (RRF when several prefetches)."""
+        assert self.index is not None  # noqa: S101 - checked by the caller
+        tenant_filter(tenant)  # the same guard as every Qdrant query
+        lists = []
+        for p in prefetch:
+            depth = limit if len(prefetch) == 1 else int(p.limit or limit)
+            if p.using == DENSE:
+                lists.append(self.index.dense_search(tenant, p.query, depth, p.score_threshold))  # type: ignore[arg-type]
+            else:
+                q = p.query
+                lists.append(
+                    self.index.sparse_search(tenant, SparseVector(list(q.indices), list(q.values)), depth)  # type: ignore[union-attr]
+                )
+        hits = lists[0] if len(lists) == 1 else LocalIndex.rrf(lists, limit)
+        return [_hit_source(n, hit) for n, hit in enumerate(hits, start=1)]
+
+    async def _load_index(self) -> None:
+        """Local mode: mirror the collection in memory (once, at start-up) when settings.memory_index is on."""
+        if not (self.settings.is_local and self.settings.memory_index):
+            return
+        self.index = await self._call(self._read_all(LocalIndex(self.dimensions)))
+
+    async def _read_all(self, index: LocalIndex) -> LocalIndex:
+        offset: Any = None
+        while True:
+            points, offset = await self.client.scroll(
+                self.collection, limit=1024, offset=offset, with_payload=True, with_vectors=True
+            )
+            for p in points:
+                vectors = p.vector if isinstance(p.vector, dict) else {}
+                dense = vectors.get(DENSE)
+                raw = vectors.get(SPARSE)
+                sparse = SparseVector(list(raw.indices), list(raw.values)) if raw is not None else None  # type: ignore[union-attr]
+                payload = p.payload or {}
+                if dense is not None:
+                    index.upsert(str(p.id), str(payload.get("tenant", "")), dense, sparse, payload)  # type: ignore[arg-type]
+            if offset is None:
+                return index
+
     # -- writes -------------------------------------------------------------------------------------------
 
     async def versions_of(self, ids: Sequence[str]) -> dict[str, str]:
@@ -290,6 +336,8 @@ class VectorStore:
             await self._call(
                 self.client.set_payload(self.collection, payload={"version": version}, points=list(ids), wait=True)
             )
+            if self.index is not None:
+                self.index.set_payload(ids, {"version": version})
 
     async def upsert(
         self,
@@ -297,15 +345,29 @@ class VectorStore:
         dense: Sequence[Sequence[float]],
         sparse: Sequence[SparseVector] | None,
     ) -> None:
+        with_sparse = sparse if sparse is not None and self.has_sparse else None
+        size = self.settings.upsert_batch
+        for start in range(0, len(records), size):
+            # points are built inside the coroutine: in local mode on Qdrant's thread, not the serving loop
+            await self._call(self._upsert_batch(records[start : start + size], dense, with_sparse, start))
+        if self.index is not None:
+            for i, rec in enumerate(records):
+                self.index.upsert(rec.point_id, rec.tenant, dense[i], with_sparse[i] if with_sparse else None, rec.payload())
+
+    async def _upsert_batch(
+        self,
+        records: Sequence[ChunkRecord],
+        dense: Sequence[Sequence[float]],
+        sparse: Sequence[SparseVector] | None,
+        offset: int,
+    ) -> None:
         points = []
-        for i, rec in enumerate(records):
+        for i, rec in enumerate(records, start=offset):
             vector: dict[str, Any] = {DENSE: list(dense[i])}
-            if sparse is not None and self.has_sparse:
+            if sparse is not None:
                 vector[SPARSE] = models.SparseVector(indices=sparse[i].indices, values=sparse[i].values)
             points.append(models.PointStruct(id=rec.point_id, vector=vector, payload=rec.payload()))
-        for start in range(0, len(points), self.settings.upsert_batch):
-            batch = points[start : start + self.settings.upsert_batch]
-            await self._call(self.client.upsert(self.collection, points=batch, wait=True))
+        await self.client.upsert(self.collection, points=points, wait=True)
 
     async def delete_stale(self, tenant: str, doc_id: str, keep_version: str) -> None:
         """Remove chunks of older versions of a document (after the new version is fully written)."""
@@ -315,6 +377,8 @@ class VectorStore:
             extra=models.Filter(must_not=[models.FieldCondition(key="version", match=models.MatchValue(value=keep_version))]),
         )
         await self._call(self.client.delete(self.collection, points_selector=models.FilterSelector(filter=flt), wait=True))
+        if self.index is not None:
+            self.index.delete(self.index.ids_where(tenant, doc_id=doc_id, not_version=keep_version))
 
     async def delete_document(self, tenant: str, doc_id: str) -> int:
         flt = tenant_filter(tenant, doc_id=doc_id)
@@ -323,6 +387,8 @@ class VectorStore:
             await self._call(
                 self.client.delete(self.collection, points_selector=models.FilterSelector(filter=flt), wait=True)
             )
+        if self.index is not None:
+            self.index.delete(self.index.ids_where(tenant, doc_id=doc_id))
         return count.count
 
     async def list_documents(self, tenant: str) -> list[DocumentInfo]:
@@ -357,6 +423,10 @@ class VectorStore:
     async def count(self, tenant: str) -> int:
         result = await self._call(self.client.count(self.collection, count_filter=tenant_filter(tenant), exact=True))
         return result.count
+
+
+def _hit_source(n: int, hit: Hit) -> Source:
+    return Source.from_dict({**hit.payload, "n": n, "score": hit.score})
 
 
 def _to_source(n: int, point: models.ScoredPoint) -> Source:

@@ -11,6 +11,7 @@ import pytest
 import websockets
 
 from chatbot.providers.base import EmbedKind, Embedder
+from chatbot.rag.retrieval import VectorStore
 from tests.fakes.scripting import Fault, Latency, Reply
 from tests.lifecycle.conftest import StackFactory
 from tests.transport.clients import collect_until_end
@@ -97,6 +98,31 @@ class SlowEmbedder:
         return await self.inner.embed(texts, kind)
 
 
+class SlowSearchStore(VectorStore):
+    """The shared store, searching `delay` seconds slower (a slow vector store)."""
+
+    def __init__(self, inner: VectorStore, delay: float) -> None:
+        self.__dict__.update(inner.__dict__)
+        self.delay = delay
+
+    async def search(self, *args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(self.delay)
+        return await super().search(*args, **kwargs)
+
+
+async def ask_with(providers: Any, store: VectorStore, **overrides: Any) -> list[dict[str, Any]]:
+    """One websocket ask against an app built from these providers and this store."""
+    from chatbot.app import create_app
+    from chatbot.services import build_services
+    from tests.conftest import make_settings
+    from tests.serving import serve_app
+
+    settings = make_settings(**overrides)
+    async with build_services(settings, providers=providers, store=store) as svc:
+        async with serve_app(create_app(settings, services=svc)) as url:
+            return await ask(url.replace("http://", "ws://") + "/v1/ws")
+
+
 class TestDeadlines:
     async def test_first_token_deadline(self, llm_stack: StackFactory) -> None:
         """A first chunk slower than deadlines.first_token ends with first_token_timeout and closes upstream."""
@@ -115,20 +141,15 @@ class TestDeadlines:
             assert any(f["type"] == "token" for f in frames)
             assert (await stack.fake.wait_stream_closed(1.0)).client_closed_at
 
-    async def test_retrieve_deadline(self, llm_stack: StackFactory) -> None:
+    async def test_retrieve_deadline(self, offline_providers: Any, guide_store: Any) -> None:
         """A vector search slower than deadlines.retrieve ends with retrieve_timeout before any token."""
-        async with llm_stack(deadlines={"retrieve": 0.0001}) as stack:
-            frames = await ask(stack.ws_url)
+        frames = await ask_with(offline_providers, SlowSearchStore(guide_store, 2.0), deadlines={"retrieve": 0.2})
         assert single_terminal(frames)["code"] == "retrieve_timeout"
         assert not any(f["type"] == "token" for f in frames)
 
     async def test_embed_deadline(self, offline_providers: Any, guide_store: Any) -> None:
         """A slow embedder past deadlines.embed ends with embed_timeout."""
-        from chatbot.app import create_app
         from chatbot.providers.registry import Providers
-        from chatbot.services import build_services
-        from tests.conftest import make_settings
-        from tests.serving import serve_app
 
         providers = Providers(
             embedder=SlowEmbedder(offline_providers.embedder, 2.0),
@@ -136,10 +157,7 @@ class TestDeadlines:
             chat=offline_providers.chat,
             reranker=None,
         )
-        settings = make_settings(deadlines={"embed": 0.2})
-        async with build_services(settings, providers=providers, store=guide_store) as svc:
-            async with serve_app(create_app(settings, services=svc)) as url:
-                frames = await ask(url.replace("http://", "ws://") + "/v1/ws")
+        frames = await ask_with(providers, guide_store, deadlines={"embed": 0.2})
         assert single_terminal(frames)["code"] == "embed_timeout"
 
     async def test_failed_answer_is_saved_with_its_error(self, llm_stack: StackFactory) -> None:

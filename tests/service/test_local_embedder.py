@@ -112,7 +112,9 @@ class TestLoop:
             await embedder.aclose()
         assert len(vectors) == 500
         assert len(gaps) > 10
-        assert max(gaps) < 0.050, f"max loop gap {max(gaps) * 1000:.1f} ms"
+        # Inline, 500 texts would hold the loop for seconds; a busy CI box may delay a tick by ~100 ms.
+        # (Loop lag under load is measured by the benchmark, not asserted here.)
+        assert max(gaps) < 1.0, f"max loop gap {max(gaps) * 1000:.1f} ms"
 
     async def test_query_interleaves_with_ingestion(self, embedder: LocalEmbedder) -> None:
         """A query started during a long ingestion finishes before the ingestion does."""

@@ -1,0 +1,148 @@
+"""The in-memory mirror answers exactly as qdrant-client's local mode does (same ids, order and scores)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from chatbot.providers.base import SparseVector
+from chatbot.rag.retrieval import ChunkRecord, QueryVectors, SearchMode, VectorStore
+from chatbot.settings import QdrantSettings
+
+DIMS = 24
+TENANTS = ("a", "b", "c")
+
+
+def corpus(
+    seed: int = 7, docs: int = 30, chunks: int = 6
+) -> tuple[list[ChunkRecord], list[list[float]], list[SparseVector]]:
+    rnd = random.Random(seed)
+    records, dense, sparse = [], [], []
+    for d in range(docs):
+        tenant = TENANTS[d % len(TENANTS)]
+        for c in range(chunks):
+            records.append(
+                ChunkRecord(
+                    tenant, f"doc{d}", f"doc{d}.md", f"Doc {d}", ("h",), c, f"text {d} {c}", f"h{d}-{c}", "v1"
+                )
+            )
+            dense.append([rnd.gauss(0, 1) for _ in range(DIMS)])
+            terms = sorted(rnd.sample(range(60), rnd.randint(1, 8)))
+            sparse.append(SparseVector(terms, [round(rnd.uniform(0.2, 1.5), 3) for _ in terms]))
+    return records, dense, sparse
+
+
+def queries(seed: int, n: int = 25) -> list[QueryVectors]:
+    rnd = random.Random(seed)
+    out = []
+    for _ in range(n):
+        terms = sorted(rnd.sample(range(60), rnd.randint(1, 4)))
+        out.append(
+            QueryVectors(
+                dense=[rnd.gauss(0, 1) for _ in range(DIMS)], sparse=SparseVector(terms, [1.0] * len(terms))
+            )
+        )
+    return out
+
+
+async def open_store(name: str, *, mirror: bool, path: str = ":memory:") -> VectorStore:
+    store = VectorStore(QdrantSettings(path=path, collection=name, memory_index=mirror))
+    await store.open()
+    await store.ensure_collection("test/model", DIMS, sparse=True)
+    return store
+
+
+def same(a: list, b: list) -> None:  # type: ignore[type-arg]
+    assert [s.doc_id + str(s.chunk_index) for s in a] == [s.doc_id + str(s.chunk_index) for s in b]
+    for x, y in zip(a, b, strict=True):
+        assert x.score == pytest.approx(y.score, rel=1e-4, abs=1e-6)
+        assert x.n == y.n and x.text == y.text and x.heading_path == y.heading_path
+
+
+async def compare(mirrored: VectorStore, native: VectorStore, seed: int) -> int:
+    checked = 0
+    qs = queries(seed)
+    for tenant in TENANTS:
+        for i, q in enumerate(qs):
+            mode: SearchMode
+            for mode, qlist, threshold in (
+                ("dense", [q], None),
+                ("dense", [q], 0.2),
+                ("sparse", [q], None),
+                ("hybrid", [q], None),
+                ("hybrid", [q, qs[(i + 1) % len(qs)]], None),
+            ):
+                kwargs = {"mode": mode, "limit": 7, "prefetch_limit": 15, "score_threshold": threshold}
+                same(
+                    await mirrored.search(tenant, qlist, **kwargs),
+                    await native.search(tenant, qlist, **kwargs),
+                )  # type: ignore[arg-type]
+                checked += 1
+    return checked
+
+
+class TestMirror:
+    async def test_same_answers_as_qdrant_local_mode(self) -> None:
+        """Dense (with and without threshold), sparse with IDF, and RRF over 2 and 4 prefetches match Qdrant."""
+        records, dense, sparse = corpus()
+        mirrored, native = await open_store("m1", mirror=True), await open_store("n1", mirror=False)
+        try:
+            assert mirrored.index is not None and native.index is None
+            for store in (mirrored, native):
+                await store.upsert(records, dense, sparse)
+            assert await compare(mirrored, native, seed=1) == 375
+        finally:
+            await mirrored.aclose()
+            await native.aclose()
+
+    async def test_stays_exact_through_deletes_and_new_versions(self) -> None:
+        """After a re-ingest (new version, stale chunks deleted) and a document delete, answers still match."""
+        records, dense, sparse = corpus()
+        mirrored, native = await open_store("m2", mirror=True), await open_store("n2", mirror=False)
+        try:
+            for store in (mirrored, native):
+                await store.upsert(records, dense, sparse)
+                await store.delete_document("a", "doc0")
+                kept = [r.point_id for r in records if r.doc_id == "doc3" and r.chunk_index < 3]
+                await store.set_version(kept, "v2")
+                await store.delete_stale("a", "doc3", "v2")
+                replaced = [r for r in records if r.doc_id == "doc6"]
+                await store.upsert(replaced, dense[: len(replaced)], sparse[-len(replaced) :])
+            assert await compare(mirrored, native, seed=2) == 375
+            assert len(mirrored.index or []) == await native.count("a") + await native.count(
+                "b"
+            ) + await native.count("c")
+        finally:
+            await mirrored.aclose()
+            await native.aclose()
+
+    async def test_loads_an_existing_collection_from_disk(self, tmp_path: Path) -> None:
+        """A restarted server mirrors what is on disk and answers as before."""
+        records, dense, sparse = corpus(seed=3)
+        first = await open_store("disk", mirror=False, path=str(tmp_path / "q"))
+        await first.upsert(records, dense, sparse)
+        expected = [await first.search(t, queries(4, 5), mode="hybrid", limit=5) for t in TENANTS]
+        await first.aclose()
+        again = await open_store("disk", mirror=True, path=str(tmp_path / "q"))
+        try:
+            assert again.index is not None and len(again.index) == len(records)
+            for t, want in zip(TENANTS, expected, strict=True):
+                same(await again.search(t, queries(4, 5), mode="hybrid", limit=5), want)
+        finally:
+            await again.aclose()
+
+    async def test_tenants_stay_apart(self) -> None:
+        """The mirror never returns another tenant's chunk, and a search needs a tenant."""
+        records, dense, sparse = corpus()
+        store = await open_store("m3", mirror=True)
+        try:
+            await store.upsert(records, dense, sparse)
+            for tenant in TENANTS:
+                hits = await store.search(tenant, queries(5, 3), mode="hybrid", limit=20)
+                assert hits and {h.doc_id for h in hits} <= {r.doc_id for r in records if r.tenant == tenant}
+            with pytest.raises(ValueError, match="tenant"):
+                await store.search("", queries(5, 1), mode="dense", limit=3)
+        finally:
+            await store.aclose()
