@@ -84,7 +84,7 @@ def server_env(fake_port: int, qdrant_path: Path, port: int) -> dict[str, str]:
         # the fake upstream is not a limit here; the default (64) would queue the 100-conversation level
         "CHATBOT_OPENAI__MAX_CONCURRENCY": "256",
         "CHATBOT_QDRANT__PATH": str(qdrant_path),
-        # dense: local-mode hybrid (BM25) search costs ~0.4 s per query at 10k points (see bench/micro.py)
+        # dense: the same turn as the sync peer, which searches with qdrant-client's local mode (dense only)
         "CHATBOT_RETRIEVAL__MODE": "dense",
         "CHATBOT_SERVER__INGEST_ON_START": "false",
         "CHATBOT_SERVER__HOST": "127.0.0.1",
