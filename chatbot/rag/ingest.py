@@ -22,7 +22,7 @@ from chatbot.providers.base import Embedder, SparseEmbedder
 from chatbot.rag.answer_cache import AnswerCache
 from chatbot.rag.chunking import chunk_document
 from chatbot.rag.loaders import SUPPORTED_SUFFIXES, load_document
-from chatbot.rag.retrieval import ChunkRecord, VectorStore, document_id
+from chatbot.rag.retrieval import ChunkRecord, VectorStore, document_id, point_id
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +72,13 @@ class Ingestor:
             raise PayloadTooLarge(f"{source} is larger than {self.max_bytes} bytes.")
         doc, chunks = await asyncio.to_thread(_parse_and_chunk, source, data, self.max_bytes)
         doc_id = document_id(tenant, source)
+        ids = [point_id(tenant, source, c.index, c.content_hash) for c in chunks]
+        version = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
         records = [
-            ChunkRecord(tenant, doc_id, source, doc.title, c.heading_path, c.index, c.text, c.content_hash, "")
+            ChunkRecord(tenant, doc_id, source, doc.title, c.heading_path, c.index, c.text, c.content_hash, version)
             for c in chunks
         ]
-        ids = [r.point_id for r in records]
-        version = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
-        records = [_with_version(r, version) for r in records]
+        embed_texts = {pid: c.embed_text for pid, c in zip(ids, chunks, strict=True)}
         stored = await self.store.versions_of(ids)
         missing = [r for r in records if r.point_id not in stored]
         relabel = [i for i, v in stored.items() if v != version]
@@ -89,7 +89,7 @@ class Ingestor:
             return IngestResult(doc_id, source, doc.title, len(records), 0, unchanged=True)
         for start in range(0, len(missing), self.batch_size):
             batch = missing[start : start + self.batch_size]
-            texts = [_embed_text(r) for r in batch]
+            texts = [embed_texts[r.point_id] for r in batch]
             dense = await self.embedder.embed(texts, "document")
             sparse = await self.sparse.embed_sparse(texts, "document") if self.sparse and self.store.has_sparse else None
             await self.store.upsert(batch, dense, sparse)
@@ -140,14 +140,3 @@ def expand_paths(paths: Sequence[Path]) -> list[Path]:
 def _parse_and_chunk(source: str, data: bytes, max_bytes: int) -> tuple[Any, list[Any]]:
     doc = load_document(source, data, max_bytes=max_bytes)
     return doc, chunk_document(doc)
-
-
-def _embed_text(r: ChunkRecord) -> str:
-    heading = " > ".join(h for h in r.heading_path if h)
-    return f"{heading}\n\n{r.text}" if heading else r.text
-
-
-def _with_version(r: ChunkRecord, version: str) -> ChunkRecord:
-    return ChunkRecord(
-        r.tenant, r.doc_id, r.source, r.title, r.heading_path, r.chunk_index, r.text, r.content_hash, version
-    )
