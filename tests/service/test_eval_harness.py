@@ -18,28 +18,55 @@ from tests.conftest import make_settings
 # Twenty invented documents: every one is about something no other one mentions.
 DOCS: dict[str, tuple[str, str]] = {
     "d01": ("Zorblax turbines", "A zorblax turbine turns tidal currents into electricity for harbour towns."),
-    "d02": ("Quillfeather moss", "Quillfeather moss grows only on north-facing basalt cliffs above the tree line."),
-    "d03": ("The Vemmick orchestra", "The Vemmick orchestra plays every piece on glass harmonicas and bronze gongs."),
-    "d04": ("Brindlewick cheese", "Brindlewick cheese is aged for nine years in salt caves before it is sold."),
-    "d05": ("Tolstrand ferries", "Tolstrand ferries cross the frozen fjord on steel runners every winter morning."),
-    "d06": ("Ombrevale lanterns", "Ombrevale lanterns burn whale-free lamp oil pressed from sunflower seeds."),
+    "d02": (
+        "Quillfeather moss",
+        "Quillfeather moss grows only on north-facing basalt cliffs above the tree line.",
+    ),
+    "d03": (
+        "The Vemmick orchestra",
+        "The Vemmick orchestra plays every piece on glass harmonicas and bronze gongs.",
+    ),
+    "d04": (
+        "Brindlewick cheese",
+        "Brindlewick cheese is aged for nine years in salt caves before it is sold.",
+    ),
+    "d05": (
+        "Tolstrand ferries",
+        "Tolstrand ferries cross the frozen fjord on steel runners every winter morning.",
+    ),
+    "d06": (
+        "Ombrevale lanterns",
+        "Ombrevale lanterns burn whale-free lamp oil pressed from sunflower seeds.",
+    ),
     "d07": ("Krellish grammar", "Krellish grammar puts the verb last and marks every noun for its colour."),
-    "d08": ("Pandrel beekeeping", "Pandrel beekeepers keep their hives in hollow clay towers to cool the bees."),
-    "d09": ("Sarnova observatory", "The Sarnova observatory tracks comets with a mirror of polished obsidian."),
+    "d08": (
+        "Pandrel beekeeping",
+        "Pandrel beekeepers keep their hives in hollow clay towers to cool the bees.",
+    ),
+    "d09": (
+        "Sarnova observatory",
+        "The Sarnova observatory tracks comets with a mirror of polished obsidian.",
+    ),
     "d10": ("Glimmerfen eels", "Glimmerfen eels glow green when the water in the marsh turns acidic."),
     "d11": ("Hestwick pottery", "Hestwick potters glaze their bowls with ash from burnt apple wood."),
-    "d12": ("Dravenmoor railway", "The Dravenmoor railway climbs the pass with a rack and pinion locomotive."),
+    "d12": (
+        "Dravenmoor railway",
+        "The Dravenmoor railway climbs the pass with a rack and pinion locomotive.",
+    ),
     "d13": ("Ulmarin tea", "Ulmarin tea is brewed from dried pine needles and smoked over juniper."),
     "d14": ("Corvath kites", "Corvath kites are flown at the spring festival to carry paper prayers aloft."),
     "d15": ("Nimbrook weaving", "Nimbrook weavers dye wool with crushed beetles for a deep crimson."),
     "d16": ("Fennimore clocks", "Fennimore clocks run on falling sand instead of springs or pendulums."),
     "d17": ("Yarrowgate bridges", "Yarrowgate bridges are woven from living willow roots over the river."),
-    "d18": ("Peltrasse fencing", "Peltrasse fencing duels end when a fencer touches the opponent's left shoulder."),
+    "d18": (
+        "Peltrasse fencing",
+        "Peltrasse fencing duels end when a fencer touches the opponent's left shoulder.",
+    ),
     "d19": ("Wexley salt", "Wexley salt is harvested by raking evaporation ponds at low tide in August."),
     "d20": (
         "Orlanthi migration",
         " ".join(
-            f"Year {n}: the Orlanthi geese flew south across the Kessarine plains, resting at lake number {n}."
+            f"Year {n}: the Orlanthi geese flew south across the Kessarine plains, resting at lake {n}."
             for n in range(1, 25)
         ),  # long enough for several chunks: the document must count once, at its best chunk
     ),
@@ -121,7 +148,8 @@ class TestEvalHarness:
             out=out,
         )
         table = out.getvalue()
-        assert "nDCG@10" in table and "Recall@100" in table and "chunks/s" in table
+        for heading in ("nDCG@10", "Recall@100", "MRR@10", "p99 ms", "chunks/s"):
+            assert heading in table
         assert [(r.mode, r.queries, r.ndcg_at_10) for r in report.results] == [("hybrid", 2, 1.0)]
 
 
