@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+from tqdm import tqdm
+
 from chatbot.errors import ConfigError, UnreadableDocument
 from chatbot.providers.base import Embedder, EmbedKind, Reranker, SparseEmbedder
 from chatbot.providers.registry import Providers, build_providers
@@ -408,8 +410,6 @@ async def ingest_corpus(
     ingestor: Ingestor, corpus: Sequence[CorpusDoc], *, concurrency: int, progress: bool
 ) -> IngestStats:
     """Every corpus entry through Ingestor.ingest_bytes, `concurrency` at a time, with a progress bar."""
-    from tqdm import tqdm
-
     stats = IngestStats()
     started = time.perf_counter()
     queue = iter(corpus)
@@ -434,7 +434,8 @@ async def ingest_corpus(
         async with asyncio.TaskGroup() as group:
             for _ in range(max(1, min(concurrency, len(corpus)))):
                 group.create_task(worker())
-    stats.seconds = time.perf_counter() - started
+        stats.seconds = time.perf_counter() - started
+        bar.set_postfix(chunks=stats.chunks, chunks_per_s=f"{stats.chunks_per_second:.0f}")
     return stats
 
 
@@ -528,7 +529,7 @@ async def run_evaluation(
         for mode in wanted:
             run: dict[str, list[str]] = {}
             latencies: list[float] = []
-            for qid in judged:
+            for qid in tqdm(judged, unit="query", desc=mode, disable=not progress, file=sys.stderr):
                 started = time.perf_counter()
                 sources = await retriever.search(data.queries[qid], mode)
                 latencies.append((time.perf_counter() - started) * 1000)
