@@ -100,7 +100,7 @@ def _register_error_handlers(app: Quart) -> None:
 
     @app.errorhandler(Exception)
     async def on_unexpected(err: Exception) -> ResponseReturnValue:
-        log.exception("request %s failed unexpectedly", g.get("request_id"))
+        log.error("request %s failed unexpectedly", g.get("request_id"), exc_info=err)
         return error_response(ChatbotError())
 
 

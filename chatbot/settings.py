@@ -337,7 +337,7 @@ class Settings(BaseSettings):
 class _SdkEnvSource(PydanticBaseSettingsSource):
     """Lowest-priority source: the SDKs' own variables (OPENAI_API_KEY, OPENAI_BASE_URL, COHERE_API_KEY, CO_API_KEY)."""
 
-    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # pragma: no cover - unused
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:  # noqa: ARG002  # pragma: no cover - unused, required by the base class
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:

@@ -63,4 +63,4 @@ def refresh_readme(path: str = "README.md") -> bool:
 
 
 if __name__ == "__main__":
-    print("README.md updated" if refresh_readme() else "README.md already current")
+    print("README.md updated" if refresh_readme() else "README.md already current")  # noqa: T201 - a CLI

@@ -70,16 +70,16 @@ class AnswerBus(Protocol):
 class LocalBus:
     """One process: every answer is local, so there is nothing to publish and no remote reader."""
 
-    async def publish_stop(self, message_id: str, reason: str) -> None:
+    async def publish_stop(self, message_id: str, reason: str) -> None:  # noqa: ARG002 - nothing to publish
         return None
 
-    async def listen(self, on_stop: Callable[[str, str], object]) -> None:
+    async def listen(self, on_stop: Callable[[str, str], object]) -> None:  # noqa: ARG002 - no other instance
         await asyncio.Event().wait()
 
-    async def touch_reader(self, message_id: str, ttl: float) -> None:
+    async def touch_reader(self, message_id: str, ttl: float) -> None:  # noqa: ARG002 - readers are local
         return None
 
-    async def has_reader(self, message_id: str) -> bool:
+    async def has_reader(self, message_id: str) -> bool:  # noqa: ARG002 - no remote reader
         return False
 
 
@@ -146,6 +146,7 @@ class AnswerManager:
         self.max_answers = max_answers
         self.observers: list[AnswerObserver] = observers if observers is not None else []
         self._answers: dict[str, Answer] = {}
+        self._checks: set[asyncio.Task[None]] = set()
         self._accepting = True
 
     @property
@@ -272,7 +273,9 @@ class AnswerManager:
     def _abandon(self, answer: Answer) -> None:
         answer.grace_timer = None
         if answer.readers == 0 and not answer.finished:
-            asyncio.create_task(self._abandon_unless_read_elsewhere(answer), name=f"abandon-{answer.message_id}")
+            task = asyncio.create_task(self._abandon_unless_read_elsewhere(answer), name=f"abandon-{answer.message_id}")
+            self._checks.add(task)  # a reference, so the task is not collected mid-flight
+            task.add_done_callback(self._checks.discard)
 
     async def _abandon_unless_read_elsewhere(self, answer: Answer) -> None:
         try:

@@ -309,7 +309,8 @@ class Pipeline:
         return rewritten or fallback_rewrite(question, history)
 
     async def _rerank(self, query: str, sources: list[Source]) -> list[Source]:
-        assert self.reranker is not None
+        if self.reranker is None:
+            return sources
         ranked = await self.reranker.rerank(query, [s.text for s in sources], self.settings.retrieval.top_k)
         out = []
         for n, r in enumerate(ranked, start=1):

@@ -17,12 +17,13 @@ from chatbot.errors import ConfigError
 from chatbot.providers.base import ChatMessage, Passage
 
 TEMPLATES = ("system.j2", "context.j2", "question.j2", "rewrite.j2")
+# "‹" (U+2039) looks like "<" to a reader but is not our delimiter: that is the point.
 _DELIMITERS = re.compile(r"<(/?)\s*(sources?|question|conversation)\b", re.IGNORECASE)
 
 
 def fence(text: object) -> str:
-    """Make text safe to place between our delimiter tags: `<source` becomes `‹source`."""
-    return _DELIMITERS.sub(lambda m: f"‹{m.group(1)}{m.group(2)}", str(text))
+    """Make text safe to place between our delimiter tags: `<source` becomes `‹source`."""  # noqa: RUF002
+    return _DELIMITERS.sub(lambda m: f"‹{m.group(1)}{m.group(2)}", str(text))  # noqa: RUF001
 
 
 def fence_attribute(text: object) -> str:
@@ -41,11 +42,11 @@ class Prompts:
         missing = [t for t in TEMPLATES if not (directory / t).is_file()]
         if missing:
             raise ConfigError(f"Prompt templates missing in {directory}: {', '.join(missing)} (CHATBOT_PROMPTS_DIR)")
-        env = Environment(  # noqa: S701 - renders plain-text prompts for a model, never HTML
+        env = Environment(
             loader=FileSystemLoader(str(directory)),
             undefined=StrictUndefined,
             keep_trailing_newline=False,
-            autoescape=False,
+            autoescape=False,  # noqa: S701 - plain-text prompts for a model, never HTML
         )
         env.filters["fence"] = fence
         self._templates = {name: env.get_template(name) for name in TEMPLATES}
