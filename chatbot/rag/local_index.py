@@ -35,27 +35,30 @@ class _Tenant:
     alive: list[bool] = field(default_factory=list)
     dense: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     rows: dict[str, int] = field(default_factory=dict)
-    _postings: dict[int, tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]] | None = None
+    # term -> (rows, values) appended on write (dead rows stay and are masked at query time), and the
+    # numpy form of each term's list, built when a query first needs it after a write
+    plists: dict[int, tuple[list[int], list[float]]] = field(default_factory=dict)
+    parrays: dict[int, tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.dense = np.zeros((16, self.dims), dtype=np.float32)
 
-    def postings(self) -> dict[int, tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]]:
-        """term -> (rows, values) over live rows, rebuilt after writes."""
-        if self._postings is None:
-            lists: dict[int, tuple[list[int], list[float]]] = defaultdict(lambda: ([], []))
-            for row, vec in enumerate(self.sparse):
-                if vec is None or not self.alive[row]:
-                    continue
-                for term, value in vec.items():
-                    rows, values = lists[term]
-                    rows.append(row)
-                    values.append(value)
-            self._postings = {
-                t: (np.asarray(r, dtype=np.intp), np.asarray(v, dtype=np.float32))
-                for t, (r, v) in lists.items()
-            }
-        return self._postings
+    def add_terms(self, row: int, terms: dict[int, float]) -> None:
+        for term, value in terms.items():
+            rows, values = self.plists.setdefault(term, ([], []))
+            rows.append(row)
+            values.append(value)
+            self.parrays.pop(term, None)
+
+    def posting(self, term: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]] | None:
+        found = self.parrays.get(term)
+        if found is None and term in self.plists:
+            rows, values = self.plists[term]
+            found = self.parrays[term] = (
+                np.asarray(rows, dtype=np.intp),
+                np.asarray(values, dtype=np.float32),
+            )
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +105,9 @@ class LocalIndex:
         t.sparse.append(terms)
         t.alive.append(True)
         t.rows[point_id] = row
-        t._postings = None
         self._where[point_id] = tenant
         if terms is not None:
+            t.add_terms(row, terms)
             self._with_sparse += 1
             for term in terms:
                 self._df[term] += 1
@@ -123,7 +126,6 @@ class LocalIndex:
             t = self._tenants[tenant]
             row = t.rows.pop(pid)
             t.alive[row] = False
-            t._postings = None
             terms = t.sparse[row]
             if terms is not None:
                 self._with_sparse -= 1
@@ -168,18 +170,17 @@ class LocalIndex:
         t = self._tenants.get(tenant)
         if t is None or not t.rows or not query.indices:
             return []
-        postings = t.postings()
         scores = np.zeros(len(t.ids), dtype=np.float64)
         matched = np.zeros(len(t.ids), dtype=bool)
         for term, qvalue in zip(query.indices, query.values, strict=True):
-            found = postings.get(term)
+            found = t.posting(term)
             if found is None:
                 continue
             rows, values = found
             idf = math.log((self._with_sparse - self._df[term] + 0.5) / (self._df[term] + 0.5) + 1)
             np.add.at(scores, rows, idf * qvalue * values.astype(np.float64))
             matched[rows] = True
-        return self._top(t, scores, matched, limit)
+        return self._top(t, scores, matched & np.asarray(t.alive, dtype=bool), limit)
 
     @staticmethod
     def rrf(lists: Sequence[list[Hit]], limit: int) -> list[Hit]:
@@ -214,7 +215,10 @@ class LocalIndex:
         t.sparse = [t.sparse[r] for r in keep]
         t.alive = [True] * len(keep)
         t.rows = {pid: row for row, pid in enumerate(t.ids)}
-        t._postings = None
+        t.plists, t.parrays = {}, {}
+        for row, terms in enumerate(t.sparse):
+            if terms is not None:
+                t.add_terms(row, terms)
 
 
 def _matches(payload: dict[str, Any], key: str, value: Any) -> bool:
