@@ -34,6 +34,9 @@ GRACE_SECONDS = 2.0
 # hypercorn's websocket ping loop (interval = stream.heartbeat_seconds) outlives its closed websocket until
 # its next wake-up, holding the connection's tasks that long: a short interval keeps settling short
 PING_SECONDS = 3.0
+# every ask starts a conversation, kept in memory up to limits.max_conversations (10,000 by default, a
+# designed bound of ~15 MB here); a small cap is reached during warm-up, so growth after it would be a leak
+MAX_CONVERSATIONS = 300
 ACTIONS = (
     ("ws_answer", 3),
     ("ws_three_turns", 1),
@@ -159,6 +162,7 @@ async def served(openai_base_url: str, data_dir: Path) -> AsyncIterator[Server]:
         CHATBOT_CHAT_PROVIDER="openai",
         CHATBOT_QDRANT__PATH=str(data_dir / "qdrant"),
         CHATBOT_STREAM__GRACE_SECONDS=str(GRACE_SECONDS),
+        CHATBOT_LIMITS__MAX_CONVERSATIONS=str(MAX_CONVERSATIONS),
         CHATBOT_STREAM__HEARTBEAT_SECONDS=str(PING_SECONDS),
         CHATBOT_LOG_LEVEL="WARNING",
         OPENBLAS_NUM_THREADS="1",
