@@ -8,17 +8,17 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import logging  # noqa: E402
-import signal  # noqa: E402
-import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
 
-from chatbot.errors import ChatbotError, ConfigError  # noqa: E402
-from chatbot.observability import configure_logging, wants_json_logs  # noqa: E402
-from chatbot.settings import Settings, load_settings  # noqa: E402
+from chatbot.errors import ChatbotError, ConfigError
+from chatbot.observability import configure_logging, wants_json_logs
+from chatbot.settings import Settings, load_settings
 
 log = logging.getLogger("chatbot")
 DEFAULT_DOCS = Path(__file__).resolve().parents[1] / "docs" / "guide"
@@ -32,7 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     serve_p.add_argument("--port", type=int, help="Override CHATBOT_SERVER__PORT.")
     ingest_p = sub.add_parser("ingest", help="Ingest files or directories (.md .txt .html .pdf).")
     ingest_p.add_argument("paths", nargs="+", type=Path)
-    ingest_p.add_argument("--tenant", help="Tenant that owns the documents (default: CHATBOT_DEFAULT_TENANT).")
+    ingest_p.add_argument(
+        "--tenant", help="Tenant that owns the documents (default: CHATBOT_DEFAULT_TENANT)."
+    )
     keys_p = sub.add_parser("keys", help="Make an API key (prints the key once and its settings entry).")
     keys_p.add_argument("action", choices=["new"])
     keys_p.add_argument("--tenant", required=True)
@@ -67,11 +69,16 @@ def main(argv: list[str] | None = None) -> int:
                 settings.server = settings.server.model_copy(update=overrides)
             run(serve(settings), settings)
         elif args.command == "ingest":
-            if "CHATBOT_LOCAL__THREADS" not in os.environ:  # a batch job may use both cores; serving keeps one
+            if (
+                "CHATBOT_LOCAL__THREADS" not in os.environ
+            ):  # a batch job may use both cores; serving keeps one
                 settings.local = settings.local.model_copy(update={"threads": min(2, os.cpu_count() or 1)})
             run(ingest(settings, args.paths, args.tenant or settings.default_tenant), settings)
         elif args.command == "documents":
-            run(documents(settings, args.action, args.doc_id, args.tenant or settings.default_tenant), settings)
+            run(
+                documents(settings, args.action, args.doc_id, args.tenant or settings.default_tenant),
+                settings,
+            )
         elif args.command == "eval":
             from chatbot.evaluate import eval_command
 

@@ -143,6 +143,8 @@ def _register_request_hooks(app: Quart, settings: Settings) -> None:
         if origin and allowed and origin_allowed(origin, None, allowed):
             response.headers["Access-Control-Allow-Origin"] = origin
             response.vary.add("Origin")  # keeps Vary: Accept-Encoding of compressed responses
-            response.headers["Access-Control-Allow-Headers"] = "Authorization, Content-Type, X-Chatbot-Tenant, Last-Event-ID"
+            response.headers["Access-Control-Allow-Headers"] = (
+                "Authorization, Content-Type, X-Chatbot-Tenant, Last-Event-ID"
+            )
             response.headers["Access-Control-Allow-Methods"] = "GET, POST, DELETE, OPTIONS"
         return response

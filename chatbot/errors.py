@@ -184,7 +184,9 @@ class DeadlineExceeded(ChatbotError):
     default_message = "The answer took too long."
 
     def __init__(self, stage: str, seconds: float) -> None:
-        super().__init__(f"The {stage.replace('_', ' ')} stage took longer than {seconds:g} s.", code=f"{stage}_timeout")
+        super().__init__(
+            f"The {stage.replace('_', ' ')} stage took longer than {seconds:g} s.", code=f"{stage}_timeout"
+        )
         self.stage = stage
 
 

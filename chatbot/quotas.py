@@ -96,7 +96,11 @@ class Quotas:
                 self._spawn(self._account(answer.message_id, running.tenant, amount))
         elif is_terminal(event):
             del self._running[answer.message_id]
-            total = event.usage.total_tokens if isinstance(event, DoneEvent) else running.counted + running.pending
+            total = (
+                event.usage.total_tokens
+                if isinstance(event, DoneEvent)
+                else running.counted + running.pending
+            )
             rest = max(0, total - running.counted)
             self._spawn(self._finish(running, rest))
 

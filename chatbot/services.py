@@ -12,6 +12,7 @@ from chatbot.looplag import LoopLagMonitor
 from chatbot.observability import Metrics, upstream_provider_label
 from chatbot.providers.base import ChatModel, Embedder, Reranker, SparseEmbedder
 from chatbot.providers.registry import Providers, build_providers
+from chatbot.quotas import Quotas
 from chatbot.rag.answer_cache import AnswerCache
 from chatbot.rag.answers import AnswerManager
 from chatbot.rag.conversations import ConversationStore, MemoryConversationStore
@@ -22,7 +23,6 @@ from chatbot.rag.prompts import Prompts
 from chatbot.rag.retrieval import VectorStore
 from chatbot.scaleout.backends import open_redis_backends
 from chatbot.scaleout.client import RedisConnection
-from chatbot.quotas import Quotas
 from chatbot.scaleout.counters import Counters, MemoryCounters
 from chatbot.settings import Settings
 
@@ -90,7 +90,9 @@ async def build_services(
         stack.push_async_callback(looplag.stop)
         cache = None
         if settings.cache.enabled:
-            cache = AnswerCache(store, similarity=settings.cache.similarity, ttl_seconds=settings.cache.ttl_seconds)
+            cache = AnswerCache(
+                store, similarity=settings.cache.similarity, ttl_seconds=settings.cache.ttl_seconds
+            )
             await cache.open(providers.embedder.dimensions)
         pipeline = Pipeline(
             cache=cache,

@@ -22,7 +22,8 @@ LOCAL_EMBEDDING_MODEL = "all-MiniLM-L6-v2-int8"
 class OpenAISettings(BaseModel):
     api_key: SecretStr | None = Field(None, description="API key (OPENAI_API_KEY is honoured too).")
     base_url: str | None = Field(
-        None, description="Base URL of any OpenAI-compatible server (Ollama, vLLM, llama.cpp); OPENAI_BASE_URL too."
+        None,
+        description="Base URL of any OpenAI-compatible server (Ollama, vLLM, llama.cpp); OPENAI_BASE_URL too.",
     )
     timeout: float = Field(30.0, gt=0, description="Per-request timeout in seconds for the openai SDK.")
     max_retries: int = Field(2, ge=0, le=10, description="SDK retries (only ever before the first token).")
@@ -38,18 +39,26 @@ class OpenAISettings(BaseModel):
 
 class CacheSettings(BaseModel):
     enabled: bool = Field(False, description="Answer repeated questions from the semantic answer cache.")
-    similarity: float = Field(0.95, gt=0, le=1, description="Cosine similarity a question needs to a cached one.")
+    similarity: float = Field(
+        0.95, gt=0, le=1, description="Cosine similarity a question needs to a cached one."
+    )
     ttl_seconds: float = Field(86_400.0, gt=0, description="How long a cached answer may be served.")
 
 
 class FailoverSettings(BaseModel):
-    enabled: bool = Field(True, description="Fail over between configured chat providers before the first token.")
-    threshold: int = Field(3, ge=1, description="Consecutive failures that open a provider's circuit breaker.")
+    enabled: bool = Field(
+        True, description="Fail over between configured chat providers before the first token."
+    )
+    threshold: int = Field(
+        3, ge=1, description="Consecutive failures that open a provider's circuit breaker."
+    )
     cooldown_seconds: float = Field(30.0, gt=0, description="How long an open circuit skips its provider.")
 
 
 class CohereSettings(BaseModel):
-    api_key: SecretStr | None = Field(None, description="API key (COHERE_API_KEY or CO_API_KEY are honoured too).")
+    api_key: SecretStr | None = Field(
+        None, description="API key (COHERE_API_KEY or CO_API_KEY are honoured too)."
+    )
     base_url: str | None = Field(None, description="Base URL of the Cohere API (for proxies and tests).")
     timeout: float = Field(30.0, gt=0, description="Per-request timeout in seconds for the cohere SDK.")
     max_retries: int = Field(2, ge=0, le=10, description="Retries before the first token.")
@@ -62,24 +71,33 @@ class CohereSettings(BaseModel):
 
 class LocalModelSettings(BaseModel):
     threads: int = Field(1, ge=1, le=16, description="onnxruntime intra-op threads for the offline embedder.")
-    batch_size: int = Field(8, ge=1, le=1024, description="Texts per inference batch (8 measured fastest for chunks).")
+    batch_size: int = Field(
+        8, ge=1, le=1024, description="Texts per inference batch (8 measured fastest for chunks)."
+    )
     max_tokens: int = Field(256, ge=16, le=512, description="Truncation length of the offline embedder.")
     extractive_sentences: int = Field(4, ge=1, le=20, description="Sentences the extractive answer quotes.")
 
 
 class QdrantSettings(BaseModel):
-    url: str | None = Field(None, description="Qdrant server URL (http://host:6333). Set this or path, not both.")
+    url: str | None = Field(
+        None, description="Qdrant server URL (http://host:6333). Set this or path, not both."
+    )
     api_key: SecretStr | None = Field(None, description="API key for a Qdrant server.")
     path: str | None = Field(
         None, description="Embedded (local mode) storage directory, or ':memory:'. Default ./data/qdrant."
     )
     collection: str = Field("documents", description="Collection holding document chunks.")
     timeout: float = Field(10.0, gt=0, description="Request timeout for a Qdrant server, seconds.")
-    shard_number: int | None = Field(None, ge=1, description="Shards when creating a collection on a cluster.")
-    replication_factor: int | None = Field(None, ge=1, description="Replicas when creating a collection on a cluster.")
+    shard_number: int | None = Field(
+        None, ge=1, description="Shards when creating a collection on a cluster."
+    )
+    replication_factor: int | None = Field(
+        None, ge=1, description="Replicas when creating a collection on a cluster."
+    )
     upsert_batch: int = Field(256, ge=1, le=10_000, description="Points per upsert call while ingesting.")
     memory_index: bool = Field(
-        True, description="Local mode: answer searches from an exact in-memory numpy mirror (~1 ms, not ~76 ms at 10k)."
+        True,
+        description="Local mode: answer searches from an exact in-memory numpy mirror (~1 ms, not ~76 ms at 10k).",
     )
 
     @property
@@ -97,7 +115,9 @@ class RedisSettings(BaseModel):
         description="Redis URL; enables the Redis event log, stop signal, conversation store and rate limits.",
     )
     key_prefix: str = Field(
-        "chatbot", min_length=1, description="Prefix of every Redis key and channel (deployments may share a Redis)."
+        "chatbot",
+        min_length=1,
+        description="Prefix of every Redis key and channel (deployments may share a Redis).",
     )
     timeout: float = Field(
         5.0, gt=0, description="Redis connect/read timeout, seconds; also how long an outage is ridden out."
@@ -116,7 +136,9 @@ class RedisSettings(BaseModel):
 
 class RetrievalSettings(BaseModel):
     top_k: int = Field(5, ge=1, le=50, description="Passages given to the model.")
-    score_threshold: float | None = Field(None, description="Drop dense hits scoring below this (dense mode).")
+    score_threshold: float | None = Field(
+        None, description="Drop dense hits scoring below this (dense mode)."
+    )
     mode: Literal["auto", "dense", "sparse", "hybrid"] = Field(
         "auto", description="auto = hybrid when a sparse model is available, else dense."
     )
@@ -129,9 +151,13 @@ class RetrievalSettings(BaseModel):
 
 class LimitSettings(BaseModel):
     max_message_chars: int = Field(4000, ge=1, description="Longest user message accepted.")
-    max_history_messages: int = Field(20, ge=0, description="Earlier messages kept per conversation and sent.")
+    max_history_messages: int = Field(
+        20, ge=0, description="Earlier messages kept per conversation and sent."
+    )
     max_conversations: int = Field(10_000, ge=1, description="Conversations kept in memory (oldest dropped).")
-    max_frame_bytes: int = Field(65_536, ge=1024, description="Largest websocket frame or JSON body accepted.")
+    max_frame_bytes: int = Field(
+        65_536, ge=1024, description="Largest websocket frame or JSON body accepted."
+    )
     max_chat_body_bytes: int = Field(
         1024 * 1024,
         ge=1024,
@@ -139,7 +165,9 @@ class LimitSettings(BaseModel):
     )
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest uploaded document.")
     max_files_per_upload: int = Field(20, ge=1, description="Documents per upload request.")
-    max_answers_per_process: int = Field(256, ge=1, description="Concurrent answers per process; beyond: busy.")
+    max_answers_per_process: int = Field(
+        256, ge=1, description="Concurrent answers per process; beyond: busy."
+    )
     max_connections: int = Field(1000, ge=1, description="Open websocket connections per process.")
     max_connections_per_client: int = Field(
         100,
@@ -151,12 +179,20 @@ class LimitSettings(BaseModel):
 
 class StreamSettings(BaseModel):
     coalesce_ms: float = Field(30.0, ge=0, description="Tokens are batched into frames at most this long.")
-    coalesce_chars: int = Field(256, ge=1, description="A frame is flushed once it holds this many characters.")
+    coalesce_chars: int = Field(
+        256, ge=1, description="A frame is flushed once it holds this many characters."
+    )
     grace_seconds: float = Field(30.0, ge=0, description="How long an answer runs on after its reader left.")
-    cancel_on_disconnect: bool = Field(False, description="Cancel an answer as soon as its reader disconnects.")
+    cancel_on_disconnect: bool = Field(
+        False, description="Cancel an answer as soon as its reader disconnects."
+    )
     log_max_events: int = Field(4096, ge=16, description="Events kept per answer for resume.")
-    send_timeout: float = Field(10.0, gt=0, description="A client that does not read for this long is detached.")
-    heartbeat_seconds: float = Field(15.0, gt=0, description="SSE comment / websocket ping after this much quiet.")
+    send_timeout: float = Field(
+        10.0, gt=0, description="A client that does not read for this long is detached."
+    )
+    heartbeat_seconds: float = Field(
+        15.0, gt=0, description="SSE comment / websocket ping after this much quiet."
+    )
     on_busy_connection: Literal["refuse", "replace"] = Field(
         "refuse", description="A new ask while one runs on the connection: refuse it, or stop the old one."
     )
@@ -176,9 +212,13 @@ class ServerSettings(BaseModel):
         default_factory=list,
         description="Origins allowed for CORS and websocket (besides the server's own). '*' allows any.",
     )
-    shutdown_seconds: float = Field(10.0, ge=0, description="On SIGTERM, running answers get this long to finish.")
+    shutdown_seconds: float = Field(
+        10.0, ge=0, description="On SIGTERM, running answers get this long to finish."
+    )
     uvloop: bool = Field(True, description="Run hypercorn on uvloop when it is installed.")
-    ingest_on_start: bool = Field(True, description="`serve` ingests docs/guide when the collection is empty.")
+    ingest_on_start: bool = Field(
+        True, description="`serve` ingests docs/guide when the collection is empty."
+    )
     looplag_threshold_ms: float = Field(
         100.0, gt=0, description="Warn (naming what ran) when the event loop wakes this many ms too late."
     )
@@ -197,22 +237,34 @@ class ApiKeySpec(BaseModel):
     """One API key, stored as the sha256 of the key (make one with `python -m chatbot keys new`)."""
 
     id: str = Field(min_length=1, max_length=64, description="A name for the key, shown in logs and metrics.")
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex sha256 of the key; the key itself is never stored.")
-    tenant: str = Field(pattern=r"^[A-Za-z0-9_\-.]{1,64}$", description="The tenant whose documents the key sees.")
-    roles: list[Role] = Field(default_factory=lambda: list[Role](["chat"]), description="chat, ingest and/or admin.")
+    sha256: str = Field(
+        pattern=r"^[0-9a-f]{64}$", description="Hex sha256 of the key; the key itself is never stored."
+    )
+    tenant: str = Field(
+        pattern=r"^[A-Za-z0-9_\-.]{1,64}$", description="The tenant whose documents the key sees."
+    )
+    roles: list[Role] = Field(
+        default_factory=lambda: list[Role](["chat"]), description="chat, ingest and/or admin."
+    )
 
 
 class QuotaSettings(BaseModel):
-    requests_per_minute: int = Field(0, ge=0, description="Requests (HTTP requests and websocket asks) per key per minute; 0 = no limit.")
-    tokens_per_day: int = Field(0, ge=0, description="Model tokens (prompt + completion) per tenant per day; 0 = no limit.")
+    requests_per_minute: int = Field(
+        0, ge=0, description="Requests (HTTP requests and websocket asks) per key per minute; 0 = no limit."
+    )
+    tokens_per_day: int = Field(
+        0, ge=0, description="Model tokens (prompt + completion) per tenant per day; 0 = no limit."
+    )
     concurrent_answers: int = Field(0, ge=0, description="Answers running at once per tenant; 0 = no limit.")
-    websocket_connections: int = Field(0, ge=0, description="Open websocket connections per tenant; 0 = no limit.")
+    websocket_connections: int = Field(
+        0, ge=0, description="Open websocket connections per tenant; 0 = no limit."
+    )
 
 
 class AuthSettings(BaseModel):
     api_keys: list[ApiKeySpec] = Field(
         default_factory=list,
-        description="API keys as JSON, e.g. [{\"id\":\"site\",\"sha256\":\"...\",\"tenant\":\"acme\",\"roles\":[\"chat\"]}]. "
+        description='API keys as JSON, e.g. [{"id":"site","sha256":"...","tenant":"acme","roles":["chat"]}]. '
         "Empty: open access (refused in prod).",
     )
     token_secret: SecretStr | None = Field(
@@ -233,7 +285,9 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CHATBOT_", env_nested_delimiter="__", extra="ignore")
 
-    env: Literal["dev", "prod"] = Field("dev", description="prod refuses placeholder secrets and open access.")
+    env: Literal["dev", "prod"] = Field(
+        "dev", description="prod refuses placeholder secrets and open access."
+    )
     embedding_provider: Literal["auto", "local", "openai", "cohere"] = Field(
         "auto", description="auto = openai if its key is set, else cohere if its key is set, else local."
     )
@@ -256,7 +310,9 @@ class Settings(BaseSettings):
     server: ServerSettings = Field(default_factory=ServerSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     prompts_dir: Path | None = Field(None, description="Directory of prompt templates (default: ./prompts).")
-    docs_dir: Path | None = Field(None, description="Documents `serve` ingests when empty (default: ./docs/guide).")
+    docs_dir: Path | None = Field(
+        None, description="Documents `serve` ingests when empty (default: ./docs/guide)."
+    )
     log_level: str = Field("INFO", description="Log level of the root logger (DEBUG, INFO, WARNING, ERROR).")
     log_format: Literal["auto", "json", "text"] = Field(
         "auto", description="Log lines as JSON objects or text; auto = json when env is prod, else text."
@@ -271,13 +327,21 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, dotenv_settings, file_secret_settings, _SdkEnvSource(settings_cls))
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            file_secret_settings,
+            _SdkEnvSource(settings_cls),
+        )
 
     @field_validator("qdrant")
     @classmethod
     def _one_qdrant_location(cls, value: QdrantSettings) -> QdrantSettings:
         if value.url and value.path:
-            raise ValueError("set CHATBOT_QDRANT__URL (a server) or CHATBOT_QDRANT__PATH (embedded), not both")
+            raise ValueError(
+                "set CHATBOT_QDRANT__URL (a server) or CHATBOT_QDRANT__PATH (embedded), not both"
+            )
         return value
 
     @model_validator(mode="after")
@@ -304,7 +368,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _providers_have_keys(self) -> Settings:
-        for role, choice in (("embedding", self.resolved_embedding_provider), ("chat", self.resolved_chat_provider)):
+        for role, choice in (
+            ("embedding", self.resolved_embedding_provider),
+            ("chat", self.resolved_chat_provider),
+        ):
             if choice == "openai" and self.openai.api_key is None:
                 raise ValueError(
                     f"{role} provider openai needs OPENAI_API_KEY (or CHATBOT_OPENAI__API_KEY); "
@@ -382,7 +449,9 @@ def _json_variables(error: str) -> str:
     model = Settings.model_fields[section].annotation if section in Settings.model_fields else None
     names = [
         f"CHATBOT_{section}__{name}".upper()
-        for name, info in (model.model_fields.items() if isinstance(model, type) and issubclass(model, BaseModel) else ())
+        for name, info in (
+            model.model_fields.items() if isinstance(model, type) and issubclass(model, BaseModel) else ()
+        )
         if get_origin(info.annotation) in (list, dict)
     ] or [f"CHATBOT_{section.upper()}"]
-    return f"{', '.join(names)}: not valid JSON (lists and objects are written as JSON, e.g. '[\"a\", \"b\"]')"
+    return f'{", ".join(names)}: not valid JSON (lists and objects are written as JSON, e.g. \'["a", "b"]\')'

@@ -13,11 +13,11 @@ import pytest
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-from chatbot.providers.registry import Providers  # noqa: E402
-from chatbot.rag.retrieval import VectorStore  # noqa: E402
-from chatbot.services import Services, build_services  # noqa: E402
-from chatbot.settings import Settings  # noqa: E402
-from tests.serving import serve_app  # noqa: E402
+from chatbot.providers.registry import Providers
+from chatbot.rag.retrieval import VectorStore
+from chatbot.services import Services, build_services
+from chatbot.settings import Settings
+from tests.serving import serve_app
 
 ROOT = Path(__file__).resolve().parents[1]
 GUIDE = ROOT / "docs" / "guide"
@@ -47,7 +47,12 @@ def offline_providers() -> Iterator[Providers]:
 
     settings = make_settings()
     embedder = LocalEmbedder(settings.local)
-    yield Providers(embedder=embedder, sparse=BM25SparseEmbedder(), chat=ExtractiveChatModel(settings.local), reranker=None)
+    yield Providers(
+        embedder=embedder,
+        sparse=BM25SparseEmbedder(),
+        chat=ExtractiveChatModel(settings.local),
+        reranker=None,
+    )
     embedder.close()
 
 
@@ -81,7 +86,9 @@ ServicesFactory = Callable[..., Any]
 
 
 @pytest.fixture
-async def services(settings: Settings, offline_providers: Providers, guide_store: VectorStore) -> AsyncIterator[Services]:
+async def services(
+    settings: Settings, offline_providers: Providers, guide_store: VectorStore
+) -> AsyncIterator[Services]:
     async with build_services(settings, providers=offline_providers, store=guide_store) as svc:
         yield svc
 

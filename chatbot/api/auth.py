@@ -28,7 +28,9 @@ TENANT_HEADER = "X-Chatbot-Tenant"
 _TENANT = re.compile(r"[A-Za-z0-9_\-.]{1,64}")
 
 # Endpoints anyone may call; every other endpoint needs the role named here, or "chat".
-PUBLIC_ENDPOINTS = frozenset({"http.healthz", "http.readyz", "widget.widget_js", "widget.demo_page", "openapi.openapi"})
+PUBLIC_ENDPOINTS = frozenset(
+    {"http.healthz", "http.readyz", "widget.widget_js", "widget.demo_page", "openapi.openapi"}
+)
 ENDPOINT_ROLES = {
     "http.upload_documents": "ingest",
     "http.delete_document": "ingest",
@@ -92,9 +94,7 @@ def presented_key(headers: Lookup) -> str | None:
     return headers.get("X-API-Key") or None
 
 
-def identify(
-    settings: Settings, keyring: KeyRing, headers: Lookup, args: Lookup
-) -> Identity:
+def identify(settings: Settings, keyring: KeyRing, headers: Lookup, args: Lookup) -> Identity:
     """The caller's identity, or Unauthorized / OriginNotAllowed / BadRequest."""
     asked_tenant = headers.get(TENANT_HEADER) or args.get("tenant")
     key = presented_key(headers) if keyring.enabled else None  # open access: clients' keys mean nothing

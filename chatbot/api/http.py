@@ -18,7 +18,7 @@ from chatbot.errors import (
     UnknownDocument,
     status_for_code,
 )
-from chatbot.rag.events import DoneEvent, ErrorEvent, SourcesEvent, StartEvent, StoppedEvent, TokenEvent
+from chatbot.rag.events import DoneEvent, ErrorEvent, SourcesEvent, StoppedEvent, TokenEvent
 
 bp = Blueprint("http", __name__)
 
@@ -120,7 +120,9 @@ async def chat_events(message_id: str) -> Any:
     try:
         after = int(raw)
     except ValueError:
-        raise BadRequest("Last-Event-ID / after must be an integer sequence number.", code="invalid_after") from None
+        raise BadRequest(
+            "Last-Event-ID / after must be an integer sequence number.", code="invalid_after"
+        ) from None
     await services().answers.log.check(message_id, tenant(), after)  # 404 now, not a broken stream later
     return sse_response(message_id, after=after)
 
@@ -134,7 +136,9 @@ async def chat_stop(message_id: str) -> Any:
 @bp.get("/v1/conversations/<conversation_id>")
 async def conversation(conversation_id: str) -> Any:
     svc = services()
-    turns = await svc.conversations.history(tenant(), conversation_id, svc.settings.limits.max_history_messages)
+    turns = await svc.conversations.history(
+        tenant(), conversation_id, svc.settings.limits.max_history_messages
+    )
     return {"conversation_id": conversation_id, "turns": [t.to_dict() for t in turns]}
 
 
@@ -171,4 +175,3 @@ async def delete_document(doc_id: str) -> Any:
     if not deleted:
         raise UnknownDocument()
     return {"doc_id": doc_id, "deleted_chunks": deleted}
-

@@ -40,7 +40,9 @@ class ChatBody(_Strict):
     """POST /v1/chat"""
 
     message: str = Field(description="The user's message.")
-    conversation_id: ConversationId | None = Field(None, description="Continue this conversation; omit to start one.")
+    conversation_id: ConversationId | None = Field(
+        None, description="Continue this conversation; omit to start one."
+    )
     stream: bool = Field(False, description="Stream server-sent events instead of one JSON answer.")
 
 
@@ -48,7 +50,9 @@ class AskFrame(_Strict):
     type: Literal["ask"]
     message: str
     conversation_id: ConversationId | None = None
-    request_id: str | None = Field(None, max_length=128, description="Echoed back on error frames for this ask.")
+    request_id: str | None = Field(
+        None, max_length=128, description="Echoed back on error frames for this ask."
+    )
 
 
 class StopFrame(_Strict):
@@ -67,7 +71,12 @@ class PingFrame(_Strict):
 
 
 ClientFrame = AskFrame | StopFrame | ResumeFrame | PingFrame
-_FRAMES: dict[str, type[BaseModel]] = {"ask": AskFrame, "stop": StopFrame, "resume": ResumeFrame, "ping": PingFrame}
+_FRAMES: dict[str, type[BaseModel]] = {
+    "ask": AskFrame,
+    "stop": StopFrame,
+    "resume": ResumeFrame,
+    "ping": PingFrame,
+}
 
 
 def parse_json(raw: str | bytes) -> Any:
@@ -84,7 +93,8 @@ def validate(model: type[BaseModel], data: Any) -> Any:
         return model.model_validate(data)
     except ValidationError as exc:
         details = [
-            {"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in exc.errors(include_url=False)[:10]
+            {"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]}
+            for e in exc.errors(include_url=False)[:10]
         ]
         raise ValidationFailed(details={"errors": details}) from None
 
@@ -135,7 +145,9 @@ def event_frame(message_id: str, seq: int, event: ChatEvent) -> dict[str, Any]:
     return frame
 
 
-def error_frame(err: ChatbotError, *, message_id: str | None = None, request_id: str | None = None) -> dict[str, Any]:
+def error_frame(
+    err: ChatbotError, *, message_id: str | None = None, request_id: str | None = None
+) -> dict[str, Any]:
     frame: dict[str, Any] = {"type": "error", **err.to_dict()}
     if message_id:
         frame["message_id"] = message_id

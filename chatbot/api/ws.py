@@ -68,7 +68,9 @@ class Connection:
             done, _ = await asyncio.wait((receiving, closing), return_when=asyncio.FIRST_COMPLETED)
             if closing in done:
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(2):  # a client that stopped reading may not take the close frame
+                    async with asyncio.timeout(
+                        2
+                    ):  # a client that stopped reading may not take the close frame
                         await websocket.close(self.close_code)
             else:
                 receiving.result()
@@ -146,7 +148,9 @@ class Connection:
             async with asyncio.timeout(self.svc.settings.stream.send_timeout):
                 await websocket.send(dumps(frame))
         except TimeoutError:
-            log.info("websocket client did not read for %ss; disconnecting", self.svc.settings.stream.send_timeout)
+            log.info(
+                "websocket client did not read for %ss; disconnecting", self.svc.settings.stream.send_timeout
+            )
             self.close(CLOSE_TRY_AGAIN_LATER)  # run() closes the socket and cancels the pumps
 
 
@@ -167,7 +171,10 @@ async def ws_endpoint() -> Any:
         err = Busy("Too many open connections.", retry_after=5.0)
         return jsonify({"error": err.to_dict()}), 429
     client = websocket.remote_addr or ""
-    if sum(1 for c in svc.connections if c.client == client) >= svc.settings.limits.max_connections_per_client:
+    if (
+        sum(1 for c in svc.connections if c.client == client)
+        >= svc.settings.limits.max_connections_per_client
+    ):
         err = Busy("Too many open connections from this address.", retry_after=5.0)
         return jsonify({"error": err.to_dict()}), 429
     bind_request_id(websocket.headers.get("X-Request-ID", "")[:64])  # the connection's log lines carry it

@@ -233,9 +233,6 @@ class CohereChatModel:
         raise AssertionError("unreachable: the last attempt returns or raises")
 
 
-
-
-
 def _retry_wait(exc: ApiError, attempt: int) -> float | None:
     status = exc.status_code or 0
     if status != 429 and status < 500:
@@ -248,9 +245,6 @@ def _retry_wait(exc: ApiError, attempt: int) -> float | None:
 
 def _backoff(attempt: int) -> float:
     return min(0.5 * 2.0**attempt, MAX_RETRY_WAIT) * random.uniform(0.75, 1.0)  # noqa: S311 - jitter, not crypto
-
-
-
 
 
 def _message(message: ChatMessage) -> cohere.ChatMessageV2:

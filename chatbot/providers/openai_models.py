@@ -178,12 +178,6 @@ class OpenAIChatModel:
                 raise translate_error(exc) from exc
 
 
-
-
-
-
-
-
 def _message(message: ChatMessage) -> ChatCompletionMessageParam:
     if message.role == "system":
         return {"role": "system", "content": message.content}

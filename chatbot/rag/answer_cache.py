@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+
 from qdrant_client import models
 
 from chatbot.rag.events import Source
@@ -41,7 +42,9 @@ class AnswerCache:
             await self.store._call(
                 client.create_collection(
                     self.collection,
-                    vectors_config={DENSE: models.VectorParams(size=dimensions, distance=models.Distance.COSINE)},
+                    vectors_config={
+                        DENSE: models.VectorParams(size=dimensions, distance=models.Distance.COSINE)
+                    },
                     metadata={"dense_model": self.store.dense_model, "purpose": "answer cache"},
                 )
             )
@@ -58,7 +61,9 @@ class AnswerCache:
             extra=models.Filter(
                 must=[
                     models.FieldCondition(key="generation", match=models.MatchValue(value=generation)),
-                    models.FieldCondition(key="created", range=models.Range(gte=time.time() - self.ttl_seconds)),
+                    models.FieldCondition(
+                        key="created", range=models.Range(gte=time.time() - self.ttl_seconds)
+                    ),
                 ]
             ),
         )
@@ -121,7 +126,9 @@ class AnswerCache:
         client = self.store.client
         await self.store._call(client.upsert(self.collection, points=[marker], wait=True))
         await self.store._call(
-            client.delete(self.collection, points_selector=models.FilterSelector(filter=tenant_filter(tenant)))
+            client.delete(
+                self.collection, points_selector=models.FilterSelector(filter=tenant_filter(tenant))
+            )
         )
 
 

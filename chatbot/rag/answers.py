@@ -197,7 +197,9 @@ class AnswerManager:
         if self._listener is None:
             self._listener = asyncio.create_task(self.bus.listen(self.cancel_local), name="answer-bus")
 
-    async def read(self, message_id: str, tenant: str, after: int = 0) -> AsyncIterator[tuple[int, ChatEvent]]:
+    async def read(
+        self, message_id: str, tenant: str, after: int = 0
+    ) -> AsyncIterator[tuple[int, ChatEvent]]:
         """Read an answer's events as an attached reader (keeps the answer alive past the grace window,
         here or, through the bus, on the instance that runs it)."""
         events = self.log.read(message_id, tenant, after)
@@ -273,7 +275,9 @@ class AnswerManager:
     def _abandon(self, answer: Answer) -> None:
         answer.grace_timer = None
         if answer.readers == 0 and not answer.finished:
-            task = asyncio.create_task(self._abandon_unless_read_elsewhere(answer), name=f"abandon-{answer.message_id}")
+            task = asyncio.create_task(
+                self._abandon_unless_read_elsewhere(answer), name=f"abandon-{answer.message_id}"
+            )
             self._checks.add(task)  # a reference, so the task is not collected mid-flight
             task.add_done_callback(self._checks.discard)
 
@@ -290,7 +294,9 @@ class AnswerManager:
                 self.settings.grace_seconds, self._abandon, answer
             )
             return
-        log.info("answer %s has had no reader for %ss; cancelling", answer.message_id, self.settings.grace_seconds)
+        log.info(
+            "answer %s has had no reader for %ss; cancelling", answer.message_id, self.settings.grace_seconds
+        )
         self._cancel(answer, DISCONNECTED)
 
     async def _run(self, answer: Answer, req: AnswerRequest) -> None:

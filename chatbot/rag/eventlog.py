@@ -89,7 +89,9 @@ class MemoryEventLog:
         if entry.events and entry.events[0][0] > after + 1:
             raise UnknownMessage("The events after that seq are no longer kept; ask again.")
 
-    async def read(self, message_id: str, tenant: str, after: int = 0) -> AsyncIterator[tuple[int, ChatEvent]]:
+    async def read(
+        self, message_id: str, tenant: str, after: int = 0
+    ) -> AsyncIterator[tuple[int, ChatEvent]]:
         await self.check(message_id, tenant, after)
         entry = self._entries[message_id]
         loop = asyncio.get_running_loop()

@@ -75,7 +75,9 @@ class Ingestor:
         ids = [point_id(tenant, source, c.index, c.content_hash) for c in chunks]
         version = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
         records = [
-            ChunkRecord(tenant, doc_id, source, doc.title, c.heading_path, c.index, c.text, c.content_hash, version)
+            ChunkRecord(
+                tenant, doc_id, source, doc.title, c.heading_path, c.index, c.text, c.content_hash, version
+            )
             for c in chunks
         ]
         embed_texts = {pid: c.embed_text for pid, c in zip(ids, chunks, strict=True)}
@@ -91,7 +93,11 @@ class Ingestor:
             batch = missing[start : start + self.batch_size]
             texts = [embed_texts[r.point_id] for r in batch]
             dense = await self.embedder.embed(texts, "document")
-            sparse = await self.sparse.embed_sparse(texts, "document") if self.sparse and self.store.has_sparse else None
+            sparse = (
+                await self.sparse.embed_sparse(texts, "document")
+                if self.sparse and self.store.has_sparse
+                else None
+            )
             await self.store.upsert(batch, dense, sparse)
             if on_chunks:
                 on_chunks(len(batch))
@@ -131,7 +137,9 @@ def expand_paths(paths: Sequence[Path]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUPPORTED_SUFFIXES))
+            out.extend(
+                sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUPPORTED_SUFFIXES)
+            )
         else:
             out.append(p)
     return out

@@ -134,7 +134,9 @@ class Pipeline:
 
         history_task: Awaitable[list[ChatMessage]]
         if req.history is not None:
-            history_task = _ready(list(req.history)[-limits.max_history_messages :] if limits.max_history_messages else [])
+            history_task = _ready(
+                list(req.history)[-limits.max_history_messages :] if limits.max_history_messages else []
+            )
         else:
             history_task = self._load_history(req)
         raw_vectors, history, generation = await asyncio.gather(
@@ -155,7 +157,9 @@ class Pipeline:
         if history and self.settings.retrieval.rewrite_followups and looks_like_followup(req.question):
             search_text = await self._rewrite(req.question, history)
             if search_text != req.question:
-                queries.append(await _staged("embed", deadlines.embed, self._embed_query(search_text), timings))
+                queries.append(
+                    await _staged("embed", deadlines.embed, self._embed_query(search_text), timings)
+                )
 
         retrieval = self.settings.retrieval
         want = retrieval.rerank_candidates if self.reranker else retrieval.top_k
@@ -230,7 +234,9 @@ class Pipeline:
         timings["generate"] = _ms(gen_started)
         timings["total"] = _ms(started)
         if usage.total_tokens == 0:
-            usage = Usage(_estimate_tokens(m.content for m in request.messages), _estimate_tokens(progress.parts))
+            usage = Usage(
+                _estimate_tokens(m.content for m in request.messages), _estimate_tokens(progress.parts)
+            )
         yield DoneEvent(usage=usage, timings=timings, finish_reason=finish_reason, model=answered_by)
         if cacheable and sources and finish_reason == "stop" and self.cache is not None:
             try:  # after done: the client does not wait for this
@@ -252,9 +258,13 @@ class Pipeline:
     async def _cached(
         self, req: AnswerRequest, generation: str, vectors: QueryVectors, timings: dict[str, float]
     ) -> CachedAnswer | None:
-        assert self.cache is not None and vectors.dense is not None  # noqa: S101 - checked by the caller
+        assert self.cache is not None  # noqa: S101 - checked by the caller
+        assert vectors.dense is not None  # noqa: S101 - checked by the caller
         hit = await _staged(
-            "cache", self.settings.deadlines.retrieve, self.cache.lookup(req.tenant, generation, vectors.dense), timings
+            "cache",
+            self.settings.deadlines.retrieve,
+            self.cache.lookup(req.tenant, generation, vectors.dense),
+            timings,
         )
         if self.on_cache_lookup is not None:
             self.on_cache_lookup(hit is not None)
@@ -294,7 +304,9 @@ class Pipeline:
             return fallback_rewrite(question, history)
         parts: list[str] = []
         stream = self.chat.stream_reply(
-            ChatRequest(messages=self.prompts.rewrite_messages(question, history), question=question, max_tokens=64)
+            ChatRequest(
+                messages=self.prompts.rewrite_messages(question, history), question=question, max_tokens=64
+            )
         )
         try:
             async with asyncio.timeout(self.settings.deadlines.first_token):
@@ -315,9 +327,7 @@ class Pipeline:
         out = []
         for n, r in enumerate(ranked, start=1):
             s = sources[r.index]
-            out.append(
-                Source(n, s.doc_id, s.source, s.title, s.heading_path, s.chunk_index, s.text, r.score)
-            )
+            out.append(Source(n, s.doc_id, s.source, s.title, s.heading_path, s.chunk_index, s.text, r.score))
         return out
 
     async def _save_turn(self, req: AnswerRequest, progress: _Progress) -> None:

@@ -17,7 +17,7 @@ from chatbot.errors import ConfigError
 from chatbot.providers.base import ChatMessage, Passage
 
 TEMPLATES = ("system.j2", "context.j2", "question.j2", "rewrite.j2")
-# "‹" (U+2039) looks like "<" to a reader but is not our delimiter: that is the point.
+# U+2039 (single left-pointing angle quotation mark) looks like "<" but is not our delimiter: the point.
 _DELIMITERS = re.compile(r"<(/?)\s*(sources?|question|conversation)\b", re.IGNORECASE)
 
 
@@ -41,7 +41,9 @@ class Prompts:
         directory = directory or default_prompts_dir()
         missing = [t for t in TEMPLATES if not (directory / t).is_file()]
         if missing:
-            raise ConfigError(f"Prompt templates missing in {directory}: {', '.join(missing)} (CHATBOT_PROMPTS_DIR)")
+            raise ConfigError(
+                f"Prompt templates missing in {directory}: {', '.join(missing)} (CHATBOT_PROMPTS_DIR)"
+            )
         env = Environment(
             loader=FileSystemLoader(str(directory)),
             undefined=StrictUndefined,

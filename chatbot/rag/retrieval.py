@@ -98,11 +98,15 @@ def point_id(tenant: str, source: str, chunk_index: int, content_hash: str) -> s
     return str(uuid.uuid5(POINT_NAMESPACE, f"{tenant}\x00{source}\x00{chunk_index}\x00{content_hash}"))
 
 
-def tenant_filter(tenant: str, *, doc_id: str | None = None, extra: models.Filter | None = None) -> models.Filter:
+def tenant_filter(
+    tenant: str, *, doc_id: str | None = None, extra: models.Filter | None = None
+) -> models.Filter:
     """The one way to scope a query. Without a tenant it raises instead of matching everything."""
     if not tenant or not isinstance(tenant, str):
         raise ValueError("a tenant is required for every vector store query")
-    must: list[models.Condition] = [models.FieldCondition(key="tenant", match=models.MatchValue(value=tenant))]
+    must: list[models.Condition] = [
+        models.FieldCondition(key="tenant", match=models.MatchValue(value=tenant))
+    ]
     if doc_id is not None:
         must.append(models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id)))
     if extra is not None:
@@ -196,7 +200,11 @@ class VectorStore:
                 ),
                 shard_number=self.settings.shard_number,
                 replication_factor=self.settings.replication_factor,
-                metadata={"dense_model": dense_model, "dimensions": dimensions, "sparse_model": SPARSE if sparse else None},
+                metadata={
+                    "dense_model": dense_model,
+                    "dimensions": dimensions,
+                    "sparse_model": SPARSE if sparse else None,
+                },
             )
         )
         self.has_sparse = sparse
@@ -210,12 +218,16 @@ class VectorStore:
                 models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True),
             )
         )
-        await self._call(self.client.create_payload_index(self.collection, "doc_id", models.PayloadSchemaType.KEYWORD))
+        await self._call(
+            self.client.create_payload_index(self.collection, "doc_id", models.PayloadSchemaType.KEYWORD)
+        )
 
     async def ping(self) -> bool:
         """True when the store answers and the collection exists."""
         try:
-            return await asyncio.wait_for(self._call(self.client.collection_exists(self.collection)), timeout=2)
+            return await asyncio.wait_for(
+                self._call(self.client.collection_exists(self.collection)), timeout=2
+            )
         except (ChatbotError, TimeoutError):
             return False
 
@@ -238,7 +250,10 @@ class VectorStore:
             if mode in ("dense", "hybrid") and q.dense is not None:
                 prefetch.append(
                     models.Prefetch(
-                        query=list(q.dense), using=DENSE, limit=prefetch_limit, score_threshold=score_threshold
+                        query=list(q.dense),
+                        using=DENSE,
+                        limit=prefetch_limit,
+                        score_threshold=score_threshold,
                     )
                 )
             if mode in ("sparse", "hybrid") and q.sparse is not None and self.has_sparse and q.sparse.indices:
@@ -274,7 +289,9 @@ class VectorStore:
                 self.client.query_points(
                     self.collection,
                     prefetch=prefetch,
-                    query=models.FusionQuery(fusion=models.Fusion.DBSF if fusion == "dbsf" else models.Fusion.RRF),
+                    query=models.FusionQuery(
+                        fusion=models.Fusion.DBSF if fusion == "dbsf" else models.Fusion.RRF
+                    ),
                     limit=limit,
                     query_filter=flt,
                     with_payload=True,
@@ -328,13 +345,17 @@ class VectorStore:
         """The stored `version` of each id that exists."""
         if not ids:
             return {}
-        found = await self._call(self.client.retrieve(self.collection, ids=list(ids), with_payload=["version"]))
+        found = await self._call(
+            self.client.retrieve(self.collection, ids=list(ids), with_payload=["version"])
+        )
         return {str(p.id): str((p.payload or {}).get("version", "")) for p in found}
 
     async def set_version(self, ids: Sequence[str], version: str) -> None:
         if ids:
             await self._call(
-                self.client.set_payload(self.collection, payload={"version": version}, points=list(ids), wait=True)
+                self.client.set_payload(
+                    self.collection, payload={"version": version}, points=list(ids), wait=True
+                )
             )
             if self.index is not None:
                 self.index.set_payload(ids, {"version": version})
@@ -352,7 +373,9 @@ class VectorStore:
             await self._call(self._upsert_batch(records[start : start + size], dense, with_sparse, start))
         if self.index is not None:
             for i, rec in enumerate(records):
-                self.index.upsert(rec.point_id, rec.tenant, dense[i], with_sparse[i] if with_sparse else None, rec.payload())
+                self.index.upsert(
+                    rec.point_id, rec.tenant, dense[i], with_sparse[i] if with_sparse else None, rec.payload()
+                )
 
     async def _upsert_batch(
         self,
@@ -374,9 +397,13 @@ class VectorStore:
         flt = tenant_filter(
             tenant,
             doc_id=doc_id,
-            extra=models.Filter(must_not=[models.FieldCondition(key="version", match=models.MatchValue(value=keep_version))]),
+            extra=models.Filter(
+                must_not=[models.FieldCondition(key="version", match=models.MatchValue(value=keep_version))]
+            ),
         )
-        await self._call(self.client.delete(self.collection, points_selector=models.FilterSelector(filter=flt), wait=True))
+        await self._call(
+            self.client.delete(self.collection, points_selector=models.FilterSelector(filter=flt), wait=True)
+        )
         if self.index is not None:
             self.index.delete(self.index.ids_where(tenant, doc_id=doc_id, not_version=keep_version))
 
@@ -385,7 +412,9 @@ class VectorStore:
         count = await self._call(self.client.count(self.collection, count_filter=flt, exact=True))
         if count.count:
             await self._call(
-                self.client.delete(self.collection, points_selector=models.FilterSelector(filter=flt), wait=True)
+                self.client.delete(
+                    self.collection, points_selector=models.FilterSelector(filter=flt), wait=True
+                )
             )
         if self.index is not None:
             self.index.delete(self.index.ids_where(tenant, doc_id=doc_id))
@@ -410,18 +439,30 @@ class VectorStore:
                 pl = p.payload or {}
                 entry = docs.setdefault(
                     str(pl.get("doc_id")),
-                    {"source": pl.get("source", ""), "title": pl.get("title", ""), "version": pl.get("version", ""), "n": 0},
+                    {
+                        "source": pl.get("source", ""),
+                        "title": pl.get("title", ""),
+                        "version": pl.get("version", ""),
+                        "n": 0,
+                    },
                 )
                 entry["n"] += 1
             if offset is None:
                 break
         return sorted(
-            (DocumentInfo(doc_id=k, source=v["source"], title=v["title"], chunks=v["n"], version=v["version"]) for k, v in docs.items()),
+            (
+                DocumentInfo(
+                    doc_id=k, source=v["source"], title=v["title"], chunks=v["n"], version=v["version"]
+                )
+                for k, v in docs.items()
+            ),
             key=lambda d: d.source,
         )
 
     async def count(self, tenant: str) -> int:
-        result = await self._call(self.client.count(self.collection, count_filter=tenant_filter(tenant), exact=True))
+        result = await self._call(
+            self.client.count(self.collection, count_filter=tenant_filter(tenant), exact=True)
+        )
         return result.count
 
 

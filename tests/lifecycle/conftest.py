@@ -44,11 +44,21 @@ def llm_stack(offline_providers: Providers, guide_store: VectorStore) -> StackFa
 
     @contextlib.asynccontextmanager
     async def build(
-        *, reply: Reply | None = None, latency: Latency | None = None, openai: dict[str, Any] | None = None, **overrides: Any
+        *,
+        reply: Reply | None = None,
+        latency: Latency | None = None,
+        openai: dict[str, Any] | None = None,
+        **overrides: Any,
     ) -> AsyncIterator[Stack]:
         async with FakeUpstream(reply=reply, latency=latency) as fake:
             openai_settings = OpenAISettings(
-                **{"api_key": "test-key", "base_url": fake.openai_base_url, "max_retries": 0, "timeout": 5, **(openai or {})}
+                **{
+                    "api_key": "test-key",
+                    "base_url": fake.openai_base_url,
+                    "max_retries": 0,
+                    "timeout": 5,
+                    **(openai or {}),
+                }
             )
             client = build_openai_client(openai_settings)
             try:

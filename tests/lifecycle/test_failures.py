@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import websockets
 
-from chatbot.providers.base import EmbedKind, Embedder
+from chatbot.providers.base import Embedder, EmbedKind
 from chatbot.rag.retrieval import VectorStore
 from tests.fakes.scripting import Fault, Latency, Reply
 from tests.lifecycle.conftest import StackFactory
@@ -27,7 +27,8 @@ async def ask(url: str, message: str = "How do I stop an answer?") -> list[dict[
 
 def single_terminal(frames: list[dict[str, Any]]) -> dict[str, Any]:
     terminals = [f for f in frames if f["type"] in ("done", "stopped", "error")]
-    assert len(terminals) == 1 and terminals[0] is frames[-1], frames[-3:]
+    assert len(terminals) == 1, frames[-3:]
+    assert terminals[0] is frames[-1], frames[-3:]
     return terminals[0]
 
 
@@ -118,9 +119,11 @@ async def ask_with(providers: Any, store: VectorStore, **overrides: Any) -> list
     from tests.serving import serve_app
 
     settings = make_settings(**overrides)
-    async with build_services(settings, providers=providers, store=store) as svc:
-        async with serve_app(create_app(settings, services=svc)) as url:
-            return await ask(url.replace("http://", "ws://") + "/v1/ws")
+    async with (
+        build_services(settings, providers=providers, store=store) as svc,
+        serve_app(create_app(settings, services=svc)) as url,
+    ):
+        return await ask(url.replace("http://", "ws://") + "/v1/ws")
 
 
 class TestDeadlines:
@@ -143,7 +146,9 @@ class TestDeadlines:
 
     async def test_retrieve_deadline(self, offline_providers: Any, guide_store: Any) -> None:
         """A vector search slower than deadlines.retrieve ends with retrieve_timeout before any token."""
-        frames = await ask_with(offline_providers, SlowSearchStore(guide_store, 2.0), deadlines={"retrieve": 0.2})
+        frames = await ask_with(
+            offline_providers, SlowSearchStore(guide_store, 2.0), deadlines={"retrieve": 0.2}
+        )
         assert single_terminal(frames)["code"] == "retrieve_timeout"
         assert not any(f["type"] == "token" for f in frames)
 
@@ -174,4 +179,5 @@ class TestDeadlines:
                 cid = error["details"]["conversation_id"]
                 turns = (await client.get(f"/v1/conversations/{cid}")).json()["turns"]
         assert turns[-1]["error"] == "upstream_unavailable"
-        assert turns[-1]["content"] and turns[-1]["stopped"] is False
+        assert turns[-1]["content"]
+        assert turns[-1]["stopped"] is False

@@ -19,7 +19,9 @@ BULKY = Reply(text=("w" * 400 + " ") * 4, tokens=12_000)  # ~5 MB of text, strea
 
 
 class TestSlowReader:
-    async def test_slow_reader_does_not_delay_a_fast_reader_and_is_detached(self, llm_stack: StackFactory) -> None:
+    async def test_slow_reader_does_not_delay_a_fast_reader_and_is_detached(
+        self, llm_stack: StackFactory
+    ) -> None:
         """A client that never reads is disconnected after send_timeout; a fast client's frames keep flowing."""
         stack_ = llm_stack(
             reply=BULKY,
@@ -28,7 +30,9 @@ class TestSlowReader:
             server={"shutdown_seconds": 0.2},
         )
         async with stack_ as stack:
-            async with websockets.connect(stack.ws_url, max_queue=1, max_size=None, close_timeout=0.5) as slow:
+            async with websockets.connect(
+                stack.ws_url, max_queue=1, max_size=None, close_timeout=0.5
+            ) as slow:
                 await slow.send(json.dumps({"type": "ask", "message": "Tell me everything"}))
                 await asyncio.sleep(0.2)  # the slow answer is streaming into a socket nobody reads
                 gaps: list[float] = []
@@ -72,17 +76,19 @@ class TestLimits:
     async def test_process_limit_refuses_with_busy(self, llm_stack: StackFactory) -> None:
         """Beyond max_answers_per_process an ask gets busy with retry_after, on websocket and HTTP."""
         long = Reply(text="Long [1].", tokens=4000)
-        async with llm_stack(reply=long, latency=Latency(token_ms=5), limits={"max_answers_per_process": 1}) as stack:
-            async with websockets.connect(stack.ws_url) as first, websockets.connect(stack.ws_url) as second:
-                await first.send(json.dumps({"type": "ask", "message": "How do I stop an answer?"}))
-                json.loads(await first.recv())
-                await second.send(json.dumps({"type": "ask", "message": "How do I resume?"}))
-                refused = json.loads(await second.recv())
-                async with httpx.AsyncClient(base_url=stack.url) as client:
-                    r = await client.post("/v1/chat", json={"message": "hello there"})
-                await first.send(json.dumps({"type": "stop"}))
-                await collect_until_end(first)
-        assert refused["code"] == "busy" and refused["retry_after"] > 0
+        async with llm_stack(
+            reply=long, latency=Latency(token_ms=5), limits={"max_answers_per_process": 1}
+        ) as stack, websockets.connect(stack.ws_url) as first, websockets.connect(stack.ws_url) as second:
+            await first.send(json.dumps({"type": "ask", "message": "How do I stop an answer?"}))
+            json.loads(await first.recv())
+            await second.send(json.dumps({"type": "ask", "message": "How do I resume?"}))
+            refused = json.loads(await second.recv())
+            async with httpx.AsyncClient(base_url=stack.url) as client:
+                r = await client.post("/v1/chat", json={"message": "hello there"})
+            await first.send(json.dumps({"type": "stop"}))
+            await collect_until_end(first)
+        assert refused["code"] == "busy"
+        assert refused["retry_after"] > 0
         assert (r.status_code, r.json()["error"]["code"]) == (429, "busy")
         assert r.headers["Retry-After"] == "1"
 
@@ -99,14 +105,17 @@ class TestLimits:
                 frames.append(json.loads(await ws.recv()))
             await ws.send(json.dumps({"type": "stop"}))
             rest = await collect_until_end(ws)
-        assert frames[-1]["message_id"] == first["message_id"] and frames[-1]["reason"] == "replaced"
+        assert frames[-1]["message_id"] == first["message_id"]
+        assert frames[-1]["reason"] == "replaced"
         assert rest[-1]["message_id"] != first["message_id"]
 
 
 class TestHeartbeats:
     async def test_sse_sends_comments_while_waiting(self, llm_stack: StackFactory) -> None:
         """During a slow first token the SSE stream carries keep-alive comment lines."""
-        async with llm_stack(reply=Reply(text="Late answer [1]."), stream={"heartbeat_seconds": 0.1}) as stack:
+        async with llm_stack(
+            reply=Reply(text="Late answer [1]."), stream={"heartbeat_seconds": 0.1}
+        ) as stack:
             stack.fake.inject(Fault.slow_first_chunk(0.6))
             async with httpx.AsyncClient(base_url=stack.url) as client:
                 r = await client.post("/v1/chat", json={"message": "How do I stop?", "stream": True})
@@ -116,7 +125,9 @@ class TestHeartbeats:
 
 
 class TestShutdown:
-    async def test_shutdown_ends_running_answers_and_closes_websockets_1012(self, llm_stack: StackFactory) -> None:
+    async def test_shutdown_ends_running_answers_and_closes_websockets_1012(
+        self, llm_stack: StackFactory
+    ) -> None:
         """On drain: running answers get shutdown_seconds, then an error event; websockets close with 1012."""
         long = Reply(text="Long [1].", tokens=4000)
         stack_ = llm_stack(reply=long, latency=Latency(token_ms=5), server={"shutdown_seconds": 0.3})
@@ -133,7 +144,8 @@ class TestShutdown:
             async with httpx.AsyncClient(base_url=stack.url) as client:
                 r = await client.post("/v1/chat", json={"message": "hello after shutdown"})
             assert (await stack.fake.wait_stream_closed(1.0)).client_closed_at
-        assert frames[-1]["type"] == "error" and frames[-1]["code"] == "shutting_down"
+        assert frames[-1]["type"] == "error"
+        assert frames[-1]["code"] == "shutting_down"
         assert code == 1012
         assert (r.status_code, r.json()["error"]["code"]) == (503, "shutting_down")
 

@@ -21,14 +21,17 @@ class TestRequestsPerMinute:
         async with llm_stack(reply=Reply(text="Ok [1]."), quotas={"requests_per_minute": 3}) as stack:
             async with httpx.AsyncClient(base_url=stack.url) as client:
                 for _ in range(2):
-                    assert (await client.post("/v1/chat", json={"message": "How do I stop?"})).status_code == 200
+                    assert (
+                        await client.post("/v1/chat", json={"message": "How do I stop?"})
+                    ).status_code == 200
                 async with websockets.connect(stack.ws_url) as ws:
                     await ws.send(json.dumps({"type": "ask", "message": "How do I stop?"}))
                     assert (await collect_until_end(ws))[-1]["type"] == "done"
                     await ws.send(json.dumps({"type": "ask", "message": "How do I stop?"}))
                     refused_frame = json.loads(await ws.recv())
                 refused = await client.post("/v1/chat", json={"message": "How do I stop?"})
-        assert refused_frame["code"] == "rate_limited" and refused_frame["retry_after"] > 0
+        assert refused_frame["code"] == "rate_limited"
+        assert refused_frame["retry_after"] > 0
         assert (refused.status_code, refused.json()["error"]["code"]) == (429, "rate_limited")
         assert int(refused.headers["Retry-After"]) >= 1
 
@@ -67,9 +70,11 @@ class TestTokenBudget:
                 refused = json.loads(await ws.recv())
             assert (await stack.fake.wait_stream_closed(1.0)).client_closed_at
         tokens = sum(1 for f in frames if f["type"] == "token")
-        assert frames[-1]["type"] == "error" and frames[-1]["code"] == "quota_exceeded"
+        assert frames[-1]["type"] == "error"
+        assert frames[-1]["code"] == "quota_exceeded"
         assert tokens > 0
-        assert refused["code"] == "quota_exceeded" and refused["retry_after"] > 0
+        assert refused["code"] == "quota_exceeded"
+        assert refused["retry_after"] > 0
 
 
 class TestConnections:

@@ -52,7 +52,9 @@ class TestWebsocketResume:
                 first = [json.loads(await ws.recv()) for _ in range(3)]
             await stack.fake.wait_stream_ended(5.0)
             async with websockets.connect(stack.ws_url) as ws:
-                await ws.send(json.dumps({"type": "resume", "message_id": first[0]["message_id"], "after": 3}))
+                await ws.send(
+                    json.dumps({"type": "resume", "message_id": first[0]["message_id"], "after": 3})
+                )
                 rest = await collect_until_end(ws)
         frames = first + rest
         assert [f["seq"] for f in frames] == list(range(1, len(frames) + 1))
@@ -60,23 +62,29 @@ class TestWebsocketResume:
 
     async def test_resume_of_another_tenants_answer_is_unknown(self, llm_stack: StackFactory) -> None:
         """A message id is only visible to its tenant."""
-        async with llm_stack(reply=REPLY, latency=PACED) as stack:
-            async with websockets.connect(stack.ws_url) as ws:
-                await ws.send(json.dumps({"type": "ask", "message": "How do I resume?"}))
-                start = json.loads(await ws.recv())
-                async with websockets.connect(stack.ws_url + "?tenant=other") as other:
-                    await other.send(json.dumps({"type": "resume", "message_id": start["message_id"], "after": 0}))
-                    error = json.loads(await other.recv())
-                await collect_until_end(ws)
+        async with llm_stack(reply=REPLY, latency=PACED) as stack, websockets.connect(stack.ws_url) as ws:
+            await ws.send(json.dumps({"type": "ask", "message": "How do I resume?"}))
+            start = json.loads(await ws.recv())
+            async with websockets.connect(stack.ws_url + "?tenant=other") as other:
+                await other.send(
+                    json.dumps({"type": "resume", "message_id": start["message_id"], "after": 0})
+                )
+                error = json.loads(await other.recv())
+            await collect_until_end(ws)
         assert error["code"] == "unknown_message"
 
 
 class TestSseResume:
     async def test_last_event_id_resume_mid_answer(self, llm_stack: StackFactory) -> None:
         """Close the SSE stream after a few tokens; GET /events with Last-Event-ID completes it exactly."""
-        async with llm_stack(reply=REPLY, latency=PACED) as stack, httpx.AsyncClient(base_url=stack.url) as client:
+        async with (
+            llm_stack(reply=REPLY, latency=PACED) as stack,
+            httpx.AsyncClient(base_url=stack.url) as client,
+        ):
             before: list[dict[str, Any]] = []
-            async with client.stream("POST", "/v1/chat", json={"message": "How do I resume?", "stream": True}) as r:
+            async with client.stream(
+                "POST", "/v1/chat", json={"message": "How do I resume?", "stream": True}
+            ) as r:
                 async for line in r.aiter_lines():
                     if line.startswith("data: "):
                         before.append(json.loads(line[6:]))

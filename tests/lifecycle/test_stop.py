@@ -78,14 +78,18 @@ class TestStopWebsocket:
         sent_text = "".join(f.get("delta", "") for f in frames)
         assert turns[-1]["role"] == "assistant"
         assert turns[-1]["stopped"] is True
-        assert turns[-1]["content"].startswith(sent_text) and sent_text
+        assert turns[-1]["content"].startswith(sent_text)
+        assert sent_text
 
 
 class TestStopHttp:
     async def test_stop_endpoint_closes_upstream_within_a_second(self, llm_stack: StackFactory) -> None:
         """50 times: SSE answer, first token, POST /stop -> upstream closed within 1 s; SSE ends with stopped."""
         latencies = []
-        async with llm_stack(reply=LONG, latency=SLOW) as stack, httpx.AsyncClient(base_url=stack.url) as client:
+        async with (
+            llm_stack(reply=LONG, latency=SLOW) as stack,
+            httpx.AsyncClient(base_url=stack.url) as client,
+        ):
             for trial in range(1, TRIALS + 1):
                 async with client.stream(
                     "POST", "/v1/chat", json={"message": "How do I stop an answer?", "stream": True}
@@ -130,7 +134,8 @@ class TestDisconnect:
                 await ws.send(json.dumps({"type": "ask", "message": "How do I resume?"}))
                 await first_token(ws)
             rec = await stack.fake.wait_stream_ended(3.0)
-        assert rec.completed and rec.client_closed_at is None
+        assert rec.completed
+        assert rec.client_closed_at is None
 
     async def test_cancel_on_disconnect_setting_cancels_at_once(self, llm_stack: StackFactory) -> None:
         """With cancel_on_disconnect the upstream closes right after the socket drops."""

@@ -31,9 +31,10 @@ REQUEST = ChatRequest(messages=[ChatMessage("user", "hello")], question="hello")
 @contextlib.asynccontextmanager
 async def two_vendors() -> AsyncIterator[tuple[FakeUpstream, FakeUpstream, FailoverChatModel]]:
     """OpenAI first, Cohere second, each on its own fake server."""
-    async with FakeUpstream(reply=Reply(text="From OpenAI [1].")) as oa, FakeUpstream(
-        reply=Reply(text="From Cohere [1].")
-    ) as co:
+    async with (
+        FakeUpstream(reply=Reply(text="From OpenAI [1].")) as oa,
+        FakeUpstream(reply=Reply(text="From Cohere [1].")) as co,
+    ):
         oa_settings = OpenAISettings(api_key="k", base_url=oa.openai_base_url, max_retries=0, timeout=5)
         co_settings = CohereSettings(api_key="k", base_url=co.cohere_base_url, max_retries=0, timeout=5)
         oa_client, co_client = build_openai_client(oa_settings), build_cohere_client(co_settings)
@@ -68,7 +69,8 @@ class TestCircuitBreaker:
         assert breaker.opened_at is not None
         assert breaker.available(now=breaker.opened_at + 10)
         breaker.record_success()
-        assert breaker.available() and breaker.failures == 0
+        assert breaker.available()
+        assert breaker.failures == 0
 
 
 class TestFailoverChat:
@@ -79,7 +81,7 @@ class TestFailoverChat:
     )
     async def test_fails_over_before_the_first_token(self, fault: Fault) -> None:
         """A 429/5xx/timeout on the first provider hands the answer to the second, which is named."""
-        async with two_vendors() as (oa, co, model):
+        async with two_vendors() as (oa, _co, model):
             if fault.kind == "slow_headers":
                 model.models[0]._client = model.models[0]._client.with_options(timeout=0.3)  # type: ignore[attr-defined]
             oa.inject(fault)
@@ -97,7 +99,7 @@ class TestFailoverChat:
 
     async def test_open_circuit_skips_the_failing_provider(self) -> None:
         """After `threshold` failures the first provider is not even tried until the cooldown passes."""
-        async with two_vendors() as (oa, co, model):
+        async with two_vendors() as (oa, _co, model):
             oa.inject(Fault.http_status(500), Fault.http_status(500))
             await answer(model)
             await answer(model)
@@ -119,10 +121,13 @@ class TestFailoverChat:
         self, offline_providers: Providers, guide_store: Any
     ) -> None:
         """Over the websocket, done.model says which provider answered after a failover."""
-        async with two_vendors() as (oa, co, model):
+        async with two_vendors() as (oa, _co, model):
             oa.inject(Fault.http_status(500))
             providers = Providers(
-                embedder=offline_providers.embedder, sparse=offline_providers.sparse, chat=model, reranker=None
+                embedder=offline_providers.embedder,
+                sparse=offline_providers.sparse,
+                chat=model,
+                reranker=None,
             )
             settings = make_settings()
             async with build_services(settings, providers=providers, store=guide_store) as svc:
@@ -139,11 +144,14 @@ class TestFailoverEmbedder:
         """Two deployments of one embedding model: a 503 on the first is answered by the second, same vectors."""
         async with FakeUpstream() as first, FakeUpstream() as second:
             settings = [
-                OpenAISettings(api_key="k", base_url=f.openai_base_url, max_retries=0, timeout=5) for f in (first, second)
+                OpenAISettings(api_key="k", base_url=f.openai_base_url, max_retries=0, timeout=5)
+                for f in (first, second)
             ]
             clients = [build_openai_client(s) for s in settings]
             try:
-                embedder = FailoverEmbedder([OpenAIEmbedder(c, s) for c, s in zip(clients, settings, strict=True)])
+                embedder = FailoverEmbedder(
+                    [OpenAIEmbedder(c, s) for c, s in zip(clients, settings, strict=True)]
+                )
                 expected = await embedder.embed(["hello world"], "query")
                 first.inject(Fault.http_status(503, path="/v1/embeddings"))
                 assert await embedder.embed(["hello world"], "query") == expected
@@ -169,7 +177,9 @@ class TestRegistry:
     async def test_both_keys_build_a_failover_chain(self) -> None:
         """With OpenAI and Cohere keys the chat model fails over from the primary to the other vendor."""
         settings = make_settings(
-            chat_provider="openai", openai={"api_key": "a", "fallback_base_url": "http://127.0.0.1:9/v1"}, cohere={"api_key": "b"}
+            chat_provider="openai",
+            openai={"api_key": "a", "fallback_base_url": "http://127.0.0.1:9/v1"},
+            cohere={"api_key": "b"},
         )
         async with contextlib.AsyncExitStack() as stack:
             providers = build_providers(settings, stack)
@@ -183,7 +193,12 @@ class TestRegistry:
 
     async def test_failover_can_be_disabled(self) -> None:
         """failover.enabled=false keeps the single configured provider."""
-        settings = make_settings(chat_provider="openai", openai={"api_key": "a"}, cohere={"api_key": "b"}, failover={"enabled": False})
+        settings = make_settings(
+            chat_provider="openai",
+            openai={"api_key": "a"},
+            cohere={"api_key": "b"},
+            failover={"enabled": False},
+        )
         async with contextlib.AsyncExitStack() as stack:
             providers = build_providers(settings, stack)
         assert providers.chat.name == "openai/gpt-4o-mini"

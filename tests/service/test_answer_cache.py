@@ -22,7 +22,9 @@ QUESTION = "How should I feed llamas?"
 
 
 @pytest.fixture
-async def cached_app(offline_providers: Providers, guide_store: VectorStore) -> AsyncIterator[tuple[str, Services]]:
+async def cached_app(
+    offline_providers: Providers, guide_store: VectorStore
+) -> AsyncIterator[tuple[str, Services]]:
     settings = make_settings(cache={"enabled": True})
     async with build_services(settings, providers=offline_providers, store=guide_store) as svc:
         async with serve_app(create_app(settings, services=svc)) as url:
@@ -43,19 +45,26 @@ async def ask(client: httpx.AsyncClient, message: str = QUESTION, **extra: Any) 
 
 
 class TestAnswerCache:
-    async def test_a_repeated_question_is_answered_from_the_cache(self, cached_app: tuple[str, Services]) -> None:
+    async def test_a_repeated_question_is_answered_from_the_cache(
+        self, cached_app: tuple[str, Services]
+    ) -> None:
         """The second identical question gets the same answer and sources, marked cached, and counts a hit."""
         url, svc = cached_app
         async with client_for(url, "cache-a") as client:
             await client.post("/v1/documents", files={"file": ("llamas.md", DOC)})
             first = await ask(client)
             second = await ask(client)
-            _, events = await sse_events(client, "POST", "/v1/chat", json={"message": QUESTION, "stream": True})
-        assert first["cached"] is False and second["cached"] is True
-        assert second["answer"] == first["answer"] and "hay" in second["answer"]
+            _, events = await sse_events(
+                client, "POST", "/v1/chat", json={"message": QUESTION, "stream": True}
+            )
+        assert first["cached"] is False
+        assert second["cached"] is True
+        assert second["answer"] == first["answer"]
+        assert "hay" in second["answer"]
         assert second["sources"] == first["sources"]
         assert [e["event"] for e in events][:2] == ["start", "sources"]
-        assert "token" in [e["event"] for e in events] and events[-1]["data"]["cached"] is True
+        assert "token" in [e["event"] for e in events]
+        assert events[-1]["data"]["cached"] is True
         assert svc.metrics.cache_hits._value.get() >= 2  # type: ignore[attr-defined]
 
     async def test_tenants_do_not_share_cached_answers(self, cached_app: tuple[str, Services]) -> None:
@@ -73,7 +82,9 @@ class TestAnswerCache:
         """A new document, and a deleted one, make the tenant's next answer fresh."""
         url, _ = cached_app
         async with client_for(url, "cache-d") as client:
-            up = (await client.post("/v1/documents", files={"file": ("llamas.md", DOC)})).json()["documents"][0]
+            up = (await client.post("/v1/documents", files={"file": ("llamas.md", DOC)})).json()["documents"][
+                0
+            ]
             await ask(client)
             assert (await ask(client))["cached"] is True
             await client.post("/v1/documents", files={"file": ("alpacas.md", b"# Alpacas\n\nAlpacas hum.\n")})
@@ -92,9 +103,12 @@ class TestAnswerCache:
             first = await ask(client, "What are llamas?")
             follow = await ask(client, QUESTION, conversation_id=first["conversation_id"])
             fresh = await ask(client, QUESTION)
-        assert follow["cached"] is False and fresh["cached"] is False
+        assert follow["cached"] is False
+        assert fresh["cached"] is False
 
-    async def test_an_answer_stored_after_a_change_is_never_served(self, cached_app: tuple[str, Services]) -> None:
+    async def test_an_answer_stored_after_a_change_is_never_served(
+        self, cached_app: tuple[str, Services]
+    ) -> None:
         """An answer computed before an invalidation but stored after it carries the old generation: no hit."""
         _, svc = cached_app
         cache = svc.pipeline.cache
@@ -102,6 +116,8 @@ class TestAnswerCache:
         vector = (await svc.embedder.embed([QUESTION], "query"))[0]
         before = await cache.generation("cache-f")
         await cache.invalidate("cache-f")
-        await cache.store_answer("cache-f", before, vector, question=QUESTION, answer="stale", sources=[], model="m")
+        await cache.store_answer(
+            "cache-f", before, vector, question=QUESTION, answer="stale", sources=[], model="m"
+        )
         assert await cache.lookup("cache-f", await cache.generation("cache-f"), vector) is None
         assert await cache.lookup("cache-f", before, vector) is not None

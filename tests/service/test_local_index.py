@@ -58,7 +58,9 @@ def same(a: list, b: list) -> None:  # type: ignore[type-arg]
     assert [s.doc_id + str(s.chunk_index) for s in a] == [s.doc_id + str(s.chunk_index) for s in b]
     for x, y in zip(a, b, strict=True):
         assert x.score == pytest.approx(y.score, rel=1e-4, abs=1e-6)
-        assert x.n == y.n and x.text == y.text and x.heading_path == y.heading_path
+        assert x.n == y.n
+        assert x.text == y.text
+        assert x.heading_path == y.heading_path
 
 
 async def compare(mirrored: VectorStore, native: VectorStore, seed: int) -> int:
@@ -89,7 +91,8 @@ class TestMirror:
         records, dense, sparse = corpus()
         mirrored, native = await open_store("m1", mirror=True), await open_store("n1", mirror=False)
         try:
-            assert mirrored.index is not None and native.index is None
+            assert mirrored.index is not None
+            assert native.index is None
             for store in (mirrored, native):
                 await store.upsert(records, dense, sparse)
             assert await compare(mirrored, native, seed=1) == 375
@@ -127,7 +130,8 @@ class TestMirror:
         await first.aclose()
         again = await open_store("disk", mirror=True, path=str(tmp_path / "q"))
         try:
-            assert again.index is not None and len(again.index) == len(records)
+            assert again.index is not None
+            assert len(again.index) == len(records)
             for t, want in zip(TENANTS, expected, strict=True):
                 same(await again.search(t, queries(4, 5), mode="hybrid", limit=5), want)
         finally:
@@ -141,7 +145,8 @@ class TestMirror:
             await store.upsert(records, dense, sparse)
             for tenant in TENANTS:
                 hits = await store.search(tenant, queries(5, 3), mode="hybrid", limit=20)
-                assert hits and {h.doc_id for h in hits} <= {r.doc_id for r in records if r.tenant == tenant}
+                assert hits
+                assert {h.doc_id for h in hits} <= {r.doc_id for r in records if r.tenant == tenant}
             with pytest.raises(ValueError, match="tenant"):
                 await store.search("", queries(5, 1), mode="dense", limit=3)
         finally:

@@ -20,7 +20,9 @@ async def collect_until_end(ws: Any, *, also_errors: bool = False) -> list[dict[
     while True:
         frame = json.loads(await ws.recv())
         frames.append(frame)
-        if frame["type"] in END_TYPES and (frame["type"] != "error" or "message_id" in frame or not also_errors):
+        if frame["type"] in END_TYPES and (
+            frame["type"] != "error" or "message_id" in frame or not also_errors
+        ):
             return frames
 
 
@@ -50,7 +52,9 @@ def parse_sse(text: str) -> list[dict[str, Any]]:
     return events
 
 
-async def sse_events(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> tuple[httpx.Response, list[dict[str, Any]]]:
+async def sse_events(
+    client: httpx.AsyncClient, method: str, url: str, **kwargs: Any
+) -> tuple[httpx.Response, list[dict[str, Any]]]:
     async with client.stream(method, url, **kwargs) as response:
         body = (await response.aread()).decode()
     return response, parse_sse(body)

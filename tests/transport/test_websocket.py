@@ -68,7 +68,9 @@ class TestBadInput:
             ('{"type": "stop"}', "nothing_to_stop"),
         ],
     )
-    async def test_bad_frame_gets_error_and_connection_stays_usable(self, served: str, raw: str, code: str) -> None:
+    async def test_bad_frame_gets_error_and_connection_stays_usable(
+        self, served: str, raw: str, code: str
+    ) -> None:
         """Each bad frame gets an error frame with its code; the next ask on the same connection works."""
         async with websockets.connect(ws_url(served)) as ws:
             await ws.send(raw)

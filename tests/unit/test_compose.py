@@ -37,7 +37,9 @@ CORE_SERVICES = ("app", "qdrant", "redis")
 HOST_ENV = {
     "CHATBOT_AUTH__TOKEN_SECRET": "t" * 48,
     "QDRANT_API_KEY": "q" * 40,
-    "CHATBOT_AUTH__API_KEYS": '[{"id": "site", "sha256": "' + "0" * 64 + '", "tenant": "acme", "roles": ["chat"]}]',
+    "CHATBOT_AUTH__API_KEYS": '[{"id": "site", "sha256": "'
+    + "0" * 64
+    + '", "tenant": "acme", "roles": ["chat"]}]',
 }
 
 

@@ -119,9 +119,7 @@ class TestLoopLagMonitor:
             LoopLagMonitor(interval=0)
 
 
-@pytest.mark.parametrize(
-    ("q", "expected"), [(0.5, 50.0), (0.99, 99.0), (1.0, 100.0), (0.0, 1.0)]
-)
+@pytest.mark.parametrize(("q", "expected"), [(0.5, 50.0), (0.99, 99.0), (1.0, 100.0), (0.0, 1.0)])
 def test_quantile_is_nearest_rank(q: float, expected: float) -> None:
     """Quantiles are nearest-rank over the sorted samples."""
     assert _quantile([float(i) for i in range(1, 101)], q) == expected

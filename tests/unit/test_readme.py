@@ -19,5 +19,6 @@ class TestReadme:
     def test_two_commands_are_documented(self) -> None:
         """The quick start names the run and test commands that .ci/run uses."""
         text = README.read_text(encoding="utf-8")
-        assert "make run" in text and "make test" in text
+        assert "make run" in text
+        assert "make test" in text
         assert "make test" in (README.parent / ".ci" / "run").read_text()
