@@ -109,22 +109,32 @@ class Pipeline:
 
     async def stream_answer(self, req: AnswerRequest) -> AsyncIterator[ChatEvent]:
         progress = _Progress()
+        saved = False
+
+        async def save(outcome: str, error_code: str | None = None) -> None:
+            # before the terminal event goes out: a client's next message must find this turn in the history
+            nonlocal saved
+            progress.outcome, progress.error_code, saved = outcome, error_code, True
+            await self._save_turn(req, progress)
+
         try:
             yield StartEvent(message_id=req.message_id, conversation_id=req.conversation_id)
             async with contextlib.aclosing(self._run(req, progress)) as events:
                 async for event in events:
+                    if isinstance(event, DoneEvent):
+                        await save("done")
                     yield event
-            progress.outcome = "done"
         except ChatbotError as exc:
-            progress.outcome, progress.error_code = "error", exc.code
             log.info("answer %s failed: %s", req.message_id, exc.code, exc_info=exc.status >= 500)
+            await save("error", exc.code)
             yield ErrorEvent(code=exc.code, message=exc.message, retry_after=exc.retry_after)
         except Exception:
-            progress.outcome, progress.error_code = "error", "internal_error"
             log.exception("answer %s failed unexpectedly", req.message_id)
+            await save("error", "internal_error")
             yield ErrorEvent(code="internal_error", message=ChatbotError.default_message)
         finally:
-            await self._save_turn(req, progress)
+            if not saved:  # stopped: closed early or cancelled
+                await self._save_turn(req, progress)
 
     async def _run(self, req: AnswerRequest, progress: _Progress) -> AsyncGenerator[ChatEvent, None]:
         timings: dict[str, float] = {}
