@@ -132,6 +132,9 @@ async def serve(settings: Settings) -> None:
         config = Config()
         config.bind = [f"{settings.server.host}:{settings.server.port}"]
         config.websocket_ping_interval = settings.stream.heartbeat_seconds
+        # hypercorn buffers a whole message before the app sees it (default 16 MiB): bound that buffer too;
+        # frames up to it get our payload_too_large error frame, larger ones a close with 1009
+        config.websocket_max_message_size = max(1 << 20, 4 * settings.limits.max_frame_bytes)
         config.graceful_timeout = settings.server.shutdown_seconds + 2
         config.accesslog = None
         config.errorlog = logging.getLogger("hypercorn.error")  # through the root handler: JSON in prod, once
