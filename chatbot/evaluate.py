@@ -43,7 +43,7 @@ from chatbot.providers.registry import Providers, build_providers
 from chatbot.rag.events import Source
 from chatbot.rag.ingest import Ingestor
 from chatbot.rag.retrieval import QueryVectors, SearchMode, VectorStore
-from chatbot.settings import QdrantSettings, Settings
+from chatbot.settings import Settings
 
 EvalMode = Literal["dense", "sparse", "hybrid", "rerank"]
 ALL_MODES: tuple[EvalMode, ...] = ("dense", "sparse", "hybrid", "rerank")
@@ -378,10 +378,11 @@ def parse_modes(text: str | None, *, rerank_available: bool) -> list[EvalMode]:
 
 
 def eval_settings(settings: Settings) -> Settings:
-    """The deployment's settings with a scratch in-memory store and the sparse model always on."""
+    """The deployment's settings (its store knobs too) with a scratch in-memory store and the sparse model on."""
+    scratch = {"url": None, "api_key": None, "path": ":memory:", "collection": "eval"}
     return settings.model_copy(
         update={
-            "qdrant": QdrantSettings.model_validate({"path": ":memory:", "collection": "eval"}),
+            "qdrant": settings.qdrant.model_copy(update=scratch),
             "retrieval": settings.retrieval.model_copy(
                 update={"mode": "auto" if settings.retrieval.mode == "dense" else settings.retrieval.mode}
             ),

@@ -17,6 +17,7 @@ from chatbot.evaluate import (
     corpus_id,
     document_bytes,
     document_source,
+    eval_settings,
     mrr_at_k,
     ndcg_at_k,
     parse_modes,
@@ -30,6 +31,7 @@ from chatbot.evaluate import (
 )
 from chatbot.providers.base import EmbedKind
 from chatbot.rag.loaders import load_document
+from chatbot.settings import Settings
 
 LOG2_3 = math.log2(3)
 LOG2_5 = math.log2(5)
@@ -159,6 +161,19 @@ class TestAdapter:
         sections = [(s.heading_path, s.text) for s in parsed.sections]
         assert sections == [(("Cell walls of plants",), "Plants have walls.")]
         assert corpus_id(document_source("4983")) == "4983"
+
+    def test_scratch_store_keeps_the_deployments_knobs(self) -> None:
+        """The eval never writes to the configured store: an in-memory one, with the other store knobs kept."""
+        configured = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            qdrant={"url": "http://qdrant:6333", "collection": "documents", "memory_index": False, "upsert_batch": 64},
+            retrieval={"mode": "dense", "fusion": "dbsf"},
+        )
+        scratch = eval_settings(configured)
+        assert (scratch.qdrant.url, scratch.qdrant.path, scratch.qdrant.collection) == (None, ":memory:", "eval")
+        assert (scratch.qdrant.memory_index, scratch.qdrant.upsert_batch) == (False, 64)
+        assert (scratch.retrieval.mode, scratch.retrieval.fusion) == ("auto", "dbsf")
+        assert configured.qdrant.url == "http://qdrant:6333"
 
     def test_modes_parse_and_rerank_needs_a_reranker(self) -> None:
         """Modes default to every usable one; rerank without a reranker and unknown modes are ConfigErrors."""
