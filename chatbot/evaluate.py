@@ -42,7 +42,8 @@ from chatbot.providers.base import Embedder, EmbedKind, Reranker, SparseEmbedder
 from chatbot.providers.registry import Providers, build_providers
 from chatbot.rag.events import Source
 from chatbot.rag.ingest import Ingestor
-from chatbot.rag.retrieval import QueryVectors, SearchMode, VectorStore
+from chatbot.rag.pipeline import embed_query
+from chatbot.rag.retrieval import SearchMode, VectorStore
 from chatbot.settings import Settings
 
 EvalMode = Literal["dense", "sparse", "hybrid", "rerank"]
@@ -463,15 +464,10 @@ class Retriever:
     async def search(self, question: str, mode: EvalMode) -> list[Source]:
         retrieval = self.settings.retrieval
         store_mode: SearchMode = "hybrid" if mode == "rerank" else mode
-        dense: list[float] | None = None
-        if store_mode != "sparse":
-            dense = (await self.embedder.embed([question], "query"))[0]
-        sparse = None
-        if store_mode != "dense" and self.sparse is not None:
-            sparse = (await self.sparse.embed_sparse([question], "query"))[0]
+        vectors = await embed_query(self.embedder, self.sparse, question, store_mode)  # as the pipeline does
         sources = await self.store.search(
             EVAL_TENANT,
-            [QueryVectors(dense=dense, sparse=sparse)],
+            [vectors],
             mode=store_mode,
             limit=self.depth,
             prefetch_limit=retrieval.prefetch_limit,

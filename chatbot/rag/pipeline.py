@@ -300,13 +300,7 @@ class Pipeline:
         return [ChatMessage(t.role, t.content) for t in turns if t.content]
 
     async def _embed_query(self, text: str) -> QueryVectors:
-        if self.sparse is not None and self.search_mode != "dense":
-            dense, sparse = await asyncio.gather(
-                self.embedder.embed([text], "query"), self.sparse.embed_sparse([text], "query")
-            )
-            return QueryVectors(dense=dense[0], sparse=sparse[0])
-        dense = await self.embedder.embed([text], "query")
-        return QueryVectors(dense=dense[0])
+        return await embed_query(self.embedder, self.sparse, text, self.search_mode)
 
     async def _rewrite(self, question: str, history: list[ChatMessage]) -> str:
         """A standalone query for a follow-up: through the chat model when it is an LLM, else the fallback."""
@@ -360,6 +354,18 @@ class Pipeline:
             )
         except Exception:
             log.exception("could not save turn of answer %s", req.message_id)
+
+
+async def embed_query(
+    embedder: Embedder, sparse: SparseEmbedder | None, text: str, mode: SearchMode
+) -> QueryVectors:
+    """A question as the vectors `mode` searches with (dense and BM25 embedded concurrently for hybrid)."""
+    if mode == "sparse" and sparse is not None:
+        return QueryVectors(sparse=(await sparse.embed_sparse([text], "query"))[0])
+    if mode == "hybrid" and sparse is not None:
+        dense, terms = await asyncio.gather(embedder.embed([text], "query"), sparse.embed_sparse([text], "query"))
+        return QueryVectors(dense=dense[0], sparse=terms[0])
+    return QueryVectors(dense=(await embedder.embed([text], "query"))[0])
 
 
 async def _staged(stage: str, seconds: float, aw: Awaitable[T], timings: dict[str, float]) -> T:
