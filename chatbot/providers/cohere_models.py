@@ -14,7 +14,6 @@ import contextlib
 import json
 import logging
 import random
-import weakref
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
@@ -32,7 +31,13 @@ from chatbot.errors import (
     UpstreamUnavailable,
 )
 from chatbot.providers.base import ChatChunk, ChatMessage, ChatRequest, EmbedKind, RankedPassage
-from chatbot.providers.upstream_http import SSEEvents, aclose_iterator, error_for_status, retry_after
+from chatbot.providers.upstream_http import (
+    SSEEvents,
+    aclose_iterator,
+    error_for_status,
+    retry_after,
+    shared_limiter,
+)
 from chatbot.settings import CohereSettings
 
 PROVIDER = "cohere"
@@ -64,17 +69,6 @@ def build_cohere_client(settings: CohereSettings) -> cohere.AsyncClientV2:
         timeout=settings.timeout,
         max_retries=settings.max_retries,
     )
-
-
-_LIMITERS: weakref.WeakKeyDictionary[cohere.AsyncClientV2, asyncio.Semaphore] = weakref.WeakKeyDictionary()
-
-
-def shared_limiter(client: cohere.AsyncClientV2, size: int) -> asyncio.Semaphore:
-    """One semaphore per client (one client per upstream per process), shared by every adapter on it."""
-    limiter = _LIMITERS.get(client)
-    if limiter is None:
-        limiter = _LIMITERS[client] = asyncio.Semaphore(size)
-    return limiter
 
 
 class CohereEmbedder:

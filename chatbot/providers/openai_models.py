@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import weakref
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
@@ -29,7 +28,7 @@ from chatbot.errors import (
     UpstreamUnavailable,
 )
 from chatbot.providers.base import ChatChunk, ChatMessage, ChatRequest, EmbedKind
-from chatbot.providers.upstream_http import SSEEvents, aclose_iterator, error_for_status
+from chatbot.providers.upstream_http import SSEEvents, aclose_iterator, error_for_status, shared_limiter
 from chatbot.settings import OpenAISettings
 
 PROVIDER = "openai"
@@ -50,17 +49,6 @@ def build_openai_client(settings: OpenAISettings) -> AsyncOpenAI:
         timeout=settings.timeout,
         max_retries=settings.max_retries,
     )
-
-
-_LIMITERS: weakref.WeakKeyDictionary[AsyncOpenAI, asyncio.Semaphore] = weakref.WeakKeyDictionary()
-
-
-def shared_limiter(client: AsyncOpenAI, size: int) -> asyncio.Semaphore:
-    """One semaphore per client (one client per upstream per process), shared by every adapter on it."""
-    limiter = _LIMITERS.get(client)
-    if limiter is None:
-        limiter = _LIMITERS[client] = asyncio.Semaphore(size)
-    return limiter
 
 
 class OpenAIEmbedder:

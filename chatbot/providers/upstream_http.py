@@ -3,12 +3,15 @@ body, Retry-After, and the mapping of HTTP statuses to chatbot errors."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.utils
 import logging
 import math
 import time
+import weakref
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 from chatbot.errors import (
     UpstreamAuth,
@@ -89,3 +92,14 @@ def error_for_status(provider: str, status: int, headers: Mapping[str, str]) -> 
     if status >= 500 or status == 499:  # 499: Cohere's "request cancelled upstream"
         return UpstreamUnavailable(provider=provider)
     return UpstreamBadResponse(provider=provider)  # other 4xx, and a 2xx body that was not JSON
+
+
+_LIMITERS: weakref.WeakKeyDictionary[Any, asyncio.Semaphore] = weakref.WeakKeyDictionary()
+
+
+def shared_limiter(client: Any, size: int) -> asyncio.Semaphore:
+    """One semaphore per SDK client (one client per upstream per process), shared by every adapter on it."""
+    limiter = _LIMITERS.get(client)
+    if limiter is None:
+        limiter = _LIMITERS[client] = asyncio.Semaphore(size)
+    return limiter
