@@ -19,13 +19,13 @@ import numpy as np
 
 from bench.bench_embed import run as bench_embed_run
 from bench.corpus import documents, questions
-from chatbot.looplag import LoopLagMonitor
+from chatbot.ingest.chunking import chunk_document
+from chatbot.ingest.loaders import load_document
+from chatbot.ingest.service import Ingestor
+from chatbot.ops.looplag import LoopLagMonitor
 from chatbot.providers.local_models import BM25SparseEmbedder, LocalEmbedder
-from chatbot.rag.chunking import chunk_document
-from chatbot.rag.ingest import Ingestor
-from chatbot.rag.loaders import load_document
-from chatbot.rag.retrieval import ChunkRecord, QueryVectors, VectorStore
 from chatbot.settings import LocalModelSettings, QdrantSettings
+from chatbot.stores.qdrant.store import ChunkRecord, QueryVectors, VectorStore
 
 TENANT = "public"
 

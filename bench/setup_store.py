@@ -12,8 +12,8 @@ import json
 import time
 
 from bench.corpus import documents
-from chatbot.services import build_services
 from chatbot.settings import load_settings
+from chatbot.wiring import build_services
 
 SECTIONS = 63  # ~64 chunks per document: one embeddings request per document
 

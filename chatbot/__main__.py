@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from chatbot.errors import ChatbotError, ConfigError
-from chatbot.observability import configure_logging, wants_json_logs
+from chatbot.ops.observability import configure_logging, wants_json_logs
 from chatbot.settings import Settings, load_settings
 
 log = logging.getLogger("chatbot")
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                 settings,
             )
         elif args.command == "eval":
-            from chatbot.evaluate import eval_command
+            from chatbot.eval.harness import eval_command
 
             if "CHATBOT_LOCAL__THREADS" not in os.environ:  # a batch job, like ingest: both cores
                 settings.local = settings.local.model_copy(update={"threads": min(2, os.cpu_count() or 1)})
@@ -123,7 +123,7 @@ async def serve(settings: Settings) -> None:
     from hypercorn.config import Config
 
     from chatbot.app import create_app, drain
-    from chatbot.services import build_services
+    from chatbot.wiring import build_services
 
     async with build_services(settings) as services:
         if settings.server.ingest_on_start:
@@ -199,8 +199,8 @@ async def bootstrap_documents(services: Any, settings: Settings) -> None:
 async def ingest(settings: Settings, paths: list[Path], tenant: str) -> None:
     from tqdm import tqdm
 
-    from chatbot.rag.ingest import expand_paths
-    from chatbot.services import build_services
+    from chatbot.ingest.service import expand_paths
+    from chatbot.wiring import build_services
 
     files = expand_paths(paths)
     missing = [p for p in files if not p.is_file()]
@@ -219,7 +219,7 @@ async def ingest(settings: Settings, paths: list[Path], tenant: str) -> None:
 
 
 async def documents(settings: Settings, action: str, doc_id: str | None, tenant: str) -> None:
-    from chatbot.services import build_services
+    from chatbot.wiring import build_services
 
     async with build_services(settings) as services:
         if action == "list":

@@ -17,9 +17,9 @@ from chatbot.api.context import EXTENSION, KEYRING
 from chatbot.api.routes import blueprints
 from chatbot.api.ws import CLOSE_SERVICE_RESTART, origin_allowed
 from chatbot.errors import ChatbotError
-from chatbot.observability import bind_request_id
-from chatbot.services import Services, build_services
+from chatbot.ops.observability import bind_request_id
 from chatbot.settings import Settings
+from chatbot.wiring import Services, build_services
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import pytest
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from chatbot.providers.registry import Providers
-from chatbot.rag.retrieval import VectorStore
-from chatbot.services import Services, build_services
 from chatbot.settings import Settings
+from chatbot.stores.qdrant.store import VectorStore
+from chatbot.wiring import Services, build_services
 from tests.serving import serve_app
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,7 +59,7 @@ def offline_providers() -> Iterator[Providers]:
 @pytest.fixture(scope="session")
 def guide_store(offline_providers: Providers) -> Iterator[VectorStore]:
     """One in-memory store holding the user guide for tenant 'public'; tests that write use their own tenant."""
-    from chatbot.rag.ingest import Ingestor
+    from chatbot.ingest.service import Ingestor
 
     settings = make_settings()
     store = VectorStore(settings.qdrant)

@@ -10,10 +10,10 @@ from quart import Response, request
 from chatbot.api.context import services, tenant
 from chatbot.api.sse import HEARTBEAT, Heartbeat, with_heartbeats
 from chatbot.api.wire import check_message, parse_json
+from chatbot.chat.answers import DISCONNECTED, AnswerManager, new_message_id
 from chatbot.errors import BadRequest, PayloadTooLarge, UnknownConversation
-from chatbot.observability import message_context
+from chatbot.ops.observability import message_context
 from chatbot.providers.base import ChatMessage
-from chatbot.rag.answers import DISCONNECTED, AnswerManager, new_message_id
 from chatbot.rag.events import ChatEvent, is_terminal
 from chatbot.rag.pipeline import AnswerRequest
 

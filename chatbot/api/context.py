@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, cast
 from quart import current_app, g
 
 if TYPE_CHECKING:
-    from chatbot.services import Services
+    from chatbot.wiring import Services
 
 EXTENSION = "chatbot"
 KEYRING = "chatbot.keyring"

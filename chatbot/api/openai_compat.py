@@ -32,8 +32,8 @@ from chatbot.api.openai_wire import (
 )
 from chatbot.api.sse import SSE_HEADERS, Heartbeat
 from chatbot.api.wire import validate
+from chatbot.chat.answers import DISCONNECTED
 from chatbot.errors import ChatbotError
-from chatbot.rag.answers import DISCONNECTED
 from chatbot.rag.events import ChatEvent, ErrorEvent, TokenEvent, is_terminal
 
 log = logging.getLogger(__name__)

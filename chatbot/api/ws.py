@@ -27,9 +27,9 @@ from chatbot.api.wire import (
     event_frame,
     parse_client_frame,
 )
+from chatbot.chat.answers import REPLACED
 from chatbot.errors import AnswerInProgress, BadRequest, Busy, ChatbotError, OriginNotAllowed, PayloadTooLarge
-from chatbot.observability import bind_request_id
-from chatbot.rag.answers import REPLACED
+from chatbot.ops.observability import bind_request_id
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ws", __name__)

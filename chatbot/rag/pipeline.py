@@ -31,8 +31,6 @@ from chatbot.providers.base import (
     Reranker,
     SparseEmbedder,
 )
-from chatbot.rag.answer_cache import AnswerCache, CachedAnswer
-from chatbot.rag.conversations import ConversationStore, Turn
 from chatbot.rag.events import (
     ChatEvent,
     DoneEvent,
@@ -45,8 +43,10 @@ from chatbot.rag.events import (
 )
 from chatbot.rag.followups import fallback_rewrite, looks_like_followup
 from chatbot.rag.prompts import Prompts
-from chatbot.rag.retrieval import QueryVectors, SearchMode, VectorStore
 from chatbot.settings import Settings
+from chatbot.stores.conversations import ConversationStore, Turn
+from chatbot.stores.qdrant.answer_cache import AnswerCache, CachedAnswer
+from chatbot.stores.qdrant.store import QueryVectors, SearchMode, VectorStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -363,7 +363,9 @@ async def embed_query(
     if mode == "sparse" and sparse is not None:
         return QueryVectors(sparse=(await sparse.embed_sparse([text], "query"))[0])
     if mode == "hybrid" and sparse is not None:
-        dense, terms = await asyncio.gather(embedder.embed([text], "query"), sparse.embed_sparse([text], "query"))
+        dense, terms = await asyncio.gather(
+            embedder.embed([text], "query"), sparse.embed_sparse([text], "query")
+        )
         return QueryVectors(dense=dense[0], sparse=terms[0])
     return QueryVectors(dense=(await embedder.embed([text], "query"))[0])
 

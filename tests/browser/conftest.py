@@ -24,8 +24,8 @@ from chatbot.app import create_app
 from chatbot.providers.base import ChatChunk, ChatModel, ChatRequest
 from chatbot.providers.extractive import pieces
 from chatbot.providers.registry import Providers
-from chatbot.rag.retrieval import VectorStore
-from chatbot.services import Services, build_services
+from chatbot.stores.qdrant.store import VectorStore
+from chatbot.wiring import Services, build_services
 from tests.conftest import make_settings
 from tests.serving import serve_app
 

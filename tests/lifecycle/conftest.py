@@ -14,9 +14,9 @@ from quart import Quart
 from chatbot.app import create_app
 from chatbot.providers.openai_models import OpenAIChatModel, build_openai_client
 from chatbot.providers.registry import Providers
-from chatbot.rag.retrieval import VectorStore
-from chatbot.services import Services, build_services
 from chatbot.settings import OpenAISettings
+from chatbot.stores.qdrant.store import VectorStore
+from chatbot.wiring import Services, build_services
 from tests.conftest import make_settings
 from tests.fakes.scripting import Latency, Reply
 from tests.fakes.upstream import FakeUpstream

@@ -11,7 +11,7 @@ import pytest
 import websockets
 
 from chatbot.providers.base import Embedder, EmbedKind
-from chatbot.rag.retrieval import VectorStore
+from chatbot.stores.qdrant.store import VectorStore
 from tests.fakes.scripting import Fault, Latency, Reply
 from tests.lifecycle.conftest import StackFactory
 from tests.transport.clients import collect_until_end
@@ -114,7 +114,7 @@ class SlowSearchStore(VectorStore):
 async def ask_with(providers: Any, store: VectorStore, **overrides: Any) -> list[dict[str, Any]]:
     """One websocket ask against an app built from these providers and this store."""
     from chatbot.app import create_app
-    from chatbot.services import build_services
+    from chatbot.wiring import build_services
     from tests.conftest import make_settings
     from tests.serving import serve_app
 

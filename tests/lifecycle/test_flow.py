@@ -76,9 +76,13 @@ class TestLimits:
     async def test_process_limit_refuses_with_busy(self, llm_stack: StackFactory) -> None:
         """Beyond max_answers_per_process an ask gets busy with retry_after, on websocket and HTTP."""
         long = Reply(text="Long [1].", tokens=4000)
-        async with llm_stack(
-            reply=long, latency=Latency(token_ms=5), limits={"max_answers_per_process": 1}
-        ) as stack, websockets.connect(stack.ws_url) as first, websockets.connect(stack.ws_url) as second:
+        async with (
+            llm_stack(
+                reply=long, latency=Latency(token_ms=5), limits={"max_answers_per_process": 1}
+            ) as stack,
+            websockets.connect(stack.ws_url) as first,
+            websockets.connect(stack.ws_url) as second,
+        ):
             await first.send(json.dumps({"type": "ask", "message": "How do I stop an answer?"}))
             json.loads(await first.recv())
             await second.send(json.dumps({"type": "ask", "message": "How do I resume?"}))

@@ -17,8 +17,8 @@ from chatbot.providers.cohere_models import CohereChatModel, build_cohere_client
 from chatbot.providers.failover import CircuitBreaker, FailoverChatModel, FailoverEmbedder
 from chatbot.providers.openai_models import OpenAIChatModel, OpenAIEmbedder, build_openai_client
 from chatbot.providers.registry import Providers, build_providers
-from chatbot.services import build_services
 from chatbot.settings import CohereSettings, OpenAISettings
+from chatbot.wiring import build_services
 from tests.conftest import make_settings
 from tests.fakes.scripting import Fault, Reply
 from tests.fakes.upstream import FakeUpstream

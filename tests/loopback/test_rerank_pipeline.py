@@ -18,9 +18,9 @@ from chatbot.providers.cohere_models import CohereReranker, build_cohere_client
 from chatbot.providers.registry import Providers
 from chatbot.rag.events import ChatEvent, DoneEvent, Source, SourcesEvent
 from chatbot.rag.pipeline import AnswerRequest
-from chatbot.rag.retrieval import VectorStore
-from chatbot.services import build_services
 from chatbot.settings import CohereSettings
+from chatbot.stores.qdrant.store import VectorStore
+from chatbot.wiring import build_services
 from tests.conftest import make_settings
 from tests.fakes import FakeUpstream
 from tests.fakes.cohere_api import rerank as fake_rerank

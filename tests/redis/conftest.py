@@ -26,10 +26,10 @@ from redis.asyncio import Redis
 from chatbot.app import create_app
 from chatbot.providers.openai_models import OpenAIChatModel, build_openai_client
 from chatbot.providers.registry import Providers
-from chatbot.rag.retrieval import VectorStore
-from chatbot.scaleout.client import CLIENT_NAME, RedisConnection
-from chatbot.services import Services, build_services
 from chatbot.settings import OpenAISettings, RedisSettings
+from chatbot.stores.qdrant.store import VectorStore
+from chatbot.stores.redis.client import CLIENT_NAME, RedisConnection
+from chatbot.wiring import Services, build_services
 from tests.conftest import make_settings
 from tests.fakes.scripting import Latency, Reply
 from tests.fakes.upstream import FakeUpstream

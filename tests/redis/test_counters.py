@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from redis.asyncio import Redis
 
-from chatbot.scaleout.counters import Counters, MemoryCounters, RedisCounters
+from chatbot.stores.counters import Counters, MemoryCounters, RedisCounters
 from tests.redis.conftest import ConnectionFactory
 
 pytestmark = pytest.mark.redis

@@ -12,7 +12,6 @@ import pytest
 from redis.asyncio import Redis
 
 from chatbot.errors import UnknownMessage
-from chatbot.rag.eventlog import EventLog, MemoryEventLog
 from chatbot.rag.events import (
     ChatEvent,
     DoneEvent,
@@ -24,9 +23,10 @@ from chatbot.rag.events import (
     TokenEvent,
     Usage,
 )
-from chatbot.scaleout.client import RedisConnection, RedisUnavailable
-from chatbot.scaleout.eventlog import RedisEventLog
 from chatbot.settings import RedisSettings
+from chatbot.stores.eventlog import EventLog, MemoryEventLog
+from chatbot.stores.redis.client import RedisConnection, RedisUnavailable
+from chatbot.stores.redis.eventlog import RedisEventLog
 from tests.redis.conftest import ConnectionFactory, RedisServer
 from tests.serving import free_port
 

@@ -16,9 +16,9 @@ import websockets
 
 from chatbot.errors import UnknownMessage
 from chatbot.providers.registry import Providers
-from chatbot.rag.retrieval import VectorStore
-from chatbot.scaleout.client import RedisUnavailable
-from chatbot.services import build_services
+from chatbot.stores.qdrant.store import VectorStore
+from chatbot.stores.redis.client import RedisUnavailable
+from chatbot.wiring import build_services
 from tests.conftest import make_settings
 from tests.fakes.scripting import Latency, Reply
 from tests.redis.conftest import Pair, PairFactory

@@ -15,12 +15,12 @@ import pytest
 
 from chatbot.app import create_app
 from chatbot.errors import VectorStoreUnavailable
+from chatbot.ingest.service import Ingestor
 from chatbot.providers.registry import Providers
 from chatbot.rag.events import Source
-from chatbot.rag.ingest import Ingestor
-from chatbot.rag.retrieval import QueryVectors, SearchMode, VectorStore
-from chatbot.services import Services, build_services
 from chatbot.settings import QdrantSettings, Settings
+from chatbot.stores.qdrant.store import QueryVectors, SearchMode, VectorStore
+from chatbot.wiring import Services, build_services
 from tests.conftest import GUIDE, make_settings
 from tests.fakes.httpserver import ClientGone, Connection, Request
 from tests.fakes.scripting import Fault

@@ -26,12 +26,12 @@ from pathlib import Path
 
 from qdrant_client import AsyncQdrantClient
 
+from chatbot.ingest.chunking import chunk_document
+from chatbot.ingest.loaders import load_document
+from chatbot.ingest.service import Ingestor, expand_paths
 from chatbot.providers.registry import Providers
-from chatbot.rag.chunking import chunk_document
-from chatbot.rag.ingest import Ingestor, expand_paths
-from chatbot.rag.loaders import load_document
-from chatbot.rag.retrieval import VectorStore, document_id, point_id
 from chatbot.settings import QdrantSettings
+from chatbot.stores.qdrant.store import VectorStore, document_id, point_id
 
 TENANT = "public"
 COLLECTION = "documents"

@@ -32,8 +32,8 @@ from chatbot.providers.base import Embedder
 from chatbot.providers.local_models import BM25SparseEmbedder
 from chatbot.providers.openai_models import OpenAIChatModel, OpenAIEmbedder, build_openai_client
 from chatbot.providers.registry import Providers
-from chatbot.services import Services
 from chatbot.settings import OpenAISettings, QdrantSettings
+from chatbot.wiring import Services
 from tests.conftest import make_settings
 from tests.fakes.scripting import Latency, Reply
 from tests.reliability.conftest import (

@@ -14,8 +14,8 @@ from websockets.exceptions import InvalidStatus
 
 from chatbot.app import create_app
 from chatbot.providers.registry import Providers
-from chatbot.rag.retrieval import VectorStore
-from chatbot.services import build_services
+from chatbot.stores.qdrant.store import VectorStore
+from chatbot.wiring import build_services
 from tests.conftest import make_settings
 from tests.serving import serve_app
 from tests.transport.clients import ask_ws, ws_url

@@ -21,9 +21,9 @@ from pydantic import BaseModel, ValidationError
 
 from chatbot.errors import ConfigError
 from chatbot.providers.registry import Providers
-from chatbot.rag.retrieval import VectorStore
-from chatbot.services import Services
 from chatbot.settings import Settings, load_settings
+from chatbot.stores.qdrant.store import VectorStore
+from chatbot.wiring import Services
 from tests.conftest import make_settings
 from tests.reliability.conftest import serve_services
 

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 
 from chatbot.providers.registry import Providers
-from chatbot.rag.retrieval import VectorStore
-from chatbot.services import Services
+from chatbot.stores.qdrant.store import VectorStore
+from chatbot.wiring import Services
 from tests.conftest import make_settings
 from tests.reliability.conftest import serve_services
 from tests.transport.clients import ws_url

@@ -12,12 +12,12 @@ from typing import Any
 import pytest
 import websockets
 
+from chatbot.ingest.service import Ingestor
 from chatbot.providers.openai_models import OpenAIChatModel, build_openai_client
 from chatbot.providers.registry import Providers
-from chatbot.rag.ingest import Ingestor
-from chatbot.rag.retrieval import VectorStore
-from chatbot.services import Services
 from chatbot.settings import OpenAISettings
+from chatbot.stores.qdrant.store import VectorStore
+from chatbot.wiring import Services
 from tests.conftest import make_settings
 from tests.fakes.upstream import FakeUpstream
 from tests.reliability.conftest import serve_services

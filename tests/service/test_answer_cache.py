@@ -11,8 +11,8 @@ import pytest
 
 from chatbot.app import create_app
 from chatbot.providers.registry import Providers
-from chatbot.rag.retrieval import VectorStore
-from chatbot.services import Services, build_services
+from chatbot.stores.qdrant.store import VectorStore
+from chatbot.wiring import Services, build_services
 from tests.conftest import make_settings
 from tests.serving import serve_app
 from tests.transport.clients import sse_events

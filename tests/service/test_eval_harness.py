@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from chatbot.__main__ import main
-from chatbot.evaluate import eval_command
+from chatbot.eval.harness import eval_command
 from chatbot.providers.registry import Providers
 from tests.conftest import make_settings
 

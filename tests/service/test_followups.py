@@ -18,9 +18,9 @@ from chatbot.providers.openai_models import OpenAIChatModel, build_openai_client
 from chatbot.providers.registry import Providers
 from chatbot.rag.events import DoneEvent, Source, SourcesEvent
 from chatbot.rag.pipeline import AnswerRequest
-from chatbot.rag.retrieval import QueryVectors, VectorStore
-from chatbot.services import Services, build_services
 from chatbot.settings import OpenAISettings
+from chatbot.stores.qdrant.store import QueryVectors, VectorStore
+from chatbot.wiring import Services, build_services
 from tests.conftest import make_settings
 from tests.fakes import FakeOpenAI, FakeUpstream
 from tests.fakes.scripting import Fault, Reply

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from chatbot.providers.base import SparseVector
-from chatbot.rag.retrieval import ChunkRecord, QueryVectors, SearchMode, VectorStore
 from chatbot.settings import QdrantSettings
+from chatbot.stores.qdrant.store import ChunkRecord, QueryVectors, SearchMode, VectorStore
 
 DIMS = 24
 TENANTS = ("a", "b", "c")

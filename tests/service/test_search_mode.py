@@ -9,8 +9,8 @@ import pytest
 
 from chatbot.providers.local_models import BM25SparseEmbedder
 from chatbot.providers.registry import Providers, build_providers
-from chatbot.rag.retrieval import VectorStore
-from chatbot.services import build_services
+from chatbot.stores.qdrant.store import VectorStore
+from chatbot.wiring import build_services
 from tests.conftest import make_settings
 
 

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 
 import pytest
 
+from chatbot.ingest.service import Ingestor, IngestResult
 from chatbot.providers.registry import Providers
 from chatbot.rag.events import SourcesEvent
-from chatbot.rag.ingest import Ingestor, IngestResult
 from chatbot.rag.pipeline import AnswerRequest
-from chatbot.rag.retrieval import QueryVectors, SearchMode, VectorStore, document_id, tenant_filter
-from chatbot.services import build_services
+from chatbot.stores.qdrant.store import QueryVectors, SearchMode, VectorStore, document_id, tenant_filter
+from chatbot.wiring import build_services
 from tests.conftest import make_settings
 
 MODES: tuple[SearchMode, ...] = ("dense", "sparse", "hybrid")

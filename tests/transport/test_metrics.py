@@ -15,14 +15,14 @@ import websockets
 from prometheus_client.parser import text_string_to_metric_families
 
 from chatbot.app import create_app
-from chatbot.observability import make_handler
+from chatbot.chat.answers import Answer
+from chatbot.ops.observability import make_handler
 from chatbot.providers.base import ChatChunk, ChatModel, ChatRequest
 from chatbot.providers.registry import Providers
-from chatbot.rag.answers import Answer
 from chatbot.rag.events import ChatEvent
-from chatbot.rag.retrieval import VectorStore
-from chatbot.services import Services, build_services
 from chatbot.settings import Settings
+from chatbot.stores.qdrant.store import VectorStore
+from chatbot.wiring import Services, build_services
 from tests.conftest import make_settings
 from tests.serving import serve_app
 from tests.transport.clients import ask_ws, ws_url

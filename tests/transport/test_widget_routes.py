@@ -14,8 +14,8 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from chatbot.services import Services
 from chatbot.widget_tokens import mint, signing_key, verify
+from chatbot.wiring import Services
 from tests.transport.clients import ask_ws, ws_url
 
 STATIC = Path(__file__).resolve().parents[2] / "chatbot" / "static"

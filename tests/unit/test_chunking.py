@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from chatbot.rag.chunking import Chunk, chunk_document
-from chatbot.rag.loaders import ParsedDocument, Section, load_document
+from chatbot.ingest.chunking import Chunk, chunk_document
+from chatbot.ingest.loaders import ParsedDocument, Section, load_document
 
 
 def doc_of(*sections: tuple[tuple[str, ...], str]) -> ParsedDocument:

@@ -11,7 +11,7 @@ from typing import Literal
 import pytest
 
 from chatbot.errors import ConfigError
-from chatbot.evaluate import (
+from chatbot.eval.harness import (
     BatchingEmbedder,
     CorpusDoc,
     corpus_id,
@@ -29,8 +29,8 @@ from chatbot.evaluate import (
     recall_at_k,
     score_run,
 )
+from chatbot.ingest.loaders import load_document
 from chatbot.providers.base import EmbedKind
-from chatbot.rag.loaders import load_document
 from chatbot.settings import Settings
 
 LOG2_3 = math.log2(3)
@@ -166,11 +166,20 @@ class TestAdapter:
         """The eval never writes to the configured store: an in-memory one, with the other store knobs kept."""
         configured = Settings(
             _env_file=None,  # type: ignore[call-arg]
-            qdrant={"url": "http://qdrant:6333", "collection": "documents", "memory_index": False, "upsert_batch": 64},
+            qdrant={
+                "url": "http://qdrant:6333",
+                "collection": "documents",
+                "memory_index": False,
+                "upsert_batch": 64,
+            },
             retrieval={"mode": "dense", "fusion": "dbsf"},
         )
         scratch = eval_settings(configured)
-        assert (scratch.qdrant.url, scratch.qdrant.path, scratch.qdrant.collection) == (None, ":memory:", "eval")
+        assert (scratch.qdrant.url, scratch.qdrant.path, scratch.qdrant.collection) == (
+            None,
+            ":memory:",
+            "eval",
+        )
         assert (scratch.qdrant.memory_index, scratch.qdrant.upsert_batch) == (False, 64)
         assert (scratch.retrieval.mode, scratch.retrieval.fusion) == ("auto", "dbsf")
         assert configured.qdrant.url == "http://qdrant:6333"

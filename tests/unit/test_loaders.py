@@ -10,8 +10,8 @@ from pypdf import PdfWriter
 from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 
 from chatbot.errors import PayloadTooLarge, UnreadableDocument, UnsupportedMediaType
-from chatbot.rag.chunking import chunk_document
-from chatbot.rag.loaders import (
+from chatbot.ingest.chunking import chunk_document
+from chatbot.ingest.loaders import (
     MAX_HEADING_CHARS,
     MAX_HTML_TAGS,
     SUPPORTED_SUFFIXES,

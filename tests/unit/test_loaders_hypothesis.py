@@ -13,8 +13,8 @@ from pypdf import PdfWriter
 from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 
 from chatbot.errors import PayloadTooLarge, UnreadableDocument, UnsupportedMediaType
-from chatbot.rag.chunking import Chunk, chunk_document
-from chatbot.rag.loaders import SUPPORTED_SUFFIXES, ParsedDocument, Section, load_document
+from chatbot.ingest.chunking import Chunk, chunk_document
+from chatbot.ingest.loaders import SUPPORTED_SUFFIXES, ParsedDocument, Section, load_document
 
 # Examples are small; too_slow is suppressed only so a loaded CI machine does not fail the health check.
 FUZZ = settings(

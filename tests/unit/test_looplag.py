@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from chatbot.looplag import LoopLagMonitor, _quantile
+from chatbot.ops.looplag import LoopLagMonitor, _quantile
 
 
 def block_loop(seconds: float) -> None:
@@ -34,7 +34,7 @@ class TestLoopLagMonitor:
         await monitor.start()
         try:
             await wait_for_samples(monitor, 2)
-            with caplog.at_level(logging.WARNING, logger="chatbot.looplag"):
+            with caplog.at_level(logging.WARNING, logger="chatbot.ops.looplag"):
                 asyncio.get_running_loop().call_soon(block_loop, 0.15)
                 for _ in range(100):
                     if monitor.snapshot()["over_threshold"]:

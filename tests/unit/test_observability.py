@@ -1,4 +1,4 @@
-"""chatbot.observability: JSON log lines with request/message ids, credential redaction, Metrics feeds."""
+"""chatbot.ops.observability: JSON log lines with request/message ids, credential redaction, Metrics feeds."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from chatbot.chat.answers import Answer
 from chatbot.errors import ConfigError
-from chatbot.observability import (
+from chatbot.ops.observability import (
     REDACTED,
     Metrics,
     bind_request_id,
@@ -25,7 +26,6 @@ from chatbot.observability import (
     upstream_provider_label,
     wants_json_logs,
 )
-from chatbot.rag.answers import Answer
 from chatbot.rag.events import DoneEvent, ErrorEvent, StartEvent, StoppedEvent, Usage
 from tests.conftest import make_settings
 

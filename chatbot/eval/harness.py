@@ -38,13 +38,13 @@ from typing import Any, Literal, TextIO
 from tqdm import tqdm
 
 from chatbot.errors import ConfigError, UnreadableDocument
+from chatbot.ingest.service import Ingestor
 from chatbot.providers.base import Embedder, EmbedKind, Reranker, SparseEmbedder
 from chatbot.providers.registry import Providers, build_providers
 from chatbot.rag.events import Source
-from chatbot.rag.ingest import Ingestor
 from chatbot.rag.pipeline import embed_query
-from chatbot.rag.retrieval import SearchMode, VectorStore
 from chatbot.settings import Settings
+from chatbot.stores.qdrant.store import SearchMode, VectorStore
 
 EvalMode = Literal["dense", "sparse", "hybrid", "rerank"]
 ALL_MODES: tuple[EvalMode, ...] = ("dense", "sparse", "hybrid", "rerank")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
-from chatbot.scaleout.client import RedisConnection, key_part, redis_errors
+from chatbot.stores.redis.client import RedisConnection, key_part, redis_errors
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class RedisBus:
             with redis_errors("subscribe"):
                 await pubsub.subscribe(self.channel)
         except BaseException:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # annotated only in newer redis-py
             raise
         self._pubsub = pubsub
 
@@ -84,5 +84,5 @@ class RedisBus:
 
     async def aclose(self) -> None:
         if self._pubsub is not None:
-            await self._pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
+            await self._pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # annotated only in newer redis-py
             self._pubsub = None

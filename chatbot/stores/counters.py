@@ -17,7 +17,7 @@ import uuid
 from collections import deque
 from typing import Protocol
 
-from chatbot.scaleout.client import RedisConnection, key_part, redis_errors
+from chatbot.stores.redis.client import RedisConnection, key_part, redis_errors
 
 
 class Counters(Protocol):

@@ -17,11 +17,11 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+from chatbot.chat.answers import QUOTA, Answer, AnswerManager
 from chatbot.errors import QuotaExceeded, RateLimited
-from chatbot.rag.answers import QUOTA, Answer, AnswerManager
 from chatbot.rag.events import ChatEvent, DoneEvent, TokenEvent, is_terminal
-from chatbot.scaleout.counters import Counters
 from chatbot.settings import QuotaSettings
+from chatbot.stores.counters import Counters
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from qdrant_client import models
 
 from chatbot.rag.events import Source
-from chatbot.rag.retrieval import DENSE, POINT_NAMESPACE, VectorStore, tenant_filter
+from chatbot.stores.qdrant.store import DENSE, POINT_NAMESPACE, VectorStore, tenant_filter
 
 
 @dataclass(frozen=True, slots=True)

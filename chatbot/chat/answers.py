@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from chatbot.errors import Busy, ChatbotError, QuotaExceeded, ShuttingDown, UnknownMessage
-from chatbot.rag.eventlog import EventLog
 from chatbot.rag.events import ChatEvent, ErrorEvent, StoppedEvent, TokenEvent, is_terminal
 from chatbot.rag.pipeline import AnswerRequest, Pipeline
 from chatbot.settings import StreamSettings
+from chatbot.stores.eventlog import EventLog
 
 log = logging.getLogger(__name__)
 

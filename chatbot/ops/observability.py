@@ -35,7 +35,7 @@ from chatbot.errors import ConfigError
 from chatbot.rag.events import DoneEvent, ErrorEvent, StoppedEvent
 
 if TYPE_CHECKING:
-    from chatbot.rag.answers import Answer
+    from chatbot.chat.answers import Answer
     from chatbot.rag.events import ChatEvent
     from chatbot.settings import Settings
 

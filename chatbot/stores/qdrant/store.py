@@ -19,9 +19,9 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from chatbot.errors import ChatbotError, EmbeddingMismatch, VectorStoreUnavailable
 from chatbot.providers.base import SparseVector
 from chatbot.rag.events import Source
-from chatbot.rag.local_index import Hit, LocalIndex
-from chatbot.rag.loop_thread import LoopThread
 from chatbot.settings import QdrantSettings
+from chatbot.stores.qdrant.local_index import Hit, LocalIndex
+from chatbot.stores.qdrant.loop_thread import LoopThread
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

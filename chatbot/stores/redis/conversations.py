@@ -12,8 +12,8 @@ import time
 from typing import Any
 
 from chatbot.errors import UnknownConversation
-from chatbot.rag.conversations import Turn, new_conversation_id
-from chatbot.scaleout.client import RedisConnection, key_part, redis_errors
+from chatbot.stores.conversations import Turn, new_conversation_id
+from chatbot.stores.redis.client import RedisConnection, key_part, redis_errors
 
 # KEYS: meta, turns. ARGV: max_turns, ttl_seconds, turn JSON... -> 0 when the conversation does not exist.
 _APPEND = """

@@ -8,23 +8,23 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatbot.looplag import LoopLagMonitor
-from chatbot.observability import Metrics, upstream_provider_label
+from chatbot.chat.answers import AnswerManager
+from chatbot.chat.quotas import Quotas
+from chatbot.ingest.service import Ingestor
+from chatbot.ops.looplag import LoopLagMonitor
+from chatbot.ops.observability import Metrics, upstream_provider_label
 from chatbot.providers.base import ChatModel, Embedder, Reranker, SparseEmbedder
 from chatbot.providers.registry import Providers, build_providers
-from chatbot.quotas import Quotas
-from chatbot.rag.answer_cache import AnswerCache
-from chatbot.rag.answers import AnswerManager
-from chatbot.rag.conversations import ConversationStore, MemoryConversationStore
-from chatbot.rag.eventlog import EventLog, MemoryEventLog
-from chatbot.rag.ingest import Ingestor
 from chatbot.rag.pipeline import Pipeline
 from chatbot.rag.prompts import Prompts
-from chatbot.rag.retrieval import VectorStore
-from chatbot.scaleout.backends import open_redis_backends
-from chatbot.scaleout.client import RedisConnection
-from chatbot.scaleout.counters import Counters, MemoryCounters
 from chatbot.settings import Settings
+from chatbot.stores.conversations import ConversationStore, MemoryConversationStore
+from chatbot.stores.counters import Counters, MemoryCounters
+from chatbot.stores.eventlog import EventLog, MemoryEventLog
+from chatbot.stores.qdrant.answer_cache import AnswerCache
+from chatbot.stores.qdrant.store import VectorStore
+from chatbot.stores.redis.backends import open_redis_backends
+from chatbot.stores.redis.client import RedisConnection
 
 log = logging.getLogger(__name__)
 

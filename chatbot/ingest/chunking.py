@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from chatbot.rag.loaders import ParsedDocument, is_fence_close, match_fence_open
+from chatbot.ingest.loaders import ParsedDocument, is_fence_close, match_fence_open
 
 # Where a sentence starts: after . ! ? or … (and closing quotes or brackets) plus whitespace, unless a
 # lower-case letter follows ("e.g. this"); or at a list item's first character.

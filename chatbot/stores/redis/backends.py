@@ -5,12 +5,12 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
-from chatbot.scaleout.bus import RedisBus
-from chatbot.scaleout.client import RedisConnection
-from chatbot.scaleout.conversations import RedisConversationStore
-from chatbot.scaleout.counters import RedisCounters
-from chatbot.scaleout.eventlog import RedisEventLog
 from chatbot.settings import Settings
+from chatbot.stores.counters import RedisCounters
+from chatbot.stores.redis.bus import RedisBus
+from chatbot.stores.redis.client import RedisConnection
+from chatbot.stores.redis.conversations import RedisConversationStore
+from chatbot.stores.redis.eventlog import RedisEventLog
 
 
 @dataclass(frozen=True, slots=True)
