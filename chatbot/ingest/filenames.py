@@ -39,7 +39,7 @@ def safe_filename(raw: str) -> str:
         " " if c.isspace() else c for c in text if unicodedata.category(c) not in _INVISIBLE or c.isspace()
     )
     text = _UNDERSCORES.sub("_", _RESERVED.sub("_", text))
-    text = _RUNS.sub(" ", text)
+    text = _RUNS.sub(" ", text).rstrip(_EDGES).lstrip(" _-")  # so "a_.md " is "a.md" on the first pass
     stem, dot, ext = text.rpartition(".")
     if not dot or not _EXTENSION.fullmatch(ext):
         stem, ext = text, ""
