@@ -126,8 +126,10 @@ async def serve(settings: Settings) -> None:
     from hypercorn.config import Config
 
     from chatbot.app import create_app, drain
+    from chatbot.serving import install_protocol_fixes
     from chatbot.wiring import build_services
 
+    install_protocol_fixes()  # close frames on websocket protocol violations; pings only after quiet
     async with build_services(settings) as services:
         if settings.server.ingest_on_start:
             await bootstrap_documents(services, settings)
