@@ -18,6 +18,7 @@ from typing import Any
 
 from chatbot.errors import ChatbotError, ConfigError
 from chatbot.ops.observability import configure_logging, wants_json_logs
+from chatbot.ops.redaction import known_secrets
 from chatbot.settings import Settings, load_settings
 
 log = logging.getLogger("chatbot")
@@ -58,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
         return make_key(args.tenant, args.roles, args.key_id, as_json=args.json)
     try:
         settings = load_settings()
-        configure_logging(settings.log_level, json=wants_json_logs(settings))  # CHATBOT_LOG_LEVEL/_FORMAT
+        configure_logging(  # CHATBOT_LOG_LEVEL/_FORMAT; every configured secret is masked by value
+            settings.log_level, json=wants_json_logs(settings), secrets=known_secrets(settings)
+        )
         if args.command == "serve":
             overrides: dict[str, Any] = {}
             if args.host:
@@ -123,8 +126,10 @@ async def serve(settings: Settings) -> None:
     from hypercorn.config import Config
 
     from chatbot.app import create_app, drain
+    from chatbot.serving import install_protocol_fixes
     from chatbot.wiring import build_services
 
+    install_protocol_fixes()  # close frames on websocket protocol violations; pings only after quiet
     async with build_services(settings) as services:
         if settings.server.ingest_on_start:
             await bootstrap_documents(services, settings)

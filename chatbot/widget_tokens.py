@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 
 MAX_TOKEN_CHARS = 1024  # a real token is ~150 characters; anything longer is not ours
 _TENANT = re.compile(r"^[A-Za-z0-9_\-.]{1,64}$")
+# The only shape verify() looks further into: two base64url parts. Anything else (non-ASCII, padding, spaces,
+# more dots) is refused before it reaches an encoder or a comparison that would raise on it.
+_TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,1000}\.[A-Za-z0-9_-]{1,100}", re.ASCII)
+_HOST = re.compile(r"[a-z0-9][a-z0-9._-]{0,252}|\[[0-9a-f:.]{2,45}\]", re.ASCII)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,22 +42,28 @@ class WidgetToken:
 
 
 def normalize_origin(origin: str) -> str:
-    """`scheme://host[:port]` in lower case, as a browser's Origin header has it; else BadRequest."""
-    parts = urlsplit(origin.strip())
+    """`scheme://host[:port]` in lower case, as a browser's Origin header has it; else BadRequest.
+
+    The host is ASCII (browsers send internationalised names in punycode): letters, digits, '.', '-', or an
+    IPv6 literal in brackets. Whatever urlsplit refuses (an unclosed '[', NFKC tricks) is a BadRequest too.
+    """
+    shape = BadRequest(
+        "An origin is scheme://host[:port], e.g. https://site.example (no path).", code="invalid_origin"
+    )
     try:
+        parts = urlsplit(origin.strip())
         port = parts.port
     except ValueError:
-        port = None
-        parts = parts._replace(netloc="")
+        raise shape from None
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
-        raise BadRequest(
-            "An origin is scheme://host[:port], e.g. https://site.example (no path).", code="invalid_origin"
-        )
+        raise shape
     if parts.query or parts.fragment or parts.username or parts.password:
         raise BadRequest("An origin has no query, fragment or credentials.", code="invalid_origin")
     host = parts.hostname.lower()
     if ":" in host:
         host = f"[{host}]"  # IPv6 literal
+    if not _HOST.fullmatch(host):
+        raise shape
     default = {"http": 80, "https": 443}[parts.scheme]
     return f"{parts.scheme}://{host}" + (f":{port}" if port is not None and port != default else "")
 
@@ -84,9 +94,10 @@ def mint(
 
 
 def verify(secret: bytes, token: str, *, now: float | None = None) -> WidgetToken:
-    """The token's claims if its signature is ours and it has not expired; Unauthorized otherwise."""
+    """The token's claims if its signature is ours and it has not expired; Unauthorized for anything else,
+    whatever its characters or length."""
     invalid = Unauthorized("The widget token is not valid.")
-    if len(token) > MAX_TOKEN_CHARS or token.count(".") != 1:
+    if len(token) > MAX_TOKEN_CHARS or not _TOKEN_SHAPE.fullmatch(token):
         raise invalid
     payload, signature = token.split(".")
     if not hmac.compare_digest(_sign(secret, payload), signature):

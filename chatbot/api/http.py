@@ -18,6 +18,7 @@ from chatbot.errors import (
     UnknownDocument,
     status_for_code,
 )
+from chatbot.ingest.filenames import safe_filename
 from chatbot.rag.events import DoneEvent, ErrorEvent, SourcesEvent, StoppedEvent, TokenEvent
 
 bp = Blueprint("http", __name__)
@@ -160,9 +161,9 @@ async def upload_documents() -> Any:
         raise BadRequest(f"At most {limits.max_files_per_upload} files per request.", code="too_many_files")
     results = []
     for upload in uploads:
-        name = (upload.filename or "").replace("\\", "/").rsplit("/", 1)[-1]
-        if not name:
+        if not upload.filename:
             raise BadRequest("Every file needs a file name.", code="missing_filename")
+        name = safe_filename(upload.filename)  # the one place a client-chosen name enters the store
         data = upload.read()
         result = await svc.ingestor.ingest_bytes(tenant(), name, data)
         results.append(result.to_dict())

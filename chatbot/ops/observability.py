@@ -7,7 +7,8 @@ updates on the loop, and rendering the text exposition is cheap enough to do inl
 Logs: configure_logging() installs one handler on the root logger. Every line carries request_id and
 message_id when known (contextvars: set per request in app.py and the websocket handler, and per answer in
 api/asks.py before the answer task is created, so the task inherits them). A redaction filter masks anything
-that looks like a credential (sk-... keys, Bearer tokens, api_key=... pairs) in messages and tracebacks.
+that looks like a credential, or is one the process was configured with, in messages, tracebacks and extras
+(ops/redaction.py).
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ import contextvars
 import datetime as dt
 import json as _json
 import logging
-import re
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import IO, TYPE_CHECKING, Any, Final
 
 from prometheus_client import (
@@ -32,6 +32,7 @@ from prometheus_client import (
 )
 
 from chatbot.errors import ConfigError
+from chatbot.ops.redaction import STANDARD_ATTRS, RedactingFilter, Redactor
 from chatbot.rag.events import DoneEvent, ErrorEvent, StoppedEvent
 
 if TYPE_CHECKING:
@@ -236,57 +237,7 @@ class ContextFilter(logging.Filter):
         return True
 
 
-# -- redaction ----------------------------------------------------------------------------------------------
-
-REDACTED: Final = "[REDACTED]"
-_SECRET_PATTERNS: Final = (
-    # OpenAI-style keys: sk-..., sk-proj-..., and similar prefixed keys (rk-, pk-live_ ...)
-    (re.compile(r"\b(?:sk|rk|pk)[-_](?:[A-Za-z0-9]+[-_])*[A-Za-z0-9]{12,}"), REDACTED),
-    # Authorization headers and bearer tokens
-    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}"), r"\1 " + REDACTED),
-    # key=value / "key": "value" pairs whose name says secret
-    (
-        re.compile(
-            r"(?i)(\b[\w-]*(?:api[_-]?key|token|secret|password|passwd|authorization)[\"']?\s*[:=]\s*[\"']?)"
-            r"(?!\[REDACTED\])[^\s\"',;}&]+"
-        ),
-        r"\1" + REDACTED,
-    ),
-    # credentials inside URLs: scheme://user:password@host
-    (re.compile(r"(\b[a-z][a-z0-9+.-]*://[^/\s:@]*:)[^@\s/]+@"), r"\1" + REDACTED + "@"),
-)
-
-
-def redact(text: str) -> str:
-    """Mask anything that looks like a credential."""
-    for pattern, replacement in _SECRET_PATTERNS:
-        text = pattern.sub(replacement, text)
-    return text
-
-
-class RedactingFilter(logging.Filter):
-    """Renders the message once, masks credentials in it and in the traceback text, and freezes the result."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a bad format string must not lose the line
-            message = f"{record.msg!r} {record.args!r}"
-        record.msg = redact(message)
-        record.args = None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
-        return True
-
-
 # -- formatters ---------------------------------------------------------------------------------------------
-
-_STANDARD_ATTRS: Final = frozenset(
-    vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()
-    | {"message", "asctime", "request_id", "message_id", "taskName"}
-)
 
 
 class JsonFormatter(logging.Formatter):
@@ -304,7 +255,7 @@ class JsonFormatter(logging.Formatter):
             if value is not None:
                 line[key] = value
         for key, value in vars(record).items():
-            if key not in _STANDARD_ATTRS and not key.startswith("_") and key not in line:
+            if key not in STANDARD_ATTRS and not key.startswith("_") and key not in line:
                 line[key] = value
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
@@ -335,20 +286,28 @@ class TextFormatter(logging.Formatter):
 _HANDLER_MARK: Final = "_chatbot_handler"
 
 
-def make_handler(*, json: bool = True, stream: IO[str] | None = None) -> logging.Handler:
-    """A stream handler with the context and redaction filters and the JSON (or text) formatter."""
+def make_handler(
+    *, json: bool = True, stream: IO[str] | None = None, secrets: Iterable[str] = ()
+) -> logging.Handler:
+    """A stream handler with the context and redaction filters and the JSON (or text) formatter; `secrets`
+    are masked by value (and by any piece of PARTIAL_CHARS characters) besides what redaction finds by shape."""
     handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
     handler.addFilter(ContextFilter())
-    handler.addFilter(RedactingFilter())
+    handler.addFilter(RedactingFilter(Redactor(secrets)))
     handler.setFormatter(JsonFormatter() if json else TextFormatter())
     setattr(handler, _HANDLER_MARK, True)
     return handler
 
 
 def configure_logging(
-    level: str | int = "INFO", *, json: bool = True, stream: IO[str] | None = None
+    level: str | int = "INFO",
+    *,
+    json: bool = True,
+    stream: IO[str] | None = None,
+    secrets: Iterable[str] = (),
 ) -> logging.Handler:
-    """Install the handler on the root logger (replacing one installed before) and set the level."""
+    """Install the handler on the root logger (replacing one installed before) and set the level. Pass
+    `secrets=known_secrets(settings)` so every configured key is masked by value in every line."""
     if isinstance(level, str) and level.upper() not in logging.getLevelNamesMapping():
         raise ConfigError(
             f"Unknown log level {level!r}: use DEBUG, INFO, WARNING or ERROR (CHATBOT_LOG_LEVEL)."
@@ -356,7 +315,7 @@ def configure_logging(
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
         root.removeHandler(old)
-    handler = make_handler(json=json, stream=stream)
+    handler = make_handler(json=json, stream=stream, secrets=secrets)
     root.addHandler(handler)
     root.setLevel(level.upper() if isinstance(level, str) else level)
     return handler

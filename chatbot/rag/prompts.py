@@ -1,12 +1,21 @@
 """Prompt templates from prompts/, loaded once at start-up, rendered with undefined variables as errors.
 
-Retrieved text and user text pass through the `fence` filter, which neutralises our delimiter tags so that a
-document cannot close its <source> element or open a fake <question>.
+Retrieved text and user text pass through the `fence` filter before they are placed between our delimiter
+tags. It first normalises what a model would read through: NFKC (full-width and other compatibility forms
+become ASCII: `\uff1c/source\uff1e` is `</source>`), then drops invisible characters (zero-width, bidi
+controls, tag characters, variation selectors, other controls but newline and tab). Then it neutralises
+(a) our delimiters in any spacing or case, so a document cannot close its <source> element or open a fake
+<question>, and (b) the control tokens of common chat templates (ChatML `<|im_end|>`, Llama 3 `<|eot_id|>`,
+Llama 2 / Mistral `[INST]` `<<SYS>>` `<s>`, Gemma `<start_of_turn>`, Command R and DeepSeek `<|...|>`), so
+text cannot end a turn or open a system turn if a prompt is ever rendered through a raw chat template.
+Neutralising swaps the ASCII brackets for look-alikes that no template or tokenizer treats as syntax
+(U+2039/U+203A for angle brackets, U+2045/U+2046 for square ones); the words stay readable to the model.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -17,19 +26,49 @@ from chatbot.errors import ConfigError
 from chatbot.providers.base import ChatMessage, Passage
 
 TEMPLATES = ("system.j2", "context.j2", "question.j2", "rewrite.j2")
-# U+2039 (single left-pointing angle quotation mark) looks like "<" but is not our delimiter: the point.
-_DELIMITERS = re.compile(r"<(/?)\s*(sources?|question|conversation)\b", re.IGNORECASE)
+LANGLE, RANGLE, LSQUARE, RSQUARE = "\u2039", "\u203a", "\u2045", "\u2046"
+
+_KEEP_CONTROLS = frozenset("\n\t")
+_INVISIBLE_CATEGORIES = frozenset(
+    {"Cf", "Cc", "Co", "Cs", "Cn"}
+)  # format, control, private, surrogate, unassigned
+_VARIATION_SELECTORS = re.compile("[\ufe00-\ufe0f\U000e0100-\U000e01ef]")
+# Angle brackets that read like "<" / ">" but survive NFKC (CJK, mathematical); ours (U+2039/U+203A) included.
+_OPEN = "<\u3008\u27e8\u2329\u2039"
+_CLOSE = ">\u3009\u27e9\u232a\u203a"
+_DELIMITER = re.compile(rf"[{_OPEN}](\s*/?\s*)(sources?|question|conversation)\b", re.IGNORECASE)
+_TEMPLATE_TOKENS = re.compile(
+    rf"[{_OPEN}]\s*(?:"
+    r"\|[^|\n]{0,40}?\|"  # ChatML, Llama 3, Phi, Command R, DeepSeek: <|...|>
+    r"|<\s*/?\s*SYS\s*>"  # Llama 2: <<SYS>> <</SYS>>
+    r"|/?\s*(?:s|bos|eos|pad|unk|start_of_turn|end_of_turn)"  # <s> </s> <bos> <start_of_turn> ...
+    rf")\s*[{_CLOSE}]"
+    r"|\[\s*/?\s*(?:INST|SYS|SYSTEM_PROMPT|TOOL_CALLS|AVAILABLE_TOOLS|TOOL_RESULTS)\s*\]",  # Mistral
+    re.IGNORECASE,
+)
+_ANGLES = str.maketrans({"<": LANGLE, ">": RANGLE, "[": LSQUARE, "]": RSQUARE})
+
+
+def normalize_text(text: str) -> str:
+    """NFKC, without invisible characters: what the fence inspects (and the model then reads)."""
+    text = _VARIATION_SELECTORS.sub("", unicodedata.normalize("NFKC", text))
+    return "".join(
+        c for c in text if c in _KEEP_CONTROLS or unicodedata.category(c) not in _INVISIBLE_CATEGORIES
+    )
 
 
 def fence(text: object) -> str:
-    """Make text safe to place between our delimiter tags: `<source` becomes `‹source`."""  # noqa: RUF002
-    return _DELIMITERS.sub(lambda m: f"‹{m.group(1)}{m.group(2)}", str(text))  # noqa: RUF001
+    """Make text safe to place between our delimiter tags: normalised, `<source` becomes `\u2039source`, and
+    chat-template control tokens lose their brackets (`<|im_end|>` becomes `\u2039|im_end|\u203a`)."""
+    text = normalize_text(str(text))
+    text = _TEMPLATE_TOKENS.sub(lambda m: m.group(0).translate(_ANGLES), text)
+    return _DELIMITER.sub(lambda m: f"{LANGLE}{m.group(1).strip()}{m.group(2)}", text)
 
 
 def fence_attribute(text: object) -> str:
     """Make text safe inside a quoted attribute of our tags (a title): no quote or angle bracket survives,
     so a document titled `x" id="7` cannot add an attribute (a forged citation number) or close the tag."""
-    return str(text).replace('"', "'").replace("<", "\u2039").replace(">", "\u203a")
+    return normalize_text(str(text)).replace('"', "'").replace("<", LANGLE).replace(">", RANGLE)
 
 
 def default_prompts_dir() -> Path:
@@ -64,7 +103,7 @@ class Prompts:
         user = self._templates["question.j2"].render(question=question)
         return [
             ChatMessage("system", f"{system.strip()}\n\n{context.strip()}"),
-            *history,
+            *(replace(m, content=fence(m.content)) for m in history),  # earlier turns are user text too
             ChatMessage("user", user.strip()),
         ]
 

@@ -16,16 +16,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from chatbot.chat.answers import Answer
 from chatbot.errors import ConfigError
 from chatbot.ops.observability import (
-    REDACTED,
     Metrics,
     bind_request_id,
     configure_logging,
     make_handler,
     message_context,
-    redact,
     upstream_provider_label,
     wants_json_logs,
 )
+from chatbot.ops.redaction import REDACTED, redact
 from chatbot.rag.events import DoneEvent, ErrorEvent, StartEvent, StoppedEvent, Usage
 from tests.conftest import make_settings
 
