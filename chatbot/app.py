@@ -149,9 +149,19 @@ def _register_request_hooks(app: Quart, settings: Settings) -> None:
 
     @app.before_websocket
     async def admit_websocket() -> None:
-        """The handshake's Host is checked like HTTP's; identity and role are checked by the route."""
+        """The handshake gets the HTTP checks: Host, then the declared role (an undeclared websocket endpoint is
+        refused, whatever its body does). Rate limits and connection slots stay with the route (per ask)."""
         g.request_id = websocket.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
         check_host(websocket.host, hosts)
+        if websocket.routing_exception is not None:
+            return
+        decl = declared(websocket.endpoint)
+        if decl is None:
+            raise Forbidden("This endpoint declares no role; it is refused.")
+        if not decl.public:
+            identity = identify(settings, keyring, websocket.headers, websocket.args)
+            authorize(identity, websocket.endpoint)
+            bind(identity)
 
     @app.after_request
     async def observe_request(response: Any) -> Any:

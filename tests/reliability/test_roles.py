@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import websockets
-from quart import Quart
+from quart import Quart, websocket
 from websockets.exceptions import InvalidStatus
 
 from chatbot.api.auth import new_api_key
@@ -71,7 +71,12 @@ async def keyed(offline_providers: Providers, small_store: VectorStore) -> Async
         async def undeclared() -> Any:
             return {"secret": "reached"}
 
+        async def undeclared_socket() -> None:
+            await websocket.accept()
+            await websocket.send("reached")
+
         app.add_url_rule("/v1/undeclared", "undeclared", undeclared, methods=["GET", "POST"])
+        app.add_websocket("/v1/undeclared-ws", "undeclared_ws", undeclared_socket)
         async with serve_app(app) as url:
             yield Keyed(url=url, app=app, headers=headers)
 
@@ -89,7 +94,7 @@ class TestEveryEndpointChecksItsRole:
     def test_every_endpoint_in_the_url_map_is_attacked(self, keyed: Keyed) -> None:
         """The walk covers every rule of the URL map (HTTP and websocket) but the one added undeclared."""
         rules = {r.endpoint for r in keyed.app.url_map.iter_rules()}
-        assert rules - {d.endpoint for d in keyed.routes} == {"undeclared"}
+        assert rules - {d.endpoint for d in keyed.routes} == {"undeclared", "undeclared_ws"}
         assert {d.role for d in keyed.routes} == {"public", "chat", "ingest", "admin"}
         assert any(d.method == "WEBSOCKET" for d in keyed.routes)
 
@@ -181,6 +186,20 @@ class TestUnknownAndErrorRoutes:
                 assert r.status_code == 403, r.text
                 assert r.json()["error"]["code"] == "forbidden"
                 assert "reached" not in r.text
+
+    @pytest.mark.parametrize("credential", ["widget", "chat_key", "admin_key"])
+    async def test_an_undeclared_websocket_is_refused_to_everyone(
+        self, keyed: Keyed, credential: str
+    ) -> None:
+        """A websocket mounted without a declaration is refused in the handshake (403), before its body runs."""
+        headers = dict(keyed.headers[credential])
+        origin = headers.pop("Origin", None)
+        url = ws_url(keyed.url, "/v1/undeclared-ws")
+        with pytest.raises(InvalidStatus) as refused:
+            async with websockets.connect(url, additional_headers=headers, origin=origin):  # type: ignore[arg-type]
+                pass
+        assert refused.value.response.status_code == 403
+        assert b'"forbidden"' in (refused.value.response.body or b"")
 
     async def test_there_is_no_static_route(self, keyed: Keyed) -> None:
         """The app serves no /static/<path> (the widget serves its files itself): 404 for the package files."""
