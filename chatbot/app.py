@@ -8,15 +8,16 @@ import uuid
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from quart import Quart, g, jsonify, request
+from quart import Blueprint, Quart, g, jsonify, request, websocket
 from quart.typing import ResponseReturnValue
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from chatbot.api.auth import PUBLIC_ENDPOINTS, KeyRing, authorize, bind, identify
+from chatbot.api import debug, http, metrics, openai_compat, openapi, vercel, widget, ws
+from chatbot.api.auth import KeyRing, allowed_hosts, authorize, bind, check_host, identify
 from chatbot.api.context import EXTENSION, KEYRING
-from chatbot.api.routes import blueprints
+from chatbot.api.routes import ROUTES, declared, hook_rate_limits, route_table
 from chatbot.api.ws import CLOSE_SERVICE_RESTART, origin_allowed
-from chatbot.errors import ChatbotError
+from chatbot.errors import ChatbotError, Forbidden
 from chatbot.ops.observability import bind_request_id
 from chatbot.settings import Settings
 from chatbot.wiring import Services, build_services
@@ -36,10 +37,19 @@ _HTTP_CODES = {
 }
 
 
+def blueprints() -> list[Blueprint]:
+    """Every blueprint the app serves; a transport module adds its blueprint here (one line each). Each of
+    their routes is declared with chatbot.api.routes.route (role, models, admission)."""
+    return [http.bp, ws.bp, debug.bp, metrics.bp, widget.bp, openai_compat.bp, vercel.bp, openapi.bp]
+
+
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Quart:
+    """The app; ConfigError when a route has no declaration (no role means it would not start)."""
     if settings is None:
         settings = services.settings if services is not None else Settings()
-    app = Quart(__name__)
+    # No static route: the widget serves its two files from memory (api/widget.py); a /static/<path> route
+    # would be one more endpoint serving the package directory as is.
+    app = Quart(__name__, static_folder=None)
     limits = settings.limits
     app.config.update(
         MAX_CONTENT_LENGTH=limits.max_upload_bytes * limits.max_files_per_upload + 1024 * 1024,
@@ -48,6 +58,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     )
     for bp in blueprints():
         app.register_blueprint(bp)
+    app.extensions[ROUTES] = route_table(app)  # fail closed: raises for an undeclared endpoint
     _register_error_handlers(app)
     _register_request_hooks(app, settings)
 
@@ -76,9 +87,9 @@ async def drain(app: Quart) -> None:
         conn.close(CLOSE_SERVICE_RESTART)
 
 
-def error_response(err: ChatbotError) -> ResponseReturnValue:
+def error_response(err: ChatbotError) -> tuple[Any, int, dict[str, str]]:
     body = {"error": {**err.to_dict(), "request_id": g.get("request_id", "")}}
-    headers = {}
+    headers: dict[str, str] = {}
     if err.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(err.retry_after)))
     return jsonify(body), err.status, headers
@@ -96,7 +107,10 @@ def _register_error_handlers(app: Quart) -> None:
         status = err.code or 500
         wrapped = ChatbotError(err.description or err.name, code=_HTTP_CODES.get(status, "http_error"))
         wrapped.status = status  # type: ignore[misc]
-        return error_response(wrapped)
+        body, status, headers = error_response(wrapped)
+        if isinstance(err, MethodNotAllowed) and err.valid_methods:
+            headers["Allow"] = ", ".join(sorted(err.valid_methods))  # RFC 9110: a 405 says what is allowed
+        return body, status, headers
 
     @app.errorhandler(Exception)
     async def on_unexpected(err: Exception) -> ResponseReturnValue:
@@ -108,22 +122,46 @@ def _register_request_hooks(app: Quart, settings: Settings) -> None:
     keyring = KeyRing(settings.auth.api_keys)
     app.extensions[KEYRING] = keyring
     allowed = settings.server.allowed_origins
+    hosts = allowed_hosts(settings)
 
     @app.before_request
-    async def assign_request_id() -> ResponseReturnValue | None:
+    async def admit_request() -> ResponseReturnValue | None:
+        """Request id, Host check, preflight, then the declared role: identify, authorize, rate-limit."""
         g.request_id = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
         g.request_started = time.perf_counter()
         bind_request_id(g.request_id)  # log lines of this request (and tasks it starts) carry it
+        check_host(request.host, hosts)  # DNS rebinding: a page on another name must not reach us
         if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
             return "", 204
-        if request.endpoint not in PUBLIC_ENDPOINTS:
+        if request.routing_exception is not None:
+            return None  # 404 / 405: the routing error answers, nothing of a route runs
+        decl = declared(request.endpoint)
+        if decl is None:
+            raise Forbidden("This endpoint declares no role; it is refused.")
+        if not decl.public:
             identity = identify(settings, keyring, request.headers, request.args)
             authorize(identity, request.endpoint)
             bind(identity)
             quotas = app.extensions[EXTENSION].quotas
-            if quotas is not None:
+            if quotas is not None and hook_rate_limits(decl):
                 await quotas.admit_request(identity.subject)
         return None
+
+    @app.before_websocket
+    async def admit_websocket() -> None:
+        """The handshake gets the HTTP checks: Host, then the declared role (an undeclared websocket endpoint is
+        refused, whatever its body does). Rate limits and connection slots stay with the route (per ask)."""
+        g.request_id = websocket.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
+        check_host(websocket.host, hosts)
+        if websocket.routing_exception is not None:
+            return
+        decl = declared(websocket.endpoint)
+        if decl is None:
+            raise Forbidden("This endpoint declares no role; it is refused.")
+        if not decl.public:
+            identity = identify(settings, keyring, websocket.headers, websocket.args)
+            authorize(identity, websocket.endpoint)
+            bind(identity)
 
     @app.after_request
     async def observe_request(response: Any) -> Any:

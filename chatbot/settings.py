@@ -212,6 +212,11 @@ class ServerSettings(BaseModel):
         default_factory=list,
         description="Origins allowed for CORS and websocket (besides the server's own). '*' allows any.",
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header values served (name, or name:port; '*' any); others get 400 host_not_allowed. "
+        "Empty: in dev 127.0.0.1, localhost, [::1] and `host` (any port); in prod any host.",
+    )
     shutdown_seconds: float = Field(
         10.0, ge=0, description="On SIGTERM, running answers get this long to finish."
     )

@@ -1,9 +1,10 @@
 """Who is calling: an API key (Authorization: Bearer / X-API-Key), a widget token (?token= or
 X-Widget-Token, origin-bound), or nobody (open access, only while no API keys are configured).
 
-Every HTTP request and websocket handshake is identified once, before its route runs; the identity decides
-the tenant (the X-Chatbot-Tenant header is honoured only in open access and for admin keys) and the route's
-required role is checked. Keys are stored as sha256 digests; a key is compared by its digest only.
+Every HTTP request and websocket handshake to a route not declared public is identified once, before its route
+runs; the identity decides the tenant (the X-Chatbot-Tenant header is honoured only in open access and for
+admin keys) and the role the route declares (chatbot.api.routes.route) is checked. An endpoint without a
+declaration is refused: there is no default role. Keys are stored as sha256 digests, compared by digest only.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Protocol
 
 from quart import g
 
+from chatbot.api.routes import declared
 from chatbot.errors import BadRequest, Forbidden, OriginNotAllowed, Unauthorized
 from chatbot.settings import ApiKeySpec, Settings
 from chatbot.widget_tokens import normalize_origin, signing_key, verify
@@ -26,19 +28,6 @@ log = logging.getLogger(__name__)
 ALL_ROLES = frozenset({"chat", "ingest", "admin"})
 TENANT_HEADER = "X-Chatbot-Tenant"
 _TENANT = re.compile(r"[A-Za-z0-9_\-.]{1,64}")
-
-# Endpoints anyone may call; every other endpoint needs the role named here, or "chat".
-PUBLIC_ENDPOINTS = frozenset(
-    {"http.healthz", "http.readyz", "widget.widget_js", "widget.demo_page", "openapi.openapi"}
-)
-ENDPOINT_ROLES = {
-    "http.upload_documents": "ingest",
-    "http.delete_document": "ingest",
-    "http.list_documents": "ingest",
-    "metrics.metrics": "admin",
-    "debug.looplag": "admin",
-    "debug.reset_looplag": "admin",
-}
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,11 +112,46 @@ def identify(settings: Settings, keyring: KeyRing, headers: Lookup, args: Lookup
 
 
 def authorize(identity: Identity, endpoint: str | None) -> None:
-    if endpoint is None or endpoint in PUBLIC_ENDPOINTS:
+    """Forbidden unless `endpoint` is declared and `identity` holds its role (public routes admit anyone).
+    An endpoint the app has no declaration for is refused, whatever the credential."""
+    decl = declared(endpoint)
+    if decl is None:
+        raise Forbidden("This endpoint declares no role; it is refused.")
+    if not decl.public and decl.role not in identity.roles:
+        raise Forbidden(f"This credential lacks the '{decl.role}' role.")
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]")
+_WILDCARD_BINDS = frozenset({"", "0.0.0.0", "::", "[::]"})  # noqa: S104  # compared, never bound
+
+
+def allowed_hosts(settings: Settings) -> frozenset[str] | None:
+    """The Host values this server answers (None: any). server.allowed_hosts when set; else in dev the loopback
+    names and the configured server.host (a browser page on another name cannot rebind to us), in prod any."""
+    server = settings.server
+    if server.allowed_hosts:
+        listed = frozenset(h.strip().lower() for h in server.allowed_hosts)
+        return None if "*" in listed else listed
+    if settings.env == "prod":
+        return None
+    host = server.host.strip().lower()
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 bind address, as it appears in a Host header
+    return frozenset(LOOPBACK_HOSTS) | ({host} - _WILDCARD_BINDS)
+
+
+def check_host(host: str | None, allowed: frozenset[str] | None) -> None:
+    """BadRequest host_not_allowed unless `host` (a Host header: name or name:port) is allowed. An entry
+    without a port allows its name on any port; one with a port allows only that port."""
+    if allowed is None:
         return
-    role = ENDPOINT_ROLES.get(endpoint, "chat")
-    if role not in identity.roles:
-        raise Forbidden(f"This credential lacks the '{role}' role.")
+    value = (host or "").strip().lower()
+    name, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or (name.startswith("[") != name.endswith("]")):
+        name = value  # no port (or an IPv6 literal's colons)
+    if value and (name in allowed or value in allowed):
+        return
+    raise BadRequest("This server does not answer for that Host.", code="host_not_allowed")
 
 
 def bind(identity: Identity) -> None:

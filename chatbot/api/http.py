@@ -9,6 +9,20 @@ from quart import Blueprint, Response, jsonify, request
 
 from chatbot.api.asks import start_answer
 from chatbot.api.context import services, tenant
+from chatbot.api.responses import (
+    NATIVE_EVENTS,
+    UPSTREAM,
+    ChatAnswer,
+    Conversation,
+    DeleteResult,
+    DocumentList,
+    Health,
+    IngestResults,
+    Ready,
+    StopResult,
+    UploadForm,
+)
+from chatbot.api.routes import Param, route
 from chatbot.api.sse import HEARTBEAT, SSE_HEADERS, Heartbeat, sse_event, with_heartbeats
 from chatbot.api.wire import ChatBody, dumps, event_frame, parse_json, validate
 from chatbot.errors import (
@@ -24,12 +38,20 @@ from chatbot.rag.events import DoneEvent, ErrorEvent, SourcesEvent, StoppedEvent
 bp = Blueprint("http", __name__)
 
 
-@bp.get("/healthz")
+@route(bp, "GET", "/healthz", role="public", response=Health, summary="Alive.")
 async def healthz() -> Any:
     return {"status": "ok"}
 
 
-@bp.get("/readyz")
+@route(
+    bp,
+    "GET",
+    "/readyz",
+    role="public",
+    response=Ready,
+    other={503: Ready},
+    summary="Ready: vector store reachable, collection present, models loaded, accepting answers.",
+)
 async def readyz() -> Any:
     svc = services()
     checks = {
@@ -54,7 +76,18 @@ async def json_body() -> Any:
     return parse_json(raw or b"null")
 
 
-@bp.post("/v1/chat")
+@route(
+    bp,
+    "POST",
+    "/v1/chat",
+    role="chat",
+    body=ChatBody,
+    response=ChatAnswer,
+    stream=NATIVE_EVENTS,
+    errors=(404, 413, 422, *UPSTREAM),
+    admission="service",
+    summary="Ask: one JSON answer, or server-sent events with stream=true or Accept: text/event-stream.",
+)
 async def chat() -> Any:
     body: ChatBody = validate(ChatBody, await json_body())
     wants_sse = body.stream or "text/event-stream" in request.headers.get("Accept", "")
@@ -114,7 +147,19 @@ def sse_response(message_id: str, *, after: int) -> Response:
     return response
 
 
-@bp.get("/v1/chat/<message_id>/events")
+@route(
+    bp,
+    "GET",
+    "/v1/chat/<message_id>/events",
+    role="chat",
+    stream=NATIVE_EVENTS,
+    errors=(404,),
+    params=(
+        Param("after", "query", {"type": "integer", "minimum": 0}, "Replay the events after this seq."),
+        Param("Last-Event-ID", "header", {"type": "string", "pattern": "^[0-9]+$"}, "As `after`."),
+    ),
+    summary="Resume an answer's SSE stream after Last-Event-ID (or ?after=N).",
+)
 async def chat_events(message_id: str) -> Any:
     """Resume an answer's SSE stream after Last-Event-ID (or ?after=N)."""
     raw = request.headers.get("Last-Event-ID") or request.args.get("after") or "0"
@@ -128,13 +173,29 @@ async def chat_events(message_id: str) -> Any:
     return sse_response(message_id, after=after)
 
 
-@bp.post("/v1/chat/<message_id>/stop")
+@route(
+    bp,
+    "POST",
+    "/v1/chat/<message_id>/stop",
+    role="chat",
+    response=StopResult,
+    errors=(404,),
+    summary="Stop an answer: cancels it and closes the model's stream.",
+)
 async def chat_stop(message_id: str) -> Any:
     stopped = await services().answers.stop(message_id, tenant())
     return {"message_id": message_id, "stopped": stopped}
 
 
-@bp.get("/v1/conversations/<conversation_id>")
+@route(
+    bp,
+    "GET",
+    "/v1/conversations/<conversation_id>",
+    role="chat",
+    response=Conversation,
+    errors=(404,),
+    summary="A conversation's saved turns (stopped answers have stopped=true, failed ones their error).",
+)
 async def conversation(conversation_id: str) -> Any:
     svc = services()
     turns = await svc.conversations.history(
@@ -143,13 +204,24 @@ async def conversation(conversation_id: str) -> Any:
     return {"conversation_id": conversation_id, "turns": [t.to_dict() for t in turns]}
 
 
-@bp.get("/v1/documents")
+@route(bp, "GET", "/v1/documents", role="ingest", response=DocumentList, summary="The tenant's documents.")
 async def list_documents() -> Any:
     docs = await services().store.list_documents(tenant())
     return {"documents": [d.to_dict() for d in docs]}
 
 
-@bp.post("/v1/documents")
+@route(
+    bp,
+    "POST",
+    "/v1/documents",
+    role="ingest",
+    body=UploadForm,
+    body_media_type="multipart/form-data",
+    response=IngestResults,
+    status=201,
+    errors=(413, 415, 422, *UPSTREAM),
+    summary="Ingest documents (.md .txt .html .pdf); idempotent: a changed file replaces its old one.",
+)
 async def upload_documents() -> Any:
     svc = services()
     limits = svc.settings.limits
@@ -170,7 +242,15 @@ async def upload_documents() -> Any:
     return jsonify({"documents": results}), 201
 
 
-@bp.delete("/v1/documents/<doc_id>")
+@route(
+    bp,
+    "DELETE",
+    "/v1/documents/<doc_id>",
+    role="ingest",
+    response=DeleteResult,
+    errors=(404,),
+    summary="Delete a document and all its chunks.",
+)
 async def delete_document(doc_id: str) -> Any:
     deleted = await services().ingestor.delete(tenant(), doc_id)
     if not deleted:

@@ -30,6 +30,8 @@ from chatbot.api.openai_wire import (
     model_list,
     model_object,
 )
+from chatbot.api.responses import OPENAI_CHUNKS, UPSTREAM, ChatCompletion, ModelDoc, ModelListDoc
+from chatbot.api.routes import route
 from chatbot.api.sse import SSE_HEADERS, Heartbeat
 from chatbot.api.wire import validate
 from chatbot.chat.answers import DISCONNECTED
@@ -67,18 +69,47 @@ async def on_unexpected(err: Exception) -> ResponseReturnValue:
     return await on_chatbot_error(ChatbotError())
 
 
-@bp.get("/v1/models")
+@route(
+    bp,
+    "GET",
+    "/v1/models",
+    role="chat",
+    response=ModelListDoc,
+    error_shape="openai",
+    summary="OpenAI-compatible model list: the one model, 'chatbot'.",
+)
 async def list_models() -> Any:
     return model_list()
 
 
-@bp.get("/v1/models/<model_id>")
+@route(
+    bp,
+    "GET",
+    "/v1/models/<model_id>",
+    role="chat",
+    response=ModelDoc,
+    errors=(404,),
+    error_shape="openai",
+    summary="One model.",
+)
 async def get_model(model_id: str) -> Any:
     check_model(model_id)
     return model_object(model_id)
 
 
-@bp.post("/v1/chat/completions")
+@route(
+    bp,
+    "POST",
+    "/v1/chat/completions",
+    role="chat",
+    body=ChatCompletionBody,
+    response=ChatCompletion,
+    stream=OPENAI_CHUNKS,
+    errors=(404, 413, *UPSTREAM),
+    admission="service",
+    error_shape="openai",
+    summary="OpenAI-compatible chat completions (model 'chatbot'); the client sends its history.",
+)
 async def chat_completions() -> Any:
     body: ChatCompletionBody = validate(ChatCompletionBody, await read_chat_body())
     check_model(body.model)

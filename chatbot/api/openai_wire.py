@@ -81,7 +81,7 @@ class ChatCompletionBody(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    model: str = Field(min_length=1)
+    model: str = Field(min_length=1, json_schema_extra={"enum": [MODEL_ID]})  # else 404 model_not_found
     messages: list[Message]
     stream: bool = False
     stream_options: StreamOptions | None = None

@@ -13,13 +13,25 @@ from typing import Any
 from quart import Blueprint
 
 from chatbot.api.asks import read_chat_body, start_answer_with_history, streamed_answer
+from chatbot.api.responses import UI_PARTS
+from chatbot.api.routes import route
 from chatbot.api.vercel_wire import UI_STREAM_HEADERS, UIChatBody, UIStream
 from chatbot.api.wire import validate
 
 bp = Blueprint("vercel", __name__)
 
 
-@bp.post("/v1/ui/chat")
+@route(
+    bp,
+    "POST",
+    "/v1/ui/chat",
+    role="chat",
+    body=UIChatBody,
+    stream=UI_PARTS,
+    errors=(413, 422),
+    admission="service",
+    summary="The AI SDK UI message stream (useChat); the client sends its history.",
+)
 async def ui_chat() -> Any:
     body: UIChatBody = validate(UIChatBody, await read_chat_body())
     message_id = await start_answer_with_history(body.chat_messages())

@@ -21,6 +21,8 @@ from quart.blueprints import BlueprintSetupState
 
 from chatbot.api.context import services, tenant
 from chatbot.api.http import json_body
+from chatbot.api.responses import WidgetToken
+from chatbot.api.routes import route
 from chatbot.api.wire import validate
 from chatbot.errors import Forbidden, ValidationFailed
 from chatbot.widget_tokens import mint, signing_key
@@ -94,12 +96,20 @@ def serve_asset(name: str) -> Response:
     return Response(body, status=200, headers=headers)
 
 
-@bp.get("/widget.js")
+@route(
+    bp,
+    "GET",
+    "/widget.js",
+    role="public",
+    response="text/javascript",
+    other={304: None},
+    summary="The embeddable widget.",
+)
 async def widget_js() -> Response:
     return serve_asset("widget.js")
 
 
-@bp.get("/")
+@route(bp, "GET", "/", role="public", response="text/html", other={304: None}, summary="The demo page.")
 async def demo_page() -> Response:
     return serve_asset("demo.html")
 
@@ -130,7 +140,16 @@ def issue_widget_token(who: str, origin: str, ttl_seconds: int | None) -> dict[s
     }
 
 
-@bp.post("/v1/widget/tokens")
+@route(
+    bp,
+    "POST",
+    "/v1/widget/tokens",
+    role="chat",
+    body=WidgetTokenBody,
+    response=WidgetToken,
+    errors=(413, 422),
+    summary="Mint a widget token for one site origin (an API key with the chat role, or open access).",
+)
 async def create_widget_token() -> Any:
     identity = g.get("identity")
     if identity is not None and identity.via == "widget":

@@ -18,6 +18,7 @@ from quart import Blueprint, current_app, g, jsonify, websocket
 from chatbot.api.asks import start_answer
 from chatbot.api.auth import authorize, bind, identify
 from chatbot.api.context import KEYRING, services, tenant
+from chatbot.api.routes import route
 from chatbot.api.wire import (
     AskFrame,
     ResumeFrame,
@@ -154,7 +155,14 @@ class Connection:
             self.close(CLOSE_TRY_AGAIN_LATER)  # run() closes the socket and cancels the pumps
 
 
-@bp.websocket("/v1/ws")
+@route(
+    bp,
+    "WEBSOCKET",
+    "/v1/ws",
+    role="chat",
+    admission="service",
+    summary="The native protocol: ask, stop, resume and ping frames; many turns per connection.",
+)
 async def ws_endpoint() -> Any:
     svc = services()
     try:  # an API key, a widget token (?token=, origin-bound) or open access

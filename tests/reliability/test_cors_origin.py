@@ -29,7 +29,7 @@ def http_routes() -> list[tuple[str, str]]:
     app = create_app(make_settings())
     routes = set()
     for rule in app.url_map.iter_rules():
-        if getattr(rule, "websocket", False) or rule.endpoint == "static":
+        if getattr(rule, "websocket", False):
             continue
         path = re.sub(r"<(?:[a-z]+:)?[A-Za-z_]+>", "x1", rule.rule)
         routes |= {(m, path) for m in rule.methods or () if m not in ("HEAD", "OPTIONS")}

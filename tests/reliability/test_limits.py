@@ -178,7 +178,7 @@ class TestFrameAndBodySize:
     ) -> None:
         """A declared body over the route's limit (under the app-wide upload limit), none sent: 413 now."""
         head = (
-            f"POST {route} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            f"POST {route} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
             "Content-Length: 500000\r\n\r\n"
         )
         status, seconds = await raw_request(limited[0], head)

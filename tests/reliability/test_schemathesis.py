@@ -18,6 +18,8 @@ from quart import Quart
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from chatbot.api.openai_wire import MODEL_ID
+from chatbot.api.routes import ROUTES, Route
 from chatbot.app import create_app
 from chatbot.providers.registry import Providers
 from chatbot.stores.qdrant.store import VectorStore
@@ -53,6 +55,14 @@ async def documented(
 
 def openapi_path(rule: str) -> str:
     return re.sub(r"<(?:[a-z]+:)?([A-Za-z_]+)>", r"{\1}", rule)
+
+
+async def fetch_document(url: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=url) as client:
+        response = await client.get("/openapi.json")
+    assert response.status_code == 200
+    document: dict[str, Any] = response.json()
+    return document
 
 
 def exercise(base_url: str) -> dict[str, list[str]]:
@@ -92,7 +102,7 @@ class TestOpenAPI:
         served: set[tuple[str, str, str]] = set()
         for rule in app.url_map.iter_rules():
             path = openapi_path(rule.rule)
-            if rule.endpoint == "static" or path in NOT_DOCUMENTED or getattr(rule, "websocket", False):
+            if path in NOT_DOCUMENTED or getattr(rule, "websocket", False):
                 continue
             methods = {m.lower() for m in rule.methods or () if m not in ("HEAD", "OPTIONS")}
             served |= {(path, m, rule.endpoint) for m in methods}
@@ -102,6 +112,47 @@ class TestOpenAPI:
             for method, op in item.items()
         }
         assert served == listed
+
+    async def test_operations_carry_their_declared_role_and_errors(
+        self, documented: tuple[str, Quart]
+    ) -> None:
+        """Each operation states the role its route declares (x-role); credentialed ones document 400, 401, 403
+        and 429 and take a credential, public ones take none; every operation documents 400 (bad Host)."""
+        url, app = documented
+        document = await fetch_document(url)
+        table: dict[str, Route] = app.extensions[ROUTES]
+        for item in document["paths"].values():
+            for op in item.values():
+                decl = table[op["operationId"]]
+                assert op["x-role"] == decl.role
+                statuses = set(op["responses"])
+                assert "400" in statuses, decl.endpoint
+                if decl.public:
+                    assert "security" not in op, decl.endpoint
+                else:
+                    assert {"400", "401", "403", "429"} <= statuses, decl.endpoint
+                    assert {"bearer": []} in op["security"]
+                for status in {str(s) for s in decl.errors}:
+                    assert status in statuses, (decl.endpoint, status)
+        assert document["x-websocket"]["x-role"] == "chat"
+
+    async def test_responses_carry_their_real_constraints(self, documented: tuple[str, Quart]) -> None:
+        """Response schemas say what the server guarantees: lengths, counts, the served model id, no extra
+        fields; the completions request advertises the one model id."""
+        schemas = (await fetch_document(documented[0]))["components"]["schemas"]
+        assert schemas["ModelListDoc"]["properties"]["data"]["minItems"] == 1
+        assert schemas["ModelListDoc"]["properties"]["data"]["maxItems"] == 1
+        assert schemas["ModelDoc"]["properties"]["id"]["const"] == MODEL_ID
+        assert schemas["ChatCompletion"]["properties"]["choices"]["minItems"] == 1
+        assert schemas["ChatCompletionBody"]["properties"]["model"]["enum"] == [MODEL_ID]
+        assert schemas["ChatAnswer"]["properties"]["message_id"]["minLength"] == 1
+        assert schemas["ErrorDetail"]["properties"]["request_id"]["minLength"] == 1
+        assert schemas["ErrorDetail"]["properties"]["code"]["pattern"] == "^[a-z0-9_]+$"
+        assert schemas["IngestResults"]["properties"]["documents"]["minItems"] == 1
+        assert schemas["DeleteResult"]["properties"]["deleted_chunks"]["minimum"] == 1
+        assert schemas["SourceDoc"]["properties"]["n"]["minimum"] == 1
+        for name in ("ChatAnswer", "ErrorBody", "ModelDoc", "LoopLag", "WidgetToken", "Ready"):
+            assert schemas[name]["additionalProperties"] is False, name
 
     async def test_error_body_is_the_documented_one(self, documented: tuple[str, Quart]) -> None:
         """The native error body in the document names code, message and request_id."""

@@ -12,7 +12,8 @@ import httpx
 import pytest
 import websockets
 
-from chatbot.api.auth import PUBLIC_ENDPOINTS, new_api_key
+from chatbot.api.auth import new_api_key
+from chatbot.api.routes import ROUTES
 from chatbot.app import create_app
 from chatbot.providers.registry import Providers
 from chatbot.stores.qdrant.store import VectorStore
@@ -27,6 +28,7 @@ class Keyed:
     url: str
     keys: dict[str, str]  # name -> key
     rules: list[tuple[str, str, str]]  # (endpoint, method, path with sample values)
+    public: frozenset[str]  # endpoints declared role="public"
 
     def auth(self, name: str) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.keys[name]}"}
@@ -55,8 +57,9 @@ async def keyed(offline_providers: Providers, guide_store: VectorStore) -> Async
             path = re.sub(r"<[^>]+>", "sample", rule.rule)
             for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}) or ["GET"]:
                 rules.append((rule.endpoint, method if not rule.websocket else "WEBSOCKET", path))
+        public = frozenset(e for e, decl in app.extensions[ROUTES].items() if decl.public)
         async with serve_app(app) as url:
-            yield Keyed(url=url, keys=keys, rules=rules)
+            yield Keyed(url=url, keys=keys, rules=rules, public=public)
 
 
 class TestEveryRoute:
@@ -65,7 +68,7 @@ class TestEveryRoute:
         checked = 0
         async with httpx.AsyncClient(base_url=keyed.url) as client:
             for endpoint, method, path in keyed.rules:
-                if endpoint in PUBLIC_ENDPOINTS or endpoint == "static" or method == "WEBSOCKET":
+                if endpoint in keyed.public or method == "WEBSOCKET":
                     continue
                 r = await client.request(method, path)
                 assert r.status_code == 401, (endpoint, method, r.status_code)
