@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from quart import Blueprint, Quart, g, jsonify, request, websocket
@@ -43,8 +43,14 @@ def blueprints() -> list[Blueprint]:
     return [http.bp, ws.bp, debug.bp, metrics.bp, widget.bp, openai_compat.bp, vercel.bp, openapi.bp]
 
 
-def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Quart:
-    """The app; ConfigError when a route has no declaration (no role means it would not start)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    services: Services | None = None,
+    extra_blueprints: Sequence[Blueprint] = (),
+) -> Quart:
+    """The app; ConfigError when a route has no declaration (no role means it would not start).
+    `extra_blueprints` are mounted beside ours and held to the same rule (tests mount a websocket echo route)."""
     if settings is None:
         settings = services.settings if services is not None else Settings()
     # No static route: the widget serves its two files from memory (api/widget.py); a /static/<path> route
@@ -56,7 +62,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         BODY_TIMEOUT=60,
         RESPONSE_TIMEOUT=None,  # streamed answers have their own deadlines (settings.deadlines)
     )
-    for bp in blueprints():
+    for bp in (*blueprints(), *extra_blueprints):
         app.register_blueprint(bp)
     app.extensions[ROUTES] = route_table(app)  # fail closed: raises for an undeclared endpoint
     _register_error_handlers(app)

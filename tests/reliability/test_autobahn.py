@@ -24,6 +24,7 @@ import wsproto
 from quart import Blueprint, Quart, websocket
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
 
+from chatbot.api.routes import route
 from chatbot.app import create_app
 from chatbot.serving import install_protocol_fixes
 from chatbot.wiring import Services
@@ -49,7 +50,7 @@ def echo_blueprint() -> Blueprint:
     """A websocket that sends back every message: mounted by tests on the app they build, never in production."""
     bp = Blueprint("test_echo", __name__)
 
-    @bp.websocket(ECHO_PATH)
+    @route(bp, "WEBSOCKET", ECHO_PATH, role="public", summary="Test only: echoes every message.")
     async def echo() -> None:
         await websocket.accept()
         while True:
@@ -154,8 +155,7 @@ def case_key(case_id: str) -> list[int]:
 @pytest.fixture
 async def served(services: Services) -> AsyncIterator[str]:
     """The real app (open access) with the test-only echo route, served by hypercorn with the fixes."""
-    app: Quart = create_app(services.settings, services=services)
-    app.register_blueprint(echo_blueprint())
+    app: Quart = create_app(services.settings, services=services, extra_blueprints=[echo_blueprint()])
     async with serve_app(app, ping_interval=services.settings.stream.heartbeat_seconds) as url:
         yield url.replace("http://", "ws://", 1)
 
