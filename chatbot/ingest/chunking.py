@@ -15,7 +15,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from chatbot.ingest.loaders import ParsedDocument, is_fence_close, match_fence_open
+from chatbot.ingest.loaders import ParsedDocument
+from chatbot.ingest.loaders.markdown import code_fence_spans
 
 # Where a sentence starts: after . ! ? or … (and closing quotes or brackets) plus whitespace, unless a
 # lower-case letter follows ("e.g. this"); or at a list item's first character.
@@ -26,8 +27,6 @@ _LINE_START: Final = re.compile(r"\n")
 # The last whitespace character before the end of the searched window.
 _LAST_SPACE: Final = re.compile(r"\s\S*+\Z")
 _NON_SPACE: Final = re.compile(r"\S")
-# A line that may open or close a code fence (checked in full by the loader's fence helpers).
-_FENCE_LINE: Final = re.compile(r"^ {0,3}(?:```|~~~)", re.MULTILINE)
 # A run of non-blank lines, from its first to its last non-whitespace character.
 _PARAGRAPH: Final = re.compile(r"\S(?:[^\n]*\S)?(?:[^\S\n]*\n[^\S\n]*\S(?:[^\n]*\S)?)*")
 
@@ -113,39 +112,23 @@ def _chunk_text(text: str, max_chars: int, overlap_chars: int) -> Iterator[str]:
 
 
 def _blocks(text: str) -> list[_Block]:
-    """Paragraphs (runs of non-blank lines) and fenced code blocks, trimmed of surrounding whitespace."""
+    """Paragraphs (runs of non-blank lines) and fenced code blocks, trimmed of surrounding whitespace.
+
+    Fences are found by the CommonMark parser the markdown loader uses (nested in lists and quotes too);
+    an unclosed fence runs to the end of its container.
+    """
     blocks: list[_Block] = []
-    prose_from = search_from = 0
-    while (found := _FENCE_LINE.search(text, search_from)) is not None:
-        line_end = _line_end(text, found.start())
-        fence = match_fence_open(text[found.start() : line_end])
-        if fence is None:
-            search_from = line_end
-            continue
-        close_end = _closing_fence_end(text, line_end, fence)
+    prose_from = 0
+    for fence_start, fence_end in code_fence_spans(text):
         blocks.extend(
-            _Block(m.start(), m.end(), code=False)
-            for m in _PARAGRAPH.finditer(text, prose_from, found.start())
+            _Block(m.start(), m.end(), code=False) for m in _PARAGRAPH.finditer(text, prose_from, fence_start)
         )
-        start, end = _trim(text, found.start(), close_end)
-        blocks.append(_Block(start, end, code=True))
-        prose_from = search_from = close_end
+        start, end = _trim(text, fence_start, fence_end)
+        if start < end:
+            blocks.append(_Block(start, end, code=True))
+        prose_from = fence_end
     blocks.extend(_Block(m.start(), m.end(), code=False) for m in _PARAGRAPH.finditer(text, prose_from))
     return blocks
-
-
-def _line_end(text: str, pos: int) -> int:
-    newline = text.find("\n", pos)
-    return len(text) if newline < 0 else newline
-
-
-def _closing_fence_end(text: str, pos: int, fence: str) -> int:
-    """The end of the line that closes ``fence`` after ``pos``; an unclosed fence runs to the end."""
-    for found in _FENCE_LINE.finditer(text, pos):
-        line_end = _line_end(text, found.start())
-        if is_fence_close(text[found.start() : line_end], fence):
-            return line_end
-    return len(text)
 
 
 def _trim(text: str, start: int, end: int) -> Span:

