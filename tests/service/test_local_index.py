@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -152,5 +153,49 @@ class TestMirror:
                 assert {h.doc_id for h in hits} <= {r.doc_id for r in records if r.tenant == tenant}
             with pytest.raises(ValueError, match="tenant"):
                 await store.search("", queries(5, 1), mode="dense", limit=3)
+        finally:
+            await store.aclose()
+
+
+class FilterDeleteRecorder(QdrantStore):
+    """A real local-mode QdrantStore that records how it was asked to delete (by filter or by id)."""
+
+    def __init__(self, settings: QdrantSettings) -> None:
+        super().__init__(settings)
+        self.deletes: list[tuple[str, int]] = []
+
+    async def delete_stale(self, tenant: str, doc_id: str, keep_version: str) -> None:
+        self.deletes.append(("filter", 0))
+        await super().delete_stale(tenant, doc_id, keep_version)
+
+    async def delete_document(self, tenant: str, doc_id: str) -> int:
+        self.deletes.append(("filter", 0))
+        return await super().delete_document(tenant, doc_id)
+
+    async def delete_points(self, ids: Sequence[str]) -> None:
+        self.deletes.append(("ids", len(ids)))
+        await super().delete_points(ids)
+
+
+class TestDeletesById:
+    async def test_reingest_and_delete_never_scan_the_collection(self) -> None:
+        """Through the mirror, stale versions and deleted documents go by id (a fresh document deletes
+        nothing): local mode evaluates a delete filter over every point, which made ingestion quadratic."""
+        records, dense, sparse = corpus(docs=6, chunks=4)
+        inner = FilterDeleteRecorder(QdrantSettings(path=":memory:", collection="by-id"))
+        store = MirroredStore(inner)
+        await store.open()
+        try:
+            await store.ensure_collection("test/model", DIMS, sparse=True)
+            await store.upsert(records, dense, sparse)
+            await store.delete_stale("a", "doc0", "v1")  # a fresh document: nothing is stale
+            kept = [r.point_id for r in records if r.doc_id == "doc3" and r.chunk_index < 2]
+            await store.set_version(kept, "v2")
+            await store.delete_stale("a", "doc3", "v2")
+            assert await store.delete_document("a", "doc0") == 4
+            assert await store.delete_document("a", "doc0") == 0
+            assert inner.deletes == [("ids", 2), ("ids", 4)]
+            assert [await inner.count(t) for t in TENANTS] == [await store.count(t) for t in TENANTS]
+            assert await inner.versions_of(kept) == await store.versions_of(kept) == dict.fromkeys(kept, "v2")
         finally:
             await store.aclose()
