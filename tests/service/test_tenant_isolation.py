@@ -78,23 +78,28 @@ class TestTenantIsRequired:
         with pytest.raises(ValueError, match="tenant is required"):
             tenant_filter(missing)  # type: ignore[arg-type]
 
+    @pytest.mark.parametrize("layer", ["mirrored", "qdrant"])
     async def test_every_read_and_delete_refuses_an_empty_tenant(
-        self, guide_store: VectorStore, offline_providers: Providers
+        self, guide_store: VectorStore, offline_providers: Providers, layer: str
     ) -> None:
-        """search, list, count and both deletes raise on an empty tenant, and nothing is deleted."""
-        before = await guide_store.count("public")
+        """search (even with nothing to search), list, count and both deletes raise on an empty tenant, through
+        the mirror and on Qdrant itself, and nothing is deleted."""
+        assert isinstance(guide_store, MirroredStore)
+        store: VectorStore = guide_store if layer == "mirrored" else guide_store.qdrant
+        before = await store.count("public")
         vectors = await query(offline_providers, QUESTION)
         calls = [
-            guide_store.search("", [vectors], mode="hybrid", limit=5),
-            guide_store.list_documents(""),
-            guide_store.count(""),
-            guide_store.delete_document("", document_id("public", "websocket.md")),
-            guide_store.delete_stale("", document_id("public", "websocket.md"), "v"),
+            store.search("", [vectors], mode="hybrid", limit=5),
+            store.search("", [], mode="hybrid", limit=5),
+            store.list_documents(""),
+            store.count(""),
+            store.delete_document("", document_id("public", "websocket.md")),
+            store.delete_stale("", document_id("public", "websocket.md"), "v"),
         ]
         for call in calls:
             with pytest.raises(ValueError, match="tenant is required"):
                 await call
-        assert await guide_store.count("public") == before
+        assert await store.count("public") == before
 
     @pytest.mark.parametrize("store_class", [VectorStore, QdrantStore, MirroredStore])
     def test_every_public_method_that_reads_or_deletes_takes_a_tenant_first(self, store_class: type) -> None:

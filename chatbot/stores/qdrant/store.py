@@ -191,10 +191,10 @@ class QdrantStore:
         fusion: Fusion = "rrf",
     ) -> list[ScoredChunk]:
         """Search in one call: one prefetch per probe, fused server-side when there are several."""
+        flt = tenant_filter(tenant)
         probes = search_probes(queries, mode, has_sparse=self.has_sparse)
         if not probes:
             return []
-        flt = tenant_filter(tenant)
         prefetch = [_prefetch(p, prefetch_limit, score_threshold) for p in probes]
         name = self.collection
         if len(prefetch) == 1:
