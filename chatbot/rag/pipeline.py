@@ -96,13 +96,9 @@ class Pipeline:
         self.cache = cache
         self.on_cache_lookup = on_cache_lookup
         self.settings = settings
-        self.embedder = embedder
-        self.sparse = sparse
         self.chat = chat
-        self.store = store
         self.prompts = prompts
         self.conversations = conversations
-        self.reranker = reranker
         self.retriever = Retriever(
             store=store,
             embedder=embedder,
