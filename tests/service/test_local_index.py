@@ -199,3 +199,26 @@ class TestDeletesById:
             assert await inner.versions_of(kept) == await store.versions_of(kept) == dict.fromkeys(kept, "v2")
         finally:
             await store.aclose()
+
+    async def test_a_store_only_opened_deletes_what_is_on_disk(self, tmp_path: Path) -> None:
+        """Opened without ensure_collection (as the CLI's delete does), the mirror still holds the collection,
+        so a delete by id removes the document from disk (it used to find nothing and delete nothing)."""
+        records, dense, sparse = corpus(docs=3, chunks=4)
+        path = str(tmp_path / "q")
+        first = await open_store("disk", mirror=True, path=path)
+        await first.upsert(records, dense, sparse)
+        await first.aclose()
+        opened = vector_store(QdrantSettings(path=path, collection="disk"))
+        await opened.open()
+        try:
+            assert isinstance(opened, MirroredStore)
+            assert await opened.versions_of([records[0].point_id]) == {records[0].point_id: "v1"}
+            assert await opened.delete_document("a", "doc0") == 4
+        finally:
+            await opened.aclose()
+        again = await open_store("disk", mirror=False, path=path)
+        try:
+            assert await again.count("a") == 0
+            assert await again.count("b") == 4
+        finally:
+            await again.aclose()

@@ -70,8 +70,8 @@ class Hit:
 
 
 class LocalIndex:
-    def __init__(self, dims: int) -> None:
-        self.dims = dims
+    def __init__(self, dims: int = 0) -> None:
+        self.dims = dims  # 0: taken from the first vector written
         self._tenants: dict[str, _Tenant] = {}
         self._df: dict[int, int] = defaultdict(int)  # collection-wide document frequency per sparse term
         self._with_sparse = 0  # live points that have a sparse vector (IDF's N)
@@ -91,6 +91,8 @@ class LocalIndex:
         payload: dict[str, Any],
     ) -> None:
         self.delete([point_id])
+        if not self.dims:
+            self.dims = len(dense)
         t = self._tenants.get(tenant)
         if t is None:
             t = self._tenants[tenant] = _Tenant(self.dims)

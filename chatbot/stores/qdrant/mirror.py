@@ -34,7 +34,7 @@ class MirroredStore:
 
     def __init__(self, inner: QdrantStore) -> None:
         self.inner = inner
-        self.index = LocalIndex(0)
+        self.index = LocalIndex()
 
     @property
     def qdrant(self) -> QdrantStore:
@@ -45,7 +45,14 @@ class MirroredStore:
         return self.inner.has_sparse
 
     async def open(self) -> None:
+        """Open Qdrant and mirror the collection if it exists (once: every later write passes through here).
+        Loading here, not in ensure_collection, keeps a store that is only opened (the CLI's delete) exact."""
         await self.inner.open()
+        index = LocalIndex()
+        async for page in self.inner.stream_points():
+            for p in page:
+                index.upsert(p.point_id, p.tenant, p.dense, p.sparse, p.payload)
+        self.index = index
 
     async def aclose(self) -> None:
         await self.inner.aclose()
@@ -54,13 +61,7 @@ class MirroredStore:
         return await self.inner.ping()
 
     async def ensure_collection(self, dense_model: str, dimensions: int, *, sparse: bool) -> None:
-        """Open or create the collection, then mirror what it holds (once, at start-up)."""
         await self.inner.ensure_collection(dense_model, dimensions, sparse=sparse)
-        index = LocalIndex(dimensions)
-        async for page in self.inner.stream_points():
-            for p in page:
-                index.upsert(p.point_id, p.tenant, p.dense, p.sparse, p.payload)
-        self.index = index
 
     # -- reads ------------------------------------------------------------------------------------------
 

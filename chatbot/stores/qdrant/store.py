@@ -222,8 +222,11 @@ class QdrantStore:
         return [ScoredChunk.from_payload(point.payload or {}, point.score) for point in response.points]
 
     async def stream_points(self, page: int = 1024) -> AsyncIterator[list[StoredPoint]]:
-        """Every point with its vectors and payload, a page at a time (for a mirror's start-up load)."""
+        """Every point with its vectors and payload, a page at a time (for a mirror's start-up load); nothing
+        when the collection does not exist yet."""
         name = self.collection
+        if not await self.run(lambda c: c.collection_exists(name)):
+            return
         offset: Any = None
         while True:
             points, offset = await self.run(
