@@ -25,7 +25,8 @@ from chatbot.ingest.service import Ingestor
 from chatbot.ops.looplag import LoopLagMonitor
 from chatbot.providers.local_models import BM25SparseEmbedder, LocalEmbedder
 from chatbot.settings import LocalModelSettings, QdrantSettings
-from chatbot.stores.qdrant.store import ChunkRecord, QueryVectors, VectorStore
+from chatbot.stores.base import ChunkRecord, QueryVectors
+from chatbot.stores.factory import vector_store
 
 TENANT = "public"
 
@@ -39,7 +40,7 @@ async def ingestion(target_chunks: int, threads: int) -> dict[str, Any]:
     """The product's Ingestor with the offline embedder (+ BM25) into an in-memory local-mode store."""
     embedder = LocalEmbedder(LocalModelSettings(threads=threads))
     await embedder.warm_up()
-    store = VectorStore(QdrantSettings(path=":memory:", collection="ingest"))
+    store = vector_store(QdrantSettings(path=":memory:", collection="ingest"))
     await store.open()
     monitor = LoopLagMonitor(interval=0.01, threshold=10.0, watchdog=False)
     try:
@@ -90,7 +91,7 @@ def chunk_texts(n: int) -> list[tuple[str, tuple[str, ...]]]:
 async def retrieval(size: int, queries: int, hybrid: bool) -> dict[str, Any]:
     """Search latency (p50/p99), CPU per search and the serving loop's lag while searching `size` points."""
     rng = np.random.default_rng(size)
-    store = VectorStore(QdrantSettings(path=":memory:", collection=f"r{size}"))
+    store = vector_store(QdrantSettings(path=":memory:", collection=f"r{size}"))
     await store.open()
     monitor = LoopLagMonitor(interval=0.002, threshold=10.0, watchdog=False)
     try:

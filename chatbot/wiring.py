@@ -18,12 +18,9 @@ from chatbot.providers.registry import Providers, build_providers
 from chatbot.rag.pipeline import Pipeline
 from chatbot.rag.prompts import Prompts
 from chatbot.settings import Settings
-from chatbot.stores.conversations import ConversationStore, MemoryConversationStore
-from chatbot.stores.counters import Counters, MemoryCounters
-from chatbot.stores.eventlog import EventLog, MemoryEventLog
-from chatbot.stores.qdrant.answer_cache import AnswerCache
-from chatbot.stores.qdrant.store import VectorStore
-from chatbot.stores.redis.backends import open_redis_backends
+from chatbot.stores.base import ConversationStore, Counters, EventLog, VectorStore
+from chatbot.stores.factory import open_stores
+from chatbot.stores.memory import MemoryCounters
 from chatbot.stores.redis.client import RedisConnection
 
 log = logging.getLogger(__name__)
@@ -63,37 +60,20 @@ async def build_services(
         warm_up = getattr(providers.embedder, "warm_up", None)
         if warm_up is not None:
             await warm_up()  # loads the offline model in its worker thread, not per request
-        if store is None:
-            store = VectorStore(settings.qdrant)
-            await store.open()
-            stack.push_async_callback(store.aclose)
-        await store.ensure_collection(
-            providers.embedder.name, providers.embedder.dimensions, sparse=providers.sparse is not None
+        stores = await open_stores(
+            settings,
+            stack,
+            dense_model=providers.embedder.name,
+            dimensions=providers.embedder.dimensions,
+            sparse=providers.sparse is not None,
+            vectors=store,
         )
+        store, event_log, conversations = stores.vectors, stores.event_log, stores.conversations
+        counters, cache, redis = stores.counters, stores.cache, stores.redis  # redis: instances share them
         prompts = Prompts(settings.prompts_dir)
-        redis = await open_redis_backends(settings, stack) if settings.redis.url else None
-        conversations: ConversationStore
-        event_log: EventLog
-        if redis is not None:  # instances share answers, stop signals, conversations and counters
-            conversations, event_log = redis.conversations, redis.event_log
-        else:
-            conversations = MemoryConversationStore(
-                max_conversations=settings.limits.max_conversations,
-                max_turns=settings.limits.max_history_messages,
-            )
-            event_log = MemoryEventLog(
-                max_events=settings.stream.log_max_events, expire_seconds=settings.stream.grace_seconds
-            )
-            stack.push_async_callback(event_log.aclose)
         looplag = LoopLagMonitor(threshold=settings.server.looplag_threshold_ms / 1000)
         await looplag.start()
         stack.push_async_callback(looplag.stop)
-        cache = None
-        if settings.cache.enabled:
-            cache = AnswerCache(
-                store, similarity=settings.cache.similarity, ttl_seconds=settings.cache.ttl_seconds
-            )
-            await cache.open(providers.embedder.dimensions)
         pipeline = Pipeline(
             cache=cache,
             settings=settings,
@@ -123,7 +103,6 @@ async def build_services(
         pipeline.on_cache_lookup = lambda hit: metrics.cache_hit() if hit else metrics.cache_miss()
         looplag.add_listener(metrics.observe_loop_lag)
         stack.callback(metrics.close)
-        counters: Counters = redis.counters if redis is not None else MemoryCounters()
         quotas = Quotas(
             counters,
             settings.quotas,

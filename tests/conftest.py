@@ -15,7 +15,8 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from chatbot.providers.registry import Providers
 from chatbot.settings import Settings
-from chatbot.stores.qdrant.store import VectorStore
+from chatbot.stores.base import VectorStore
+from chatbot.stores.factory import vector_store
 from chatbot.wiring import Services, build_services
 from tests.serving import serve_app
 
@@ -62,7 +63,7 @@ def guide_store(offline_providers: Providers) -> Iterator[VectorStore]:
     from chatbot.ingest.service import Ingestor
 
     settings = make_settings()
-    store = VectorStore(settings.qdrant)
+    store: VectorStore = vector_store(settings.qdrant)
 
     async def setup() -> None:
         await store.open()

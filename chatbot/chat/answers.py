@@ -22,7 +22,7 @@ from chatbot.errors import Busy, ChatbotError, QuotaExceeded, ShuttingDown, Unkn
 from chatbot.rag.events import ChatEvent, ErrorEvent, StoppedEvent, TokenEvent, is_terminal
 from chatbot.rag.pipeline import AnswerRequest, Pipeline
 from chatbot.settings import StreamSettings
-from chatbot.stores.eventlog import EventLog
+from chatbot.stores.base import EventLog
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from chatbot.chat.answers import QUOTA, Answer, AnswerManager
 from chatbot.errors import QuotaExceeded, RateLimited
 from chatbot.rag.events import ChatEvent, DoneEvent, TokenEvent, is_terminal
 from chatbot.settings import QuotaSettings
-from chatbot.stores.counters import Counters
+from chatbot.stores.base import Counters
 
 log = logging.getLogger(__name__)
 

@@ -5,18 +5,19 @@
 
 The corpus is ingested with `Ingestor.ingest_bytes`, one markdown document per corpus line (the title as
 its heading, so it reaches every chunk's embed text as the user guide's headings do), into a scratch
-in-memory collection under the tenant "eval". Every query then runs the way the pipeline retrieves:
-the question is embedded (dense and/or BM25) and sent to `VectorStore.search` in one call, with the
-deployment's retrieval settings (prefetch_limit, fusion, score_threshold). Search results are chunks;
-a document is ranked where its best chunk is. `rerank` reranks the hybrid candidates with the configured
-reranker, as the pipeline does (Cohere only: no reranker runs offline).
+in-memory collection under the tenant "eval". Every query then runs through the pipeline's own
+`Retriever` (rag/retriever.py: embed -> search -> rerank) with the deployment's retrieval settings
+(prefetch_limit, fusion, score_threshold, rerank_candidates), the search mode set to the mode evaluated
+and `top_k` raised to 100 for Recall@100. Search results are chunks; a document is ranked where its best
+chunk is. `rerank` is hybrid search reranked by the configured reranker, exactly as the pipeline does:
+the reranker orders the `rerank_candidates` best hits (Cohere only: no reranker runs offline).
 
-Metrics follow BEIR (pytrec_eval): nDCG@10 with linear gains, Recall@100 and MRR@10, averaged over the
-queries that have at least one relevant document in the qrels. Latency is per query, wall clock, from
-embedding the question to the ranked list (p50/p99, nearest rank).
+Metrics (eval/metrics.py) follow BEIR (pytrec_eval): nDCG@10 with linear gains, Recall@100 and MRR@10,
+averaged over the queries that have at least one relevant document in the qrels. Latency is per query,
+wall clock, from embedding the question to the ranked list (p50/p99, nearest rank).
 
 Adapter, documented: the corpus is ingested by `concurrency` documents at a time, and the embedder is
-wrapped in `BatchingEmbedder`, which merges the concurrent per-document embed calls into full batches
+wrapped in `BatchingEmbedder` (eval/batching.py), which merges the concurrent per-document embed calls into full batches
 (same vectors, fewer inference calls).
 """
 
@@ -24,12 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import csv
 import json
-import math
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,261 +37,19 @@ from typing import Any, Literal, TextIO
 from tqdm import tqdm
 
 from chatbot.errors import ConfigError, UnreadableDocument
+from chatbot.eval.batching import BatchingEmbedder
+from chatbot.eval.beir import BeirData, CorpusDoc, corpus_id, document_bytes, document_source, read_beir
+from chatbot.eval.metrics import RECALL_K, ModeResult, rank_by_score, score_run, unique
 from chatbot.ingest.service import Ingestor
-from chatbot.providers.base import Embedder, EmbedKind, Reranker, SparseEmbedder
 from chatbot.providers.registry import Providers, build_providers
-from chatbot.rag.events import Source
-from chatbot.rag.pipeline import embed_query
+from chatbot.rag.retriever import Retriever
 from chatbot.settings import Settings
-from chatbot.stores.qdrant.store import SearchMode, VectorStore
+from chatbot.stores.base import VectorStore
+from chatbot.stores.factory import vector_store
 
 EvalMode = Literal["dense", "sparse", "hybrid", "rerank"]
 ALL_MODES: tuple[EvalMode, ...] = ("dense", "sparse", "hybrid", "rerank")
 EVAL_TENANT = "eval"
-SOURCE_SUFFIX = ".md"
-NDCG_K = 10
-RECALL_K = 100
-MRR_K = 10
-
-# -- reading the BEIR layout ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class CorpusDoc:
-    doc_id: str
-    title: str
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class BeirData:
-    corpus: list[CorpusDoc]
-    queries: dict[str, str]  # query id -> text, in file order
-    qrels: dict[str, dict[str, int]]  # query id -> corpus id -> graded relevance
-
-
-def read_corpus(path: Path) -> list[CorpusDoc]:
-    """corpus.jsonl: one {"_id", "title", "text"} object a line."""
-    return [
-        CorpusDoc(str(row["_id"]), str(row.get("title") or ""), str(row.get("text") or ""))
-        for row in _jsonl(path)
-    ]
-
-
-def read_queries(path: Path) -> dict[str, str]:
-    """queries.jsonl: one {"_id", "text"} object a line."""
-    return {str(row["_id"]): str(row["text"]) for row in _jsonl(path)}
-
-
-def read_qrels(path: Path) -> dict[str, dict[str, int]]:
-    """qrels TSV with a header line: query-id, corpus-id, score."""
-    qrels: dict[str, dict[str, int]] = {}
-    with path.open(encoding="utf-8", newline="") as f:
-        rows = csv.reader(f, delimiter="\t")
-        header = next(rows, None)
-        if header is None or [h.strip().lower() for h in header[:3]] != ["query-id", "corpus-id", "score"]:
-            raise ConfigError(f"{path}: expected a header line 'query-id<TAB>corpus-id<TAB>score'.")
-        for row in rows:
-            if len(row) >= 3:
-                qrels.setdefault(row[0], {})[row[1]] = int(row[2])
-    return qrels
-
-
-def read_beir(corpus: Path, queries: Path, qrels: Path) -> BeirData:
-    for path in (corpus, queries, qrels):
-        if not path.is_file():
-            raise ConfigError(f"No such file: {path}")
-    return BeirData(read_corpus(corpus), read_queries(queries), read_qrels(qrels))
-
-
-def _jsonl(path: Path) -> Iterable[dict[str, Any]]:
-    with path.open(encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if line.strip():
-                try:
-                    yield json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ConfigError(f"{path}:{number}: not a JSON object.") from exc
-
-
-# -- metrics (pure) ---------------------------------------------------------------------------------
-
-
-def unique(ranked: Iterable[str]) -> list[str]:
-    """Ids in order, each kept at its first (best) rank: several chunks of one document count once."""
-    return list(dict.fromkeys(ranked))
-
-
-def rank_by_score(hits: Iterable[tuple[str, float]]) -> list[str]:
-    """Document ids by best score, highest first; equal scores (common with RRF) by id, so a run does not
-    depend on how the store orders ties."""
-    best: dict[str, float] = {}
-    for doc, score in hits:
-        if doc not in best or score > best[doc]:
-            best[doc] = score
-    return sorted(best, key=lambda doc: (-best[doc], doc))
-
-
-def ndcg_at_k(ranked: Sequence[str], relevance: Mapping[str, int], k: int = NDCG_K) -> float:
-    """nDCG@k with linear gains (as pytrec_eval and BEIR): sum rel_i / log2(i + 1) over the ideal order's."""
-    gains = sorted((g for g in relevance.values() if g > 0), reverse=True)[:k]
-    ideal = sum(g / math.log2(i + 2) for i, g in enumerate(gains))
-    if ideal == 0:
-        return 0.0
-    dcg = sum(max(relevance.get(doc, 0), 0) / math.log2(i + 2) for i, doc in enumerate(unique(ranked)[:k]))
-    return dcg / ideal
-
-
-def recall_at_k(ranked: Sequence[str], relevance: Mapping[str, int], k: int = RECALL_K) -> float:
-    """The share of the relevant documents (grade > 0) found in the top k."""
-    relevant = {doc for doc, g in relevance.items() if g > 0}
-    if not relevant:
-        return 0.0
-    return len(relevant.intersection(unique(ranked)[:k])) / len(relevant)
-
-
-def mrr_at_k(ranked: Sequence[str], relevance: Mapping[str, int], k: int = MRR_K) -> float:
-    """1 / rank of the first relevant document in the top k, else 0."""
-    for i, doc in enumerate(unique(ranked)[:k], start=1):
-        if relevance.get(doc, 0) > 0:
-            return 1.0 / i
-    return 0.0
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile: the smallest value with at least q% of the values at or below it."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = max(math.ceil(q / 100 * len(ordered)), 1)
-    return ordered[min(rank, len(ordered)) - 1]
-
-
-@dataclass(frozen=True, slots=True)
-class ModeResult:
-    mode: str
-    ndcg_at_10: float
-    recall_at_100: float
-    mrr_at_10: float
-    p50_ms: float
-    p99_ms: float
-    queries: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "ndcg@10": round(self.ndcg_at_10, 4),
-            "recall@100": round(self.recall_at_100, 4),
-            "mrr@10": round(self.mrr_at_10, 4),
-            "p50_ms": round(self.p50_ms, 2),
-            "p99_ms": round(self.p99_ms, 2),
-            "queries": self.queries,
-        }
-
-
-def score_run(
-    mode: str,
-    run: Mapping[str, Sequence[str]],
-    qrels: Mapping[str, Mapping[str, int]],
-    latencies_ms: Sequence[float],
-) -> ModeResult:
-    """Mean metrics over the queries of `run` that have a relevant document; the others are not counted."""
-    judged = [q for q in run if any(g > 0 for g in qrels.get(q, {}).values())]
-    n = len(judged)
-
-    def mean(metric: Callable[[Sequence[str], Mapping[str, int]], float]) -> float:
-        return sum(metric(run[q], qrels[q]) for q in judged) / n if n else 0.0
-
-    return ModeResult(
-        mode=mode,
-        ndcg_at_10=mean(ndcg_at_k),
-        recall_at_100=mean(recall_at_k),
-        mrr_at_10=mean(mrr_at_k),
-        p50_ms=percentile(latencies_ms, 50),
-        p99_ms=percentile(latencies_ms, 99),
-        queries=n,
-    )
-
-
-# -- the corpus as product documents ---------------------------------------------------------------
-
-
-def document_source(doc_id: str) -> str:
-    """The document name a corpus entry is ingested under; `corpus_id` maps a search hit back."""
-    return doc_id + SOURCE_SUFFIX
-
-
-def corpus_id(source: str) -> str:
-    return source.removesuffix(SOURCE_SUFFIX)
-
-
-def document_bytes(doc: CorpusDoc) -> bytes:
-    """A markdown document: the title as its H1 (the heading every chunk's embed text starts with)."""
-    title = " ".join(doc.title.split())
-    text = doc.text.strip()
-    return (f"# {title}\n\n{text}\n" if title else f"{text}\n").encode()
-
-
-class BatchingEmbedder:
-    """Embedder adapter for bulk ingestion: calls made while a batch runs are merged into the next batch.
-
-    Ingesting documents one at a time gives the model batches of two or three chunks; with several
-    documents in flight, this hands it up to `max_batch` texts per call. The vectors are the inner
-    embedder's. Each caller gets its own vectors back, or the batch's exception.
-    """
-
-    def __init__(self, inner: Embedder, *, max_batch: int) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.dimensions = inner.dimensions
-        self.distance = inner.distance
-        self.max_batch = max_batch
-        self.calls = 0
-        self._pending: list[tuple[list[str], EmbedKind, asyncio.Future[list[list[float]]]]] = []
-        self._worker: asyncio.Task[None] | None = None
-
-    async def embed(self, texts: Sequence[str], kind: EmbedKind) -> list[list[float]]:
-        if not texts:
-            return []
-        future: asyncio.Future[list[list[float]]] = asyncio.get_running_loop().create_future()
-        self._pending.append((list(texts), kind, future))
-        if self._worker is None or self._worker.done():
-            self._worker = asyncio.create_task(self._drain(), name="eval-embed-batches")
-        return await future
-
-    async def _drain(self) -> None:
-        while self._pending:
-            kind = self._pending[0][1]
-            batch: list[tuple[list[str], EmbedKind, asyncio.Future[list[list[float]]]]] = []
-            size = 0
-            for item in list(self._pending):
-                if item[1] == kind and (not batch or size + len(item[0]) <= self.max_batch):
-                    batch.append(item)
-                    size += len(item[0])
-                    self._pending.remove(item)
-            self.calls += 1
-            try:
-                vectors = await self.inner.embed([t for texts, _, _ in batch for t in texts], kind)
-            except asyncio.CancelledError:
-                for _, _, future in batch + self._pending:
-                    future.cancel()
-                self._pending.clear()
-                raise
-            except Exception as exc:
-                for _, _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            start = 0
-            for texts, _, future in batch:
-                if not future.done():
-                    future.set_result(vectors[start : start + len(texts)])
-                start += len(texts)
-
-    async def aclose(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
 
 
 # -- the run ---------------------------------------------------------------------------------------
@@ -401,11 +158,26 @@ async def _scratch(
         warm_up = getattr(providers.embedder, "warm_up", None)
         if warm_up is not None:
             await warm_up()
-        store = VectorStore(settings.qdrant)
+        store = vector_store(settings.qdrant)
         await store.open()
         stack.push_async_callback(store.aclose)
         await store.ensure_collection(providers.embedder.name, providers.embedder.dimensions, sparse=True)
         yield providers, store
+
+
+def retriever_for(settings: Settings, store: VectorStore, providers: Providers, mode: EvalMode) -> Retriever:
+    """The pipeline's retriever as `mode` runs it: its search mode (rerank: hybrid, reranked), top 100."""
+    retrieval = settings.retrieval.model_copy(
+        update={"mode": "hybrid" if mode == "rerank" else mode, "top_k": RECALL_K}
+    )
+    return Retriever(
+        store=store,
+        embedder=providers.embedder,
+        sparse=providers.sparse,
+        reranker=providers.reranker if mode == "rerank" else None,
+        settings=retrieval,
+        deadlines=settings.deadlines,
+    )
 
 
 async def ingest_corpus(
@@ -439,47 +211,6 @@ async def ingest_corpus(
         stats.seconds = time.perf_counter() - started
         bar.set_postfix(chunks=stats.chunks, chunks_per_s=f"{stats.chunks_per_second:.0f}")
     return stats
-
-
-class Retriever:
-    """One query as the pipeline retrieves it: embed (dense and/or BM25), one VectorStore.search call."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        store: VectorStore,
-        embedder: Embedder,
-        sparse: SparseEmbedder | None,
-        reranker: Reranker | None,
-        *,
-        depth: int = RECALL_K,
-    ) -> None:
-        self.settings = settings
-        self.store = store
-        self.embedder = embedder
-        self.sparse = sparse
-        self.reranker = reranker
-        self.depth = depth
-
-    async def search(self, question: str, mode: EvalMode) -> list[Source]:
-        retrieval = self.settings.retrieval
-        store_mode: SearchMode = "hybrid" if mode == "rerank" else mode
-        vectors = await embed_query(self.embedder, self.sparse, question, store_mode)  # as the pipeline does
-        sources = await self.store.search(
-            EVAL_TENANT,
-            [vectors],
-            mode=store_mode,
-            limit=self.depth,
-            prefetch_limit=retrieval.prefetch_limit,
-            score_threshold=retrieval.score_threshold,
-            fusion=retrieval.fusion,
-        )
-        if mode == "rerank" and self.reranker is not None and sources:
-            head = sources[: retrieval.rerank_candidates]
-            ranked = await self.reranker.rerank(question, [s.text for s in head], len(head))
-            reordered = [head[r.index] for r in ranked]
-            sources = reordered + [s for s in head if s not in reordered] + sources[len(head) :]
-        return sources
 
 
 async def run_evaluation(
@@ -522,13 +253,13 @@ async def run_evaluation(
         judged = [q for q in data.queries if any(g > 0 for g in data.qrels.get(q, {}).values())]
         if limit_queries is not None:
             judged = judged[:limit_queries]
-        retriever = Retriever(settings, store, providers.embedder, providers.sparse, providers.reranker)
         for mode in wanted:
+            retriever = retriever_for(settings, store, providers, mode)
             run: dict[str, list[str]] = {}
             latencies: list[float] = []
             for qid in tqdm(judged, unit="query", desc=mode, disable=not progress, file=sys.stderr):
                 started = time.perf_counter()
-                sources = await retriever.search(data.queries[qid], mode)
+                sources = await retriever.search(EVAL_TENANT, data.queries[qid])
                 latencies.append((time.perf_counter() - started) * 1000)
                 run[qid] = (
                     unique(corpus_id(s.source) for s in sources)

@@ -21,8 +21,7 @@ from chatbot.errors import PayloadTooLarge
 from chatbot.ingest.chunking import chunk_document
 from chatbot.ingest.loaders import SUPPORTED_SUFFIXES, load_document
 from chatbot.providers.base import Embedder, SparseEmbedder
-from chatbot.stores.qdrant.answer_cache import AnswerCache
-from chatbot.stores.qdrant.store import ChunkRecord, VectorStore, document_id, point_id
+from chatbot.stores.base import AnswerCache, ChunkRecord, VectorStore, document_id, point_id
 
 log = logging.getLogger(__name__)
 

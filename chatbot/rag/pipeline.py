@@ -5,7 +5,8 @@
 
 Stages: load history (and embed the raw question at the same time) -> rewrite a follow-up -> retrieve
 (raw and rewritten queries fused in one vector store call) -> rerank (optional) -> sources event -> render
-prompts -> stream the model's reply as token events -> done. Each stage has its own deadline. Any failure
+prompts -> stream the model's reply as token events -> done. Embedding, retrieval and reranking are the
+Retriever's (rag/retriever.py), which the evaluation harness measures. Each stage has its own deadline. Any failure
 becomes exactly one error event. The turn is saved on every path: done, stopped (generator closed early or
 task cancelled) and error.
 """
@@ -21,7 +22,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, 
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from chatbot.errors import ChatbotError, DeadlineExceeded, UpstreamError
+from chatbot.errors import ChatbotError, DeadlineExceeded
 from chatbot.providers.base import (
     ChatMessage,
     ChatModel,
@@ -35,7 +36,6 @@ from chatbot.rag.events import (
     ChatEvent,
     DoneEvent,
     ErrorEvent,
-    Source,
     SourcesEvent,
     StartEvent,
     TokenEvent,
@@ -43,10 +43,17 @@ from chatbot.rag.events import (
 )
 from chatbot.rag.followups import fallback_rewrite, looks_like_followup
 from chatbot.rag.prompts import Prompts
+from chatbot.rag.retriever import Retriever, as_chunks, as_sources, elapsed_ms, staged
 from chatbot.settings import Settings
-from chatbot.stores.conversations import ConversationStore, Turn
-from chatbot.stores.qdrant.answer_cache import AnswerCache, CachedAnswer
-from chatbot.stores.qdrant.store import QueryVectors, SearchMode, VectorStore
+from chatbot.stores.base import (
+    AnswerCache,
+    CachedAnswer,
+    ConversationStore,
+    QueryVectors,
+    SearchMode,
+    Turn,
+    VectorStore,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -89,23 +96,21 @@ class Pipeline:
         self.cache = cache
         self.on_cache_lookup = on_cache_lookup
         self.settings = settings
-        self.embedder = embedder
-        self.sparse = sparse
         self.chat = chat
-        self.store = store
         self.prompts = prompts
         self.conversations = conversations
-        self.reranker = reranker
+        self.retriever = Retriever(
+            store=store,
+            embedder=embedder,
+            sparse=sparse,
+            reranker=reranker,
+            settings=settings.retrieval,
+            deadlines=settings.deadlines,
+        )
 
     @property
     def search_mode(self) -> SearchMode:
-        mode = self.settings.retrieval.mode
-        has_sparse = self.sparse is not None and self.store.has_sparse
-        if mode == "auto":
-            return "hybrid" if has_sparse else "dense"
-        if mode in ("sparse", "hybrid") and not has_sparse:
-            return "dense"
-        return mode
+        return self.retriever.mode
 
     async def stream_answer(self, req: AnswerRequest) -> AsyncIterator[ChatEvent]:
         progress = _Progress()
@@ -150,7 +155,7 @@ class Pipeline:
         else:
             history_task = self._load_history(req)
         raw_vectors, history, generation = await asyncio.gather(
-            _staged("embed", deadlines.embed, self._embed_query(req.question), timings),
+            self.retriever.embed(req.question, timings),
             history_task,
             self._cache_generation(req.tenant),
         )
@@ -167,34 +172,9 @@ class Pipeline:
         if history and self.settings.retrieval.rewrite_followups and looks_like_followup(req.question):
             search_text = await self._rewrite(req.question, history)
             if search_text != req.question:
-                queries.append(
-                    await _staged("embed", deadlines.embed, self._embed_query(search_text), timings)
-                )
+                queries.append(await self.retriever.embed(search_text, timings))
 
-        retrieval = self.settings.retrieval
-        want = retrieval.rerank_candidates if self.reranker else retrieval.top_k
-        sources = await _staged(
-            "retrieve",
-            deadlines.retrieve,
-            self.store.search(
-                req.tenant,
-                queries,
-                mode=self.search_mode,
-                limit=want,
-                prefetch_limit=retrieval.prefetch_limit,
-                score_threshold=retrieval.score_threshold,
-                fusion=retrieval.fusion,
-            ),
-            timings,
-        )
-        if self.reranker and sources:
-            try:
-                reranking = self._rerank(search_text, sources)
-                sources = await _staged("rerank", deadlines.retrieve, reranking, timings)
-            except (UpstreamError, DeadlineExceeded) as exc:
-                # The hybrid order is still a good answer: a reranker outage must not fail every turn.
-                log.warning("rerank failed (%s); answering from the retrieval order", exc.code)
-        sources = sources[: retrieval.top_k]
+        sources = await self.retriever.retrieve(req.tenant, queries, search_text, timings)
         yield SourcesEvent(sources=tuple(sources))
 
         passages = [Passage(n=s.n, text=s.text, title=s.title) for s in sources]
@@ -227,7 +207,7 @@ class Pipeline:
                     ) from None
                 if chunk.delta:
                     if not progress.parts:
-                        timings["first_token"] = _ms(gen_started)
+                        timings["first_token"] = elapsed_ms(gen_started)
                         if first_deadline < answer_deadline:
                             deadline.move(answer_deadline)
                     progress.parts.append(chunk.delta)
@@ -241,8 +221,8 @@ class Pipeline:
         finally:
             deadline.close()
             await stream.aclose()  # type: ignore[attr-defined]  # async generators; closes the upstream stream
-        timings["generate"] = _ms(gen_started)
-        timings["total"] = _ms(started)
+        timings["generate"] = elapsed_ms(gen_started)
+        timings["total"] = elapsed_ms(started)
         if usage.total_tokens == 0:
             usage = Usage(
                 _estimate_tokens(m.content for m in request.messages), _estimate_tokens(progress.parts)
@@ -256,7 +236,7 @@ class Pipeline:
                     raw_vectors.dense or (),
                     question=req.question,
                     answer="".join(progress.parts),
-                    sources=sources,
+                    sources=as_chunks(sources),
                     model=answered_by,
                 )
             except ChatbotError:
@@ -270,7 +250,7 @@ class Pipeline:
     ) -> CachedAnswer | None:
         assert self.cache is not None  # noqa: S101 - checked by the caller
         assert vectors.dense is not None  # noqa: S101 - checked by the caller
-        hit = await _staged(
+        hit = await staged(
             "cache",
             self.settings.deadlines.retrieve,
             self.cache.lookup(req.tenant, generation, vectors.dense),
@@ -284,11 +264,11 @@ class Pipeline:
         self, hit: CachedAnswer, progress: _Progress, timings: dict[str, float], started: float
     ) -> AsyncIterator[ChatEvent]:
         """A cached answer, streamed like any other (sources, tokens, done) and marked cached."""
-        yield SourcesEvent(sources=hit.sources)
+        yield SourcesEvent(sources=tuple(as_sources(hit.sources)))
         for piece in re.findall(r"\S+\s*|\s+", hit.answer):
             progress.parts.append(piece)
             yield TokenEvent(delta=piece)
-        timings["total"] = _ms(started)
+        timings["total"] = elapsed_ms(started)
         words = _estimate_tokens(progress.parts)
         yield DoneEvent(usage=Usage(0, words), timings=timings, model=hit.model, cached=True)
 
@@ -298,9 +278,6 @@ class Pipeline:
         limit = self.settings.limits.max_history_messages
         turns = await self.conversations.history(req.tenant, req.conversation_id, limit)
         return [ChatMessage(t.role, t.content) for t in turns if t.content]
-
-    async def _embed_query(self, text: str) -> QueryVectors:
-        return await embed_query(self.embedder, self.sparse, text, self.search_mode)
 
     async def _rewrite(self, question: str, history: list[ChatMessage]) -> str:
         """A standalone query for a follow-up: through the chat model when it is an LLM, else the fallback."""
@@ -324,16 +301,6 @@ class Pipeline:
         rewritten = " ".join("".join(parts).split())[: self.settings.limits.max_message_chars]
         return rewritten or fallback_rewrite(question, history)
 
-    async def _rerank(self, query: str, sources: list[Source]) -> list[Source]:
-        if self.reranker is None:
-            return sources
-        ranked = await self.reranker.rerank(query, [s.text for s in sources], self.settings.retrieval.top_k)
-        out = []
-        for n, r in enumerate(ranked, start=1):
-            s = sources[r.index]
-            out.append(Source(n, s.doc_id, s.source, s.title, s.heading_path, s.chunk_index, s.text, r.score))
-        return out
-
     async def _save_turn(self, req: AnswerRequest, progress: _Progress) -> None:
         if req.history is not None or not req.conversation_id:
             return
@@ -354,31 +321,6 @@ class Pipeline:
             )
         except Exception:
             log.exception("could not save turn of answer %s", req.message_id)
-
-
-async def embed_query(
-    embedder: Embedder, sparse: SparseEmbedder | None, text: str, mode: SearchMode
-) -> QueryVectors:
-    """A question as the vectors `mode` searches with (dense and BM25 embedded concurrently for hybrid)."""
-    if mode == "sparse" and sparse is not None:
-        return QueryVectors(sparse=(await sparse.embed_sparse([text], "query"))[0])
-    if mode == "hybrid" and sparse is not None:
-        dense, terms = await asyncio.gather(
-            embedder.embed([text], "query"), sparse.embed_sparse([text], "query")
-        )
-        return QueryVectors(dense=dense[0], sparse=terms[0])
-    return QueryVectors(dense=(await embedder.embed([text], "query"))[0])
-
-
-async def _staged(stage: str, seconds: float, aw: Awaitable[T], timings: dict[str, float]) -> T:
-    started = time.perf_counter()
-    try:
-        async with asyncio.timeout(seconds):
-            result = await aw
-    except TimeoutError:
-        raise DeadlineExceeded(stage, seconds) from None
-    timings[stage] = timings.get(stage, 0.0) + _ms(started)
-    return result
 
 
 class _StreamDeadline:
@@ -440,10 +382,6 @@ class _StreamDeadline:
 
 async def _ready(value: T) -> T:
     return value
-
-
-def _ms(since: float) -> float:
-    return round((time.perf_counter() - since) * 1000, 3)
 
 
 def _estimate_tokens(texts: Iterable[str]) -> int:

@@ -24,7 +24,7 @@ from chatbot.app import create_app
 from chatbot.providers.base import ChatChunk, ChatModel, ChatRequest
 from chatbot.providers.extractive import pieces
 from chatbot.providers.registry import Providers
-from chatbot.stores.qdrant.store import VectorStore
+from chatbot.stores.base import VectorStore
 from chatbot.wiring import Services, build_services
 from tests.conftest import make_settings
 from tests.serving import serve_app

@@ -11,7 +11,8 @@ import pytest
 import websockets
 
 from chatbot.providers.base import Embedder, EmbedKind
-from chatbot.stores.qdrant.store import VectorStore
+from chatbot.stores.base import VectorStore
+from chatbot.stores.qdrant.mirror import MirroredStore
 from tests.fakes.scripting import Fault, Latency, Reply
 from tests.lifecycle.conftest import StackFactory
 from tests.transport.clients import collect_until_end
@@ -99,7 +100,7 @@ class SlowEmbedder:
         return await self.inner.embed(texts, kind)
 
 
-class SlowSearchStore(VectorStore):
+class SlowSearchStore(MirroredStore):
     """The shared store, searching `delay` seconds slower (a slow vector store)."""
 
     def __init__(self, inner: VectorStore, delay: float) -> None:

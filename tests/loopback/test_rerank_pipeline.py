@@ -19,7 +19,7 @@ from chatbot.providers.registry import Providers
 from chatbot.rag.events import ChatEvent, DoneEvent, Source, SourcesEvent
 from chatbot.rag.pipeline import AnswerRequest
 from chatbot.settings import CohereSettings
-from chatbot.stores.qdrant.store import VectorStore
+from chatbot.stores.base import VectorStore
 from chatbot.wiring import build_services
 from tests.conftest import make_settings
 from tests.fakes import FakeUpstream

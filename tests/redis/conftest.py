@@ -27,7 +27,7 @@ from chatbot.app import create_app
 from chatbot.providers.openai_models import OpenAIChatModel, build_openai_client
 from chatbot.providers.registry import Providers
 from chatbot.settings import OpenAISettings, RedisSettings
-from chatbot.stores.qdrant.store import VectorStore
+from chatbot.stores.base import VectorStore
 from chatbot.stores.redis.client import CLIENT_NAME, RedisConnection
 from chatbot.wiring import Services, build_services
 from tests.conftest import make_settings

@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from redis.asyncio import Redis
 
-from chatbot.stores.counters import Counters, MemoryCounters, RedisCounters
+from chatbot.stores.base import Counters
+from chatbot.stores.memory import MemoryCounters
+from chatbot.stores.redis.counters import RedisCounters
 from tests.redis.conftest import ConnectionFactory
 
 pytestmark = pytest.mark.redis

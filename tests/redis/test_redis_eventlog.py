@@ -24,7 +24,8 @@ from chatbot.rag.events import (
     Usage,
 )
 from chatbot.settings import RedisSettings
-from chatbot.stores.eventlog import EventLog, MemoryEventLog
+from chatbot.stores.base import EventLog
+from chatbot.stores.memory import MemoryEventLog
 from chatbot.stores.redis.client import RedisConnection, RedisUnavailable
 from chatbot.stores.redis.eventlog import RedisEventLog
 from tests.redis.conftest import ConnectionFactory, RedisServer

@@ -16,7 +16,7 @@ import websockets
 
 from chatbot.errors import UnknownMessage
 from chatbot.providers.registry import Providers
-from chatbot.stores.qdrant.store import VectorStore
+from chatbot.stores.base import VectorStore
 from chatbot.stores.redis.client import RedisUnavailable
 from chatbot.wiring import build_services
 from tests.conftest import make_settings

@@ -17,9 +17,11 @@ from chatbot.app import create_app
 from chatbot.errors import VectorStoreUnavailable
 from chatbot.ingest.service import Ingestor
 from chatbot.providers.registry import Providers
-from chatbot.rag.events import Source
 from chatbot.settings import QdrantSettings, Settings
-from chatbot.stores.qdrant.store import QueryVectors, SearchMode, VectorStore
+from chatbot.stores.base import QueryVectors, ScoredChunk, SearchMode, VectorStore
+from chatbot.stores.factory import vector_store
+from chatbot.stores.qdrant.mirror import MirroredStore
+from chatbot.stores.qdrant.store import QdrantStore
 from chatbot.wiring import Services, build_services
 from tests.conftest import GUIDE, make_settings
 from tests.fakes.httpserver import ClientGone, Connection, Request
@@ -60,11 +62,11 @@ class MarkedFaultUpstream(FakeUpstream):
             raise
 
 
-class ScriptedOutageStore(VectorStore):
+class ScriptedOutageStore(MirroredStore):
     """A real store whose search() raises VectorStoreUnavailable for the scripted tenants ("Qdrant down")."""
 
     def __init__(self, settings: QdrantSettings, *, down_tenants: Sequence[str] = (DOWN_TENANT,)) -> None:
-        super().__init__(settings)
+        super().__init__(QdrantStore(settings))
         self.down_tenants = frozenset(down_tenants)
         self.outages = 0
 
@@ -78,7 +80,7 @@ class ScriptedOutageStore(VectorStore):
         prefetch_limit: int = 40,
         score_threshold: float | None = None,
         fusion: Literal["rrf", "dbsf"] = "rrf",
-    ) -> list[Source]:
+    ) -> list[ScoredChunk]:
         if tenant in self.down_tenants:
             self.outages += 1
             raise VectorStoreUnavailable(provider="qdrant")
@@ -109,7 +111,7 @@ async def open_store(
 @pytest.fixture(scope="session")
 def small_store(offline_providers: Providers) -> Iterator[VectorStore]:
     """An in-memory store of our own (the fuzzers upload into it), holding three guide pages."""
-    store = VectorStore(QdrantSettings(path=":memory:", collection="reliability"))
+    store = vector_store(QdrantSettings(path=":memory:", collection="reliability"))
     asyncio.run(open_store(store, offline_providers))
     yield store
     asyncio.run(store.aclose())

@@ -31,7 +31,8 @@ from chatbot.ingest.loaders import load_document
 from chatbot.ingest.service import Ingestor, expand_paths
 from chatbot.providers.registry import Providers
 from chatbot.settings import QdrantSettings
-from chatbot.stores.qdrant.store import VectorStore, document_id, point_id
+from chatbot.stores.base import document_id, point_id
+from chatbot.stores.factory import vector_store
 
 TENANT = "public"
 COLLECTION = "documents"
@@ -214,7 +215,7 @@ class Lane:
 
     async def ingest_here(self) -> None:
         """What `python -m chatbot ingest DIR` does, in this process (the model is already loaded here)."""
-        store = VectorStore(QdrantSettings(path=str(self.qdrant), collection=COLLECTION))
+        store = vector_store(QdrantSettings(path=str(self.qdrant), collection=COLLECTION))
         await store.open()
         try:
             embedder = self.providers.embedder
@@ -232,7 +233,7 @@ class Lane:
             code, err, _ = await self.run_cli("documents", "delete", doc_id)
             assert code == 0, err[-2000:]
             return
-        store = VectorStore(QdrantSettings(path=str(self.qdrant), collection=COLLECTION))
+        store = vector_store(QdrantSettings(path=str(self.qdrant), collection=COLLECTION))
         await store.open()
         try:
             await store.delete_document(TENANT, doc_id)

@@ -14,7 +14,7 @@ from websockets.exceptions import InvalidStatus
 
 from chatbot.app import create_app
 from chatbot.providers.registry import Providers
-from chatbot.stores.qdrant.store import VectorStore
+from chatbot.stores.base import VectorStore
 from chatbot.wiring import build_services
 from tests.conftest import make_settings
 from tests.serving import serve_app

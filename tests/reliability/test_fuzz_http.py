@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 from chatbot.errors import ConfigError
 from chatbot.providers.registry import Providers
 from chatbot.settings import Settings, load_settings
-from chatbot.stores.qdrant.store import VectorStore
+from chatbot.stores.base import VectorStore
 from chatbot.wiring import Services
 from tests.conftest import make_settings
 from tests.reliability.conftest import serve_services

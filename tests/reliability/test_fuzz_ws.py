@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 
 from chatbot.providers.registry import Providers
-from chatbot.stores.qdrant.store import VectorStore
+from chatbot.stores.base import VectorStore
 from chatbot.wiring import Services
 from tests.conftest import make_settings
 from tests.reliability.conftest import serve_services

@@ -14,7 +14,7 @@ from websockets.exceptions import InvalidStatus
 
 from chatbot.providers.base import ChatChunk, ChatRequest
 from chatbot.providers.registry import Providers
-from chatbot.stores.qdrant.store import VectorStore
+from chatbot.stores.base import VectorStore
 from chatbot.wiring import Services
 from tests.conftest import make_settings
 from tests.reliability.conftest import serve_services

@@ -20,7 +20,7 @@ from chatbot.providers.openai_models import OpenAIChatModel, build_openai_client
 from chatbot.providers.registry import Providers
 from chatbot.rag.prompts import fence
 from chatbot.settings import OpenAISettings
-from chatbot.stores.qdrant.store import VectorStore
+from chatbot.stores.base import VectorStore
 from chatbot.wiring import Services
 from tests.conftest import make_settings
 from tests.fakes.upstream import FakeUpstream

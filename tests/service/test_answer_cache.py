@@ -11,7 +11,7 @@ import pytest
 
 from chatbot.app import create_app
 from chatbot.providers.registry import Providers
-from chatbot.stores.qdrant.store import VectorStore
+from chatbot.stores.base import VectorStore
 from chatbot.wiring import Services, build_services
 from tests.conftest import make_settings
 from tests.serving import serve_app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -11,8 +12,12 @@ from typing import Any
 import pytest
 
 from chatbot.__main__ import main
-from chatbot.eval.harness import eval_command
+from chatbot.eval.harness import EvalMode, eval_command, retriever_for
 from chatbot.providers.registry import Providers
+from chatbot.rag.events import SourcesEvent
+from chatbot.rag.pipeline import AnswerRequest
+from chatbot.stores.base import VectorStore
+from chatbot.wiring import build_services
 from tests.conftest import make_settings
 
 # Twenty invented documents: every one is about something no other one mentions.
@@ -95,6 +100,11 @@ QRELS: list[tuple[str, str, int]] = [
 ]
 # By hand: q1-q6 find their document first (nDCG 1, recall 1, MRR 1); q7 finds d10 first but can never find
 # d99: DCG = 2, ideal DCG = 2 + 1/log2(3), recall 1/2, MRR 1. q8 and q9 are not counted: 7 queries.
+GUIDE_QUESTIONS = (
+    "How do I stop an answer?",
+    "Which headers select the tenant?",
+    "resume after a disconnect",
+)
 JUDGED = 7
 NDCG = (6 + 2 / (2 + 1 / math.log2(3))) / JUDGED
 RECALL = (6 + 0.5) / JUDGED
@@ -169,3 +179,21 @@ class TestEvalCommandLine:
         assert report["reranker"] == "none"
         assert main([*args, "--modes", "rerank"]) == 2
         assert "no reranker runs offline" in capsys.readouterr().err
+
+
+class TestSameRetrievalAsThePipeline:
+    @pytest.mark.parametrize("mode", ["dense", "sparse", "hybrid"])
+    async def test_the_harness_ranks_what_the_pipeline_cites(
+        self, offline_providers: Providers, guide_store: VectorStore, mode: EvalMode
+    ) -> None:
+        """The harness's retriever for a mode returns the pipeline's sources (same chunks, order, scores) first."""
+        settings = make_settings(retrieval={"mode": mode})
+        retriever = retriever_for(settings, guide_store, offline_providers, mode)
+        async with build_services(settings, providers=offline_providers, store=guide_store) as services:
+            for i, question in enumerate(GUIDE_QUESTIONS):
+                request = AnswerRequest(tenant="public", question=question, message_id=f"m{i}")
+                async with contextlib.aclosing(services.pipeline.stream_answer(request)) as events:
+                    [cited] = [e.sources async for e in events if isinstance(e, SourcesEvent)]
+                ranked = await retriever.search("public", question)
+                assert cited
+                assert ranked[: settings.retrieval.top_k] == list(cited)

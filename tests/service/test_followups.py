@@ -19,7 +19,7 @@ from chatbot.providers.registry import Providers
 from chatbot.rag.events import DoneEvent, Source, SourcesEvent
 from chatbot.rag.pipeline import AnswerRequest
 from chatbot.settings import OpenAISettings
-from chatbot.stores.qdrant.store import QueryVectors, VectorStore
+from chatbot.stores.base import QueryVectors, ScoredChunk, VectorStore
 from chatbot.wiring import Services, build_services
 from tests.conftest import make_settings
 from tests.fakes import FakeOpenAI, FakeUpstream
@@ -41,7 +41,7 @@ class RecordingStore:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    async def search(self, tenant: str, queries: Sequence[QueryVectors], **kwargs: Any) -> list[Source]:
+    async def search(self, tenant: str, queries: Sequence[QueryVectors], **kwargs: Any) -> list[ScoredChunk]:
         self.searches.append(list(queries))
         return await self.inner.search(tenant, queries, **kwargs)
 

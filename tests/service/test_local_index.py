@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from chatbot.providers.base import SparseVector
 from chatbot.settings import QdrantSettings
-from chatbot.stores.qdrant.store import ChunkRecord, QueryVectors, SearchMode, VectorStore
+from chatbot.stores.base import ChunkRecord, QueryVectors, SearchMode, VectorStore
+from chatbot.stores.factory import vector_store
+from chatbot.stores.qdrant.mirror import MirroredStore
+from chatbot.stores.qdrant.store import QdrantStore
 
 DIMS = 24
 TENANTS = ("a", "b", "c")
@@ -47,8 +51,8 @@ def queries(seed: int, n: int = 25) -> list[QueryVectors]:
     return out
 
 
-async def open_store(name: str, *, mirror: bool, path: str = ":memory:") -> VectorStore:
-    store = VectorStore(QdrantSettings(path=path, collection=name, memory_index=mirror))
+async def open_store(name: str, *, mirror: bool, path: str = ":memory:") -> QdrantStore | MirroredStore:
+    store = vector_store(QdrantSettings(path=path, collection=name, memory_index=mirror))
     await store.open()
     await store.ensure_collection("test/model", DIMS, sparse=True)
     return store
@@ -58,7 +62,6 @@ def same(a: list, b: list) -> None:  # type: ignore[type-arg]
     assert [s.doc_id + str(s.chunk_index) for s in a] == [s.doc_id + str(s.chunk_index) for s in b]
     for x, y in zip(a, b, strict=True):
         assert x.score == pytest.approx(y.score, rel=1e-4, abs=1e-6)
-        assert x.n == y.n
         assert x.text == y.text
         assert x.heading_path == y.heading_path
 
@@ -91,8 +94,8 @@ class TestMirror:
         records, dense, sparse = corpus()
         mirrored, native = await open_store("m1", mirror=True), await open_store("n1", mirror=False)
         try:
-            assert mirrored.index is not None
-            assert native.index is None
+            assert isinstance(mirrored, MirroredStore)
+            assert isinstance(native, QdrantStore)
             for store in (mirrored, native):
                 await store.upsert(records, dense, sparse)
             assert await compare(mirrored, native, seed=1) == 375
@@ -114,7 +117,8 @@ class TestMirror:
                 replaced = [r for r in records if r.doc_id == "doc6"]
                 await store.upsert(replaced, dense[: len(replaced)], sparse[-len(replaced) :])
             assert await compare(mirrored, native, seed=2) == 375
-            assert len(mirrored.index or []) == await native.count("a") + await native.count(
+            assert isinstance(mirrored, MirroredStore)
+            assert len(mirrored.index) == await native.count("a") + await native.count(
                 "b"
             ) + await native.count("c")
         finally:
@@ -130,7 +134,7 @@ class TestMirror:
         await first.aclose()
         again = await open_store("disk", mirror=True, path=str(tmp_path / "q"))
         try:
-            assert again.index is not None
+            assert isinstance(again, MirroredStore)
             assert len(again.index) == len(records)
             for t, want in zip(TENANTS, expected, strict=True):
                 same(await again.search(t, queries(4, 5), mode="hybrid", limit=5), want)
@@ -151,3 +155,70 @@ class TestMirror:
                 await store.search("", queries(5, 1), mode="dense", limit=3)
         finally:
             await store.aclose()
+
+
+class FilterDeleteRecorder(QdrantStore):
+    """A real local-mode QdrantStore that records how it was asked to delete (by filter or by id)."""
+
+    def __init__(self, settings: QdrantSettings) -> None:
+        super().__init__(settings)
+        self.deletes: list[tuple[str, int]] = []
+
+    async def delete_stale(self, tenant: str, doc_id: str, keep_version: str) -> None:
+        self.deletes.append(("filter", 0))
+        await super().delete_stale(tenant, doc_id, keep_version)
+
+    async def delete_document(self, tenant: str, doc_id: str) -> int:
+        self.deletes.append(("filter", 0))
+        return await super().delete_document(tenant, doc_id)
+
+    async def delete_points(self, ids: Sequence[str]) -> None:
+        self.deletes.append(("ids", len(ids)))
+        await super().delete_points(ids)
+
+
+class TestDeletesById:
+    async def test_reingest_and_delete_never_scan_the_collection(self) -> None:
+        """Through the mirror, stale versions and deleted documents go by id (a fresh document deletes
+        nothing): local mode evaluates a delete filter over every point, which made ingestion quadratic."""
+        records, dense, sparse = corpus(docs=6, chunks=4)
+        inner = FilterDeleteRecorder(QdrantSettings(path=":memory:", collection="by-id"))
+        store = MirroredStore(inner)
+        await store.open()
+        try:
+            await store.ensure_collection("test/model", DIMS, sparse=True)
+            await store.upsert(records, dense, sparse)
+            await store.delete_stale("a", "doc0", "v1")  # a fresh document: nothing is stale
+            kept = [r.point_id for r in records if r.doc_id == "doc3" and r.chunk_index < 2]
+            await store.set_version(kept, "v2")
+            await store.delete_stale("a", "doc3", "v2")
+            assert await store.delete_document("a", "doc0") == 4
+            assert await store.delete_document("a", "doc0") == 0
+            assert inner.deletes == [("ids", 2), ("ids", 4)]
+            assert [await inner.count(t) for t in TENANTS] == [await store.count(t) for t in TENANTS]
+            assert await inner.versions_of(kept) == await store.versions_of(kept) == dict.fromkeys(kept, "v2")
+        finally:
+            await store.aclose()
+
+    async def test_a_store_only_opened_deletes_what_is_on_disk(self, tmp_path: Path) -> None:
+        """Opened without ensure_collection (as the CLI's delete does), the mirror still holds the collection,
+        so a delete by id removes the document from disk (it used to find nothing and delete nothing)."""
+        records, dense, sparse = corpus(docs=3, chunks=4)
+        path = str(tmp_path / "q")
+        first = await open_store("disk", mirror=True, path=path)
+        await first.upsert(records, dense, sparse)
+        await first.aclose()
+        opened = vector_store(QdrantSettings(path=path, collection="disk"))
+        await opened.open()
+        try:
+            assert isinstance(opened, MirroredStore)
+            assert await opened.versions_of([records[0].point_id]) == {records[0].point_id: "v1"}
+            assert await opened.delete_document("a", "doc0") == 4
+        finally:
+            await opened.aclose()
+        again = await open_store("disk", mirror=False, path=path)
+        try:
+            assert await again.count("a") == 0
+            assert await again.count("b") == 4
+        finally:
+            await again.aclose()

@@ -9,7 +9,7 @@ import pytest
 
 from chatbot.providers.local_models import BM25SparseEmbedder
 from chatbot.providers.registry import Providers, build_providers
-from chatbot.stores.qdrant.store import VectorStore
+from chatbot.stores.factory import vector_store
 from chatbot.wiring import build_services
 from tests.conftest import make_settings
 
@@ -41,7 +41,7 @@ class TestDefaultSearchMode:
             chat=offline_providers.chat,
             reranker=None,
         )
-        store = VectorStore(settings.qdrant)
+        store = vector_store(settings.qdrant)
         await store.open()
         try:
             async with build_services(settings, providers=providers, store=store) as services:

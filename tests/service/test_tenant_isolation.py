@@ -14,7 +14,9 @@ from chatbot.ingest.service import Ingestor, IngestResult
 from chatbot.providers.registry import Providers
 from chatbot.rag.events import SourcesEvent
 from chatbot.rag.pipeline import AnswerRequest
-from chatbot.stores.qdrant.store import QueryVectors, SearchMode, VectorStore, document_id, tenant_filter
+from chatbot.stores.base import QueryVectors, SearchMode, VectorStore, document_id
+from chatbot.stores.qdrant.mirror import MirroredStore
+from chatbot.stores.qdrant.store import QdrantStore, tenant_filter
 from chatbot.wiring import build_services
 from tests.conftest import make_settings
 
@@ -76,44 +78,55 @@ class TestTenantIsRequired:
         with pytest.raises(ValueError, match="tenant is required"):
             tenant_filter(missing)  # type: ignore[arg-type]
 
+    @pytest.mark.parametrize("layer", ["mirrored", "qdrant"])
     async def test_every_read_and_delete_refuses_an_empty_tenant(
-        self, guide_store: VectorStore, offline_providers: Providers
+        self, guide_store: VectorStore, offline_providers: Providers, layer: str
     ) -> None:
-        """search, list, count and both deletes raise on an empty tenant, and nothing is deleted."""
-        before = await guide_store.count("public")
+        """search (even with nothing to search), list, count and both deletes raise on an empty tenant, through
+        the mirror and on Qdrant itself, and nothing is deleted."""
+        assert isinstance(guide_store, MirroredStore)
+        store: VectorStore = guide_store if layer == "mirrored" else guide_store.qdrant
+        before = await store.count("public")
         vectors = await query(offline_providers, QUESTION)
         calls = [
-            guide_store.search("", [vectors], mode="hybrid", limit=5),
-            guide_store.list_documents(""),
-            guide_store.count(""),
-            guide_store.delete_document("", document_id("public", "websocket.md")),
-            guide_store.delete_stale("", document_id("public", "websocket.md"), "v"),
+            store.search("", [vectors], mode="hybrid", limit=5),
+            store.search("", [], mode="hybrid", limit=5),
+            store.list_documents(""),
+            store.count(""),
+            store.delete_document("", document_id("public", "websocket.md")),
+            store.delete_stale("", document_id("public", "websocket.md"), "v"),
         ]
         for call in calls:
             with pytest.raises(ValueError, match="tenant is required"):
                 await call
-        assert await guide_store.count("public") == before
+        assert await store.count("public") == before
 
-    def test_every_public_method_that_reads_or_deletes_takes_a_tenant_first(self) -> None:
-        """Each public VectorStore coroutine takes `tenant` first, except lifecycle and writes by point id.
+    @pytest.mark.parametrize("store_class", [VectorStore, QdrantStore, MirroredStore])
+    def test_every_public_method_that_reads_or_deletes_takes_a_tenant_first(self, store_class: type) -> None:
+        """Each public store coroutine takes `tenant` first, except lifecycle and writes by point id.
 
-        versions_of and set_version address points by id, and ids are uuid5(tenant, source, ...): a caller
-        cannot name another tenant's point without knowing its tenant. upsert writes records that carry
-        their tenant."""
+        versions_of, set_version and delete_points address points by id, and ids are uuid5(tenant, source,
+        ...): a caller cannot name another tenant's point without knowing its tenant. upsert writes records
+        that carry their tenant. QdrantStore.run runs one client call for the answer cache (its own
+        collection, its own tenant filters)."""
         by_id_or_lifecycle = {
             "open",
             "aclose",
             "ensure_collection",
             "ping",
+            "run",
             "versions_of",
             "set_version",
+            "delete_points",
             "upsert",
         }
-        for name, method in inspect.getmembers(VectorStore, inspect.iscoroutinefunction):
+        for name, method in inspect.getmembers(store_class, inspect.iscoroutinefunction):
             if name.startswith("_") or name in by_id_or_lifecycle:
                 continue
             params = list(inspect.signature(method).parameters)
-            assert params[1:2] == ["tenant"], f"VectorStore.{name} must take the tenant first: {params}"
+            assert params[1:2] == ["tenant"], (
+                f"{store_class.__name__}.{name} must take the tenant first: {params}"
+            )
 
 
 class TestOverlappingDocuments:

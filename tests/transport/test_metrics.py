@@ -21,7 +21,7 @@ from chatbot.providers.base import ChatChunk, ChatModel, ChatRequest
 from chatbot.providers.registry import Providers
 from chatbot.rag.events import ChatEvent
 from chatbot.settings import Settings
-from chatbot.stores.qdrant.store import VectorStore
+from chatbot.stores.base import VectorStore
 from chatbot.wiring import Services, build_services
 from tests.conftest import make_settings
 from tests.serving import serve_app

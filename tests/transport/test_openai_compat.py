@@ -18,7 +18,7 @@ from chatbot.errors import UpstreamUnavailable
 from chatbot.providers.base import ChatChunk, ChatRequest
 from chatbot.providers.registry import Providers
 from chatbot.rag.events import StoppedEvent
-from chatbot.stores.qdrant.store import VectorStore
+from chatbot.stores.base import VectorStore
 from chatbot.wiring import Services, build_services
 from tests.conftest import make_settings
 from tests.serving import serve_app

@@ -11,24 +11,18 @@ from typing import Literal
 import pytest
 
 from chatbot.errors import ConfigError
-from chatbot.eval.harness import (
-    BatchingEmbedder,
+from chatbot.eval.batching import BatchingEmbedder
+from chatbot.eval.beir import (
     CorpusDoc,
     corpus_id,
     document_bytes,
     document_source,
-    eval_settings,
-    mrr_at_k,
-    ndcg_at_k,
-    parse_modes,
-    percentile,
-    rank_by_score,
     read_corpus,
     read_qrels,
     read_queries,
-    recall_at_k,
-    score_run,
 )
+from chatbot.eval.harness import eval_settings, parse_modes
+from chatbot.eval.metrics import mrr_at_k, ndcg_at_k, percentile, rank_by_score, recall_at_k, score_run
 from chatbot.ingest.loaders import load_document
 from chatbot.providers.base import EmbedKind
 from chatbot.settings import Settings

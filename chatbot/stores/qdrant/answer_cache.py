@@ -1,10 +1,11 @@
-"""Semantic answer cache in Qdrant (a second collection, `<collection>_answers`), so every instance shares it.
+"""QdrantAnswerCache: the semantic answer cache in Qdrant (a second collection, `<collection>_answers`), so every
+instance shares it. Protocol and semantics: stores.base.AnswerCache.
 
 An entry is a finished answer (text, sources, model) under its question's dense vector, scoped to a tenant and
 to that tenant's *generation*: ingest and delete bump the generation (and drop the tenant's entries), so an
 answer computed before a change can never be served after it, even if it is stored late. A question close
 enough (cosine >= cache.similarity) to a cached one of the same tenant and generation is answered from the
-cache. Like retrieval.py, this is vector-store code: it is the only other module that sees qdrant types.
+cache. It works through the QdrantStore's public `run` (the store's client, thread and error translation).
 """
 
 from __future__ import annotations
@@ -12,47 +13,31 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import Any
 
 from qdrant_client import models
 
-from chatbot.rag.events import Source
-from chatbot.stores.qdrant.store import DENSE, POINT_NAMESPACE, VectorStore, tenant_filter
+from chatbot.stores.base import POINT_NAMESPACE, CachedAnswer, ScoredChunk
+from chatbot.stores.qdrant.store import DENSE, QdrantStore, tenant_filter
 
 
-@dataclass(frozen=True, slots=True)
-class CachedAnswer:
-    question: str
-    answer: str
-    sources: tuple[Source, ...]
-    model: str
-    score: float
-
-
-class AnswerCache:
-    def __init__(self, store: VectorStore, *, similarity: float, ttl_seconds: float) -> None:
+class QdrantAnswerCache:
+    def __init__(self, store: QdrantStore, *, similarity: float, ttl_seconds: float) -> None:
         self.store = store
         self.collection = f"{store.collection}_answers"
         self.similarity = similarity
         self.ttl_seconds = ttl_seconds
 
     async def open(self, dimensions: int) -> None:
-        client = self.store.client
-        if not await self.store._call(client.collection_exists(self.collection)):
-            await self.store._call(
-                client.create_collection(
-                    self.collection,
-                    vectors_config={
-                        DENSE: models.VectorParams(size=dimensions, distance=models.Distance.COSINE)
-                    },
-                    metadata={"dense_model": self.store.dense_model, "purpose": "answer cache"},
-                )
-            )
+        name = self.collection
+        if not await self.store.run(lambda c: c.collection_exists(name)):
+            vectors = {DENSE: models.VectorParams(size=dimensions, distance=models.Distance.COSINE)}
+            meta = {"dense_model": self.store.dense_model, "purpose": "answer cache"}
+            await self.store.run(lambda c: c.create_collection(name, vectors_config=vectors, metadata=meta))
 
     async def generation(self, tenant: str) -> str:
-        found = await self.store._call(
-            self.store.client.retrieve(self.collection, ids=[_generation_id(tenant)], with_payload=True)
-        )
+        ids = [_generation_id(tenant)]
+        found = await self.store.run(lambda c: c.retrieve(self.collection, ids=ids, with_payload=True))
         return str((found[0].payload or {}).get("generation", "0")) if found else "0"
 
     async def lookup(self, tenant: str, generation: str, vector: Sequence[float]) -> CachedAnswer | None:
@@ -67,8 +52,8 @@ class AnswerCache:
                 ]
             ),
         )
-        response = await self.store._call(
-            self.store.client.query_points(
+        response = await self.store.run(
+            lambda c: c.query_points(
                 self.collection,
                 query=list(vector),
                 using=DENSE,
@@ -85,7 +70,7 @@ class AnswerCache:
         return CachedAnswer(
             question=str(pl.get("question", "")),
             answer=str(pl.get("answer", "")),
-            sources=tuple(Source.from_dict(s) for s in pl.get("sources", [])),
+            sources=tuple(_chunk(s) for s in pl.get("sources", [])),
             model=str(pl.get("model", "")),
             score=float(point.score),
         )
@@ -98,7 +83,7 @@ class AnswerCache:
         *,
         question: str,
         answer: str,
-        sources: Sequence[Source],
+        sources: Sequence[ScoredChunk],
         model: str,
     ) -> None:
         point = models.PointStruct(
@@ -109,12 +94,12 @@ class AnswerCache:
                 "generation": generation,
                 "question": question,
                 "answer": answer,
-                "sources": [s.to_dict() for s in sources],
+                "sources": [_entry(n, s) for n, s in enumerate(sources, start=1)],
                 "model": model,
                 "created": time.time(),
             },
         )
-        await self.store._call(self.store.client.upsert(self.collection, points=[point], wait=True))
+        await self.store.run(lambda c: c.upsert(self.collection, points=[point], wait=True))
 
     async def invalidate(self, tenant: str) -> None:
         """A tenant's documents changed: a new generation, and its old entries are dropped."""
@@ -123,14 +108,28 @@ class AnswerCache:
             vector={DENSE: [1.0] + [0.0] * (self.store.dimensions - 1)},
             payload={"tenant": "\x00marker", "generation": uuid.uuid4().hex},  # never matches a tenant filter
         )
-        client = self.store.client
-        await self.store._call(client.upsert(self.collection, points=[marker], wait=True))
-        await self.store._call(
-            client.delete(
-                self.collection, points_selector=models.FilterSelector(filter=tenant_filter(tenant))
-            )
-        )
+        selector = models.FilterSelector(filter=tenant_filter(tenant))
+        await self.store.run(lambda c: c.upsert(self.collection, points=[marker], wait=True))
+        await self.store.run(lambda c: c.delete(self.collection, points_selector=selector))
 
 
 def _generation_id(tenant: str) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, f"generation\x00{tenant}"))
+
+
+def _entry(n: int, chunk: ScoredChunk) -> dict[str, Any]:
+    """A source as stored: the chunk's fields with its citation number (the layout of a wire source)."""
+    return {
+        "n": n,
+        "doc_id": chunk.doc_id,
+        "source": chunk.source,
+        "title": chunk.title,
+        "heading_path": list(chunk.heading_path),
+        "chunk_index": chunk.chunk_index,
+        "text": chunk.text,
+        "score": round(chunk.score, 6),
+    }
+
+
+def _chunk(entry: dict[str, Any]) -> ScoredChunk:
+    return ScoredChunk.from_payload(entry, float(entry.get("score", 0.0)))

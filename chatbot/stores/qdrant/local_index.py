@@ -2,7 +2,7 @@
 
 qdrant-client's local mode checks the payload filter point by point in Python: a tenant-filtered dense query
 over 10k x 384 costs ~76 ms of CPU (hybrid ~384 ms), holding the GIL. Local mode is single-process (Qdrant
-holds a file lock), so the VectorStore sees every write and keeps this mirror exact: Qdrant stays the store
+holds a file lock), so MirroredStore sees every write and keeps this mirror exact: Qdrant stays the store
 of record (and the API for servers), the mirror answers searches in about a millisecond.
 
 Same semantics as Qdrant: cosine on normalised vectors with `score >= threshold`; sparse scores are
@@ -35,6 +35,7 @@ class _Tenant:
     alive: list[bool] = field(default_factory=list)
     dense: npt.NDArray[np.float32] = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
     rows: dict[str, int] = field(default_factory=dict)
+    docs: dict[str, dict[str, None]] = field(default_factory=dict)  # doc_id -> its live point ids
     # term -> (rows, values) appended on write (dead rows stay and are masked at query time), and the
     # numpy form of each term's list, built when a query first needs it after a write
     plists: dict[int, tuple[list[int], list[float]]] = field(default_factory=dict)
@@ -69,8 +70,8 @@ class Hit:
 
 
 class LocalIndex:
-    def __init__(self, dims: int) -> None:
-        self.dims = dims
+    def __init__(self, dims: int = 0) -> None:
+        self.dims = dims  # 0: taken from the first vector written
         self._tenants: dict[str, _Tenant] = {}
         self._df: dict[int, int] = defaultdict(int)  # collection-wide document frequency per sparse term
         self._with_sparse = 0  # live points that have a sparse vector (IDF's N)
@@ -90,6 +91,8 @@ class LocalIndex:
         payload: dict[str, Any],
     ) -> None:
         self.delete([point_id])
+        if not self.dims:
+            self.dims = len(dense)
         t = self._tenants.get(tenant)
         if t is None:
             t = self._tenants[tenant] = _Tenant(self.dims)
@@ -105,6 +108,7 @@ class LocalIndex:
         t.sparse.append(terms)
         t.alive.append(True)
         t.rows[point_id] = row
+        t.docs.setdefault(str(payload.get("doc_id", "")), {})[point_id] = None
         self._where[point_id] = tenant
         if terms is not None:
             t.add_terms(row, terms)
@@ -126,6 +130,11 @@ class LocalIndex:
             t = self._tenants[tenant]
             row = t.rows.pop(pid)
             t.alive[row] = False
+            doc = str(t.payloads[row].get("doc_id", ""))
+            points = t.docs[doc]
+            del points[pid]
+            if not points:
+                del t.docs[doc]
             terms = t.sparse[row]
             if terms is not None:
                 self._with_sparse -= 1
@@ -135,17 +144,23 @@ class LocalIndex:
             if len(t.ids) > 64 and len(t.rows) < len(t.ids) // 2:
                 self._compact(t)
 
-    def ids_where(self, tenant: str, **equal: Any) -> list[str]:
-        """Live point ids of a tenant whose payload has each of `equal` (a value, or `not_` prefixed)."""
+    def count(self, tenant: str) -> int:
+        t = self._tenants.get(tenant)
+        return len(t.rows) if t is not None else 0
+
+    def document_points(self, tenant: str, doc_id: str) -> dict[str, dict[str, Any]]:
+        """The live points of one document (point id -> payload), found without scanning the tenant."""
         t = self._tenants.get(tenant)
         if t is None:
-            return []
-        out = []
-        for pid, row in t.rows.items():
-            payload = t.payloads[row]
-            if all(_matches(payload, key, value) for key, value in equal.items()):
-                out.append(pid)
-        return out
+            return {}
+        return {pid: t.payloads[t.rows[pid]] for pid in t.docs.get(doc_id, ())}
+
+    def payload_of(self, point_id: str) -> dict[str, Any] | None:
+        tenant = self._where.get(point_id)
+        if tenant is None:
+            return None
+        t = self._tenants[tenant]
+        return t.payloads[t.rows[point_id]]
 
     # -- search ----------------------------------------------------------------------------------------
 
@@ -219,9 +234,3 @@ class LocalIndex:
         for row, terms in enumerate(t.sparse):
             if terms is not None:
                 t.add_terms(row, terms)
-
-
-def _matches(payload: dict[str, Any], key: str, value: Any) -> bool:
-    if key.startswith("not_"):
-        return bool(payload.get(key[4:]) != value)
-    return bool(payload.get(key) == value)

@@ -4,7 +4,7 @@
 - eventlog.py      RedisEventLog: one Redis Stream per answer (resume on any instance, exactly once)
 - bus.py           RedisBus: stop signals over pub/sub, reader presence keys
 - conversations.py RedisConversationStore: bounded turn lists per tenant and conversation
-- counters.py      Counters (rate limits, budgets, concurrency slots): MemoryCounters, RedisCounters
+- counters.py      RedisCounters (rate limits, budgets, concurrency slots; MemoryCounters is in memory.py)
 - backends.py      open_redis_backends(settings, stack): builds them all for build_services()
 
 Key layout (prefix = settings.redis.key_prefix; {...} is a Redis Cluster hash tag, ids are %-quoted):

@@ -6,10 +6,10 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 from chatbot.settings import Settings
-from chatbot.stores.counters import RedisCounters
 from chatbot.stores.redis.bus import RedisBus
 from chatbot.stores.redis.client import RedisConnection
 from chatbot.stores.redis.conversations import RedisConversationStore
+from chatbot.stores.redis.counters import RedisCounters
 from chatbot.stores.redis.eventlog import RedisEventLog
 
 

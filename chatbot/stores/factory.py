@@ -1,0 +1,84 @@
+"""open_stores(settings, stack): every store the app needs, built from settings in one place.
+
+- vectors        QdrantStore (a server, or local mode), wrapped in MirroredStore in local mode when
+                 settings.qdrant.memory_index is on
+- event_log, conversations, counters
+                 in memory (one process), or on Redis when settings.redis.url is set (instances share them)
+- cache          the answer cache (a second Qdrant collection) when settings.cache.enabled
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+from chatbot.errors import ConfigError
+from chatbot.settings import QdrantSettings, Settings
+from chatbot.stores.base import AnswerCache, ConversationStore, Counters, EventLog, VectorStore
+from chatbot.stores.memory import MemoryConversationStore, MemoryCounters, MemoryEventLog
+from chatbot.stores.qdrant.answer_cache import QdrantAnswerCache
+from chatbot.stores.qdrant.mirror import MirroredStore
+from chatbot.stores.qdrant.store import QdrantStore
+from chatbot.stores.redis.backends import RedisBackends, open_redis_backends
+
+
+def vector_store(settings: QdrantSettings) -> QdrantStore | MirroredStore:
+    """The configured vector store, not opened yet (`await store.open()`)."""
+    store = QdrantStore(settings)
+    return MirroredStore(store) if settings.is_local and settings.memory_index else store
+
+
+@dataclass(frozen=True, slots=True)
+class Stores:
+    vectors: VectorStore
+    event_log: EventLog
+    conversations: ConversationStore
+    counters: Counters
+    cache: AnswerCache | None = None
+    redis: RedisBackends | None = None  # its bus carries stop signals, its connection answers /readyz
+
+
+async def open_stores(
+    settings: Settings,
+    stack: AsyncExitStack,
+    *,
+    dense_model: str,
+    dimensions: int,
+    sparse: bool,
+    vectors: VectorStore | None = None,
+) -> Stores:
+    """Open every store and register its close on `stack`. The collection is created for the embedding model
+    (`dense_model`, `dimensions`; BM25 vectors when `sparse`) or checked against it. A vector store passed
+    in is used as it is and left open: its owner closes it (tests share one store across many apps)."""
+    if vectors is None:
+        opened = vector_store(settings.qdrant)
+        await opened.open()
+        stack.push_async_callback(opened.aclose)
+        vectors = opened
+    await vectors.ensure_collection(dense_model, dimensions, sparse=sparse)
+    redis = await open_redis_backends(settings, stack) if settings.redis.url else None
+    event_log: EventLog
+    conversations: ConversationStore
+    counters: Counters
+    if redis is not None:
+        event_log, conversations, counters = redis.event_log, redis.conversations, redis.counters
+    else:
+        memory_log = MemoryEventLog(
+            max_events=settings.stream.log_max_events, expire_seconds=settings.stream.grace_seconds
+        )
+        stack.push_async_callback(memory_log.aclose)
+        event_log = memory_log
+        conversations = MemoryConversationStore(
+            max_conversations=settings.limits.max_conversations,
+            max_turns=settings.limits.max_history_messages,
+        )
+        counters = MemoryCounters()
+    cache = None
+    if settings.cache.enabled:
+        if not isinstance(vectors, QdrantStore | MirroredStore):
+            raise ConfigError("The answer cache needs the Qdrant vector store.")
+        cache = QdrantAnswerCache(
+            vectors.qdrant, similarity=settings.cache.similarity, ttl_seconds=settings.cache.ttl_seconds
+        )
+        await cache.open(dimensions)
+    return Stores(vectors, event_log, conversations, counters, cache, redis)

@@ -1,0 +1,153 @@
+"""MirroredStore: a QdrantStore in local mode, with searches answered by an exact in-memory mirror.
+
+A wrapper, not a mode of the store: Qdrant stays the store of record and receives every write first; the
+mirror (local_index.LocalIndex) is loaded once at start-up and then updated after each write, so it always
+holds what Qdrant holds. Local mode is single-process (Qdrant holds a file lock), so no other writer exists.
+
+Searches that the mirror answers exactly as Qdrant does (one probe, or several fused by RRF) never reach
+qdrant-client's Python loops; DBSF fusion is forwarded. The mirror also finds a document's points by id,
+so re-ingesting or deleting a document deletes by id instead of by a payload filter, which local mode
+evaluates over every point of the collection (issue 15: ingestion was quadratic).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from chatbot.providers.base import SparseVector
+from chatbot.stores.base import (
+    ChunkRecord,
+    DocumentInfo,
+    Fusion,
+    QueryVectors,
+    ScoredChunk,
+    SearchMode,
+    check_tenant,
+    search_probes,
+)
+from chatbot.stores.qdrant.local_index import Hit, LocalIndex
+from chatbot.stores.qdrant.store import QdrantStore
+
+
+class MirroredStore:
+    """The VectorStore protocol over `inner`, answering searches from memory."""
+
+    def __init__(self, inner: QdrantStore) -> None:
+        self.inner = inner
+        self.index = LocalIndex()
+
+    @property
+    def qdrant(self) -> QdrantStore:
+        return self.inner
+
+    @property
+    def has_sparse(self) -> bool:
+        return self.inner.has_sparse
+
+    async def open(self) -> None:
+        """Open Qdrant and mirror the collection if it exists (once: every later write passes through here).
+        Loading here, not in ensure_collection, keeps a store that is only opened (the CLI's delete) exact."""
+        await self.inner.open()
+        index = LocalIndex()
+        async for page in self.inner.stream_points():
+            for p in page:
+                index.upsert(p.point_id, p.tenant, p.dense, p.sparse, p.payload)
+        self.index = index
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    async def ping(self) -> bool:
+        return await self.inner.ping()
+
+    async def ensure_collection(self, dense_model: str, dimensions: int, *, sparse: bool) -> None:
+        await self.inner.ensure_collection(dense_model, dimensions, sparse=sparse)
+
+    # -- reads ------------------------------------------------------------------------------------------
+
+    async def search(
+        self,
+        tenant: str,
+        queries: Sequence[QueryVectors],
+        *,
+        mode: SearchMode,
+        limit: int,
+        prefetch_limit: int = 40,
+        score_threshold: float | None = None,
+        fusion: Fusion = "rrf",
+    ) -> list[ScoredChunk]:
+        """The same search as Qdrant's (same ids, order and scores), RRF over several probes."""
+        probes = search_probes(queries, mode, has_sparse=self.has_sparse)
+        if len(probes) > 1 and fusion != "rrf":
+            return await self.inner.search(
+                tenant,
+                queries,
+                mode=mode,
+                limit=limit,
+                prefetch_limit=prefetch_limit,
+                score_threshold=score_threshold,
+                fusion=fusion,
+            )
+        check_tenant(tenant)  # the same guard as every Qdrant query
+        if not probes:
+            return []
+        depth = limit if len(probes) == 1 else prefetch_limit
+        lists = [self._probe(tenant, p, depth, score_threshold) for p in probes]
+        hits = lists[0] if len(lists) == 1 else LocalIndex.rrf(lists, limit)
+        return [ScoredChunk.from_payload(hit.payload, hit.score) for hit in hits]
+
+    def _probe(self, tenant: str, probe: QueryVectors, depth: int, threshold: float | None) -> list[Hit]:
+        if probe.dense is not None:
+            return self.index.dense_search(tenant, probe.dense, depth, threshold)
+        assert probe.sparse is not None  # noqa: S101 - a probe has exactly one vector (search_probes)
+        return self.index.sparse_search(tenant, probe.sparse, depth)
+
+    async def versions_of(self, ids: Sequence[str]) -> dict[str, str]:
+        """The stored `version` of each id that exists."""
+        found = {}
+        for pid in ids:
+            payload = self.index.payload_of(pid)
+            if payload is not None:
+                found[pid] = str(payload.get("version", ""))
+        return found
+
+    async def list_documents(self, tenant: str) -> list[DocumentInfo]:
+        return await self.inner.list_documents(tenant)
+
+    async def count(self, tenant: str) -> int:
+        check_tenant(tenant)
+        return self.index.count(tenant)
+
+    # -- writes: Qdrant first, then the mirror ----------------------------------------------------------
+
+    async def upsert(
+        self,
+        records: Sequence[ChunkRecord],
+        dense: Sequence[Sequence[float]],
+        sparse: Sequence[SparseVector] | None,
+    ) -> None:
+        await self.inner.upsert(records, dense, sparse)
+        with_sparse = sparse if sparse is not None and self.has_sparse else None
+        for i, rec in enumerate(records):
+            terms = with_sparse[i] if with_sparse is not None else None
+            self.index.upsert(rec.point_id, rec.tenant, dense[i], terms, rec.payload())
+
+    async def set_version(self, ids: Sequence[str], version: str) -> None:
+        await self.inner.set_version(ids, version)
+        self.index.set_payload(ids, {"version": version})
+
+    async def delete_stale(self, tenant: str, doc_id: str, keep_version: str) -> None:
+        """Remove chunks of older versions of a document: by id, found in the mirror."""
+        points = self.index.document_points(check_tenant(tenant), doc_id)
+        stale = [pid for pid, payload in points.items() if payload.get("version") != keep_version]
+        await self._delete(stale)
+
+    async def delete_document(self, tenant: str, doc_id: str) -> int:
+        points = list(self.index.document_points(check_tenant(tenant), doc_id))
+        await self._delete(points)
+        return len(points)
+
+    async def _delete(self, ids: list[str]) -> None:
+        if ids:
+            await self.inner.delete_points(ids)
+            self.index.delete(ids)
