@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -168,6 +168,11 @@ class AnswerManager:
         answer.task = asyncio.create_task(self._run(answer, req), name=f"answer-{req.message_id}")
         return answer
 
+    def is_running(self, message_id: str, tenant: str) -> bool:
+        """True while the tenant's answer runs in this process."""
+        answer = self._answers.get(message_id)
+        return answer is not None and answer.tenant == tenant and not answer.finished
+
     def get(self, message_id: str, tenant: str) -> Answer:
         answer = self._answers.get(message_id)
         if answer is None or answer.tenant != tenant:
@@ -199,7 +204,7 @@ class AnswerManager:
 
     async def read(
         self, message_id: str, tenant: str, after: int = 0
-    ) -> AsyncIterator[tuple[int, ChatEvent]]:
+    ) -> AsyncGenerator[tuple[int, ChatEvent], None]:
         """Read an answer's events as an attached reader (keeps the answer alive past the grace window,
         here or, through the bus, on the instance that runs it)."""
         events = self.log.read(message_id, tenant, after)

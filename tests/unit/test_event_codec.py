@@ -9,8 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from chatbot.api.wire import event_frame
 from chatbot.rag.event_codec import UndecodableEvent, decode_event, encode_event
 from chatbot.rag.events import (
+    EVENTS,
+    WIRE,
     ChatEvent,
     DoneEvent,
     ErrorEvent,
@@ -105,7 +108,11 @@ class TestRejects:
             b'{"type":"token"}',
             b'{"type":"token","delta":5}',
             b'{"type":"done","usage":[1],"timings":{},"finish_reason":"stop","model":"","cached":false}',
-            b'{"type":"done","usage":[1,2],"timings":[],"finish_reason":"stop","model":"","cached":false}',
+            b'{"type":"done","usage":{"prompt_tokens":"many"},"timings":{},"model":"","cached":false}',
+            b'{"type":"done","usage":{},"timings":[],"finish_reason":"stop","model":"","cached":false}',
+            b'{"type":"token","delta":"x","extra":1}',
+            b'{"type":"sources","sources":[[1,"d"]]}',
+            b'{"delta":"x"}',
             b"[1, 2]",
             b"\xff\xfe",
         ],
@@ -114,3 +121,20 @@ class TestRejects:
         """Anything the codec did not write raises UndecodableEvent, never a half-built event."""
         with pytest.raises(UndecodableEvent):
             decode_event(data)
+
+
+class TestWireForm:
+    @given(events)
+    def test_a_frame_is_the_event_plus_its_ids(self, event: ChatEvent) -> None:
+        """A native frame is the event's fields with message_id and seq (tokens' fast path included)."""
+        frame = event_frame("msg_1", 7, event)
+        generic = EVENTS.dump_python(event, mode="json", context=WIRE, exclude_none=True)
+        assert frame == {**generic, "message_id": "msg_1", "seq": 7}
+        assert frame["type"] == event.type
+
+    def test_the_wire_rounds_scores_and_totals_usage(self) -> None:
+        """Scores are rounded to 6 places on the wire (storage keeps every bit); usage carries its total."""
+        source = Source(1, "d", "s", "t", (), 0, "x", 0.1 + 0.2)
+        assert event_frame("m", 1, SourcesEvent(sources=(source,)))["sources"][0]["score"] == 0.3
+        done = event_frame("m", 2, DoneEvent(usage=Usage(3, 4), timings={}))
+        assert done["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
