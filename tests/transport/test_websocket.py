@@ -152,3 +152,27 @@ async def _until_settled(ws: Any) -> list[dict[str, Any]]:
         elif frame["type"] == "error":
             replies += 1
     return frames
+
+
+class TestHandshakeRefusals:
+    async def test_a_refused_handshake_carries_the_request_id(self, served: str) -> None:
+        """A refused handshake (here a foreign Origin) has the usual error body, with the request_id sent."""
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(
+                ws_url(served), origin="http://evil.example", additional_headers={"X-Request-ID": "req-7"}
+            ):
+                pass
+        response = refused.value.response
+        body = json.loads(response.body)
+        assert response.status_code == 403
+        assert body["error"]["code"] == "origin_not_allowed"
+        assert body["error"]["request_id"] == "req-7"
+        assert response.headers["X-Request-ID"] == "req-7"
+
+    async def test_a_refusal_without_a_request_id_gets_one(self, served: str) -> None:
+        """Without X-Request-ID the server assigns one, as it does for HTTP errors."""
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(ws_url(served), origin="http://evil.example"):
+                pass
+        body = json.loads(refused.value.response.body)
+        assert len(body["error"]["request_id"]) == 32
