@@ -110,6 +110,17 @@ def event_frame(message_id: str, seq: int, event: ChatEvent) -> dict[str, Any]:
     return {**fields, "message_id": message_id, "seq": seq}  # `type` first: the event's first field
 
 
+def server_frames_schema(ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
+    """The JSON schema of an answer's frames, from the event models themselves: each event in its wire form
+    plus message_id and seq (for the docs: openapi.py's x-websocket and SSE data)."""
+    schema: dict[str, Any] = EVENTS.json_schema(mode="serialization", ref_template=ref_template)
+    for name, model in schema.get("$defs", {}).items():
+        if name.endswith("Event"):
+            model["properties"].update(message_id={"type": "string"}, seq={"type": "integer", "minimum": 0})
+            model["required"] = list(dict.fromkeys(["type", *model.get("required", []), "message_id", "seq"]))
+    return schema
+
+
 def error_frame(
     err: ChatbotError, *, message_id: str | None = None, request_id: str | None = None
 ) -> dict[str, Any]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import math
 
+import jsonschema
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatbot.api.wire import event_frame
+from chatbot.api.wire import dumps, event_frame, server_frames_schema
 from chatbot.rag.event_codec import UndecodableEvent, decode_event, encode_event
 from chatbot.rag.events import (
     EVENTS,
@@ -25,6 +26,7 @@ from chatbot.rag.events import (
     Usage,
 )
 
+FRAMES = jsonschema.Draft202012Validator(server_frames_schema())
 texts = st.text()  # any code points, lone surrogates included
 finite = st.floats(allow_nan=False)
 counts = st.integers(min_value=0, max_value=2**53)
@@ -131,6 +133,12 @@ class TestWireForm:
         generic = EVENTS.dump_python(event, mode="json", context=WIRE, exclude_none=True)
         assert frame == {**generic, "message_id": "msg_1", "seq": 7}
         assert frame["type"] == event.type
+
+    @settings(deadline=None)  # validating against a 2020-12 schema is slow on a loaded machine
+    @given(events)
+    def test_every_frame_matches_the_documented_schema(self, event: ChatEvent) -> None:
+        """server_frames_schema() (what the docs publish) accepts every frame the server sends."""
+        FRAMES.validate(json.loads(dumps(event_frame("msg_1", 3, event))))
 
     def test_the_wire_rounds_scores_and_totals_usage(self) -> None:
         """Scores are rounded to 6 places on the wire (storage keeps every bit); usage carries its total."""
