@@ -4,11 +4,12 @@ The websocket, the HTTP routes, the OpenAI and AI SDK dialects, the CLI and a no
 methods, so a script gets the same quotas, conversation handling and answer task as the server. Admission
 happens in start() only, in one order for every caller:
 
-    requests per minute (per caller subject) -> a concurrency slot (per tenant) -> the day's token budget
+    requests per minute (per caller subject) -> [the ask is validated, its conversation found]
+    -> one answer per connection -> a concurrency slot (per tenant) -> the day's token budget
 
-then the answer task starts. A connection (open_connection) adds the per-connection rule (one running answer
-at a time: stream.on_busy_connection refuses the next ask or replaces the running answer) and holds one of the
-tenant's websocket connection slots while it is open.
+then the conversation is created if new and the answer task starts. A connection (open_connection) brings
+the per-connection rule (one running answer at a time: stream.on_busy_connection refuses the next ask or
+replaces the running answer) and holds one of the tenant's websocket connection slots while it is open.
 """
 
 from __future__ import annotations
@@ -131,11 +132,11 @@ class ChatService:
         """Admit and start an answer. `running`: the answer already running on the caller's connection."""
         if self.quotas is not None:
             await self.quotas.admit_request_once(caller.rate_key)
+        req = await self._request(caller, ask)  # a bad ask does not replace the running answer
         if running is not None and self.answers.is_running(running, caller.tenant):
             if self.settings.stream.on_busy_connection == "refuse":
                 raise AnswerInProgress()
             await self.answers.stop(running, caller.tenant, REPLACED)
-        req = await self._request(caller, ask)
         if self.quotas is not None:
             await self.quotas.begin_answer(caller.tenant, req.message_id)
         try:
