@@ -185,6 +185,25 @@ class TestLeaving:
         assert answer.stopped
         assert services.answers.running == 0
 
+    async def test_a_bad_ask_does_not_replace_the_running_answer(self, llm_stack: StackFactory) -> None:
+        """With on_busy_connection=replace, an empty ask is refused and the running answer goes on."""
+        long = llm_stack(
+            reply=Reply(text="Long [1].", tokens=4000),
+            latency=Latency(token_ms=5),
+            stream={"on_busy_connection": "replace"},
+        )
+        async with long as stack, stack.services.chat_service.open_connection(PUBLIC) as conn:
+            running = await conn.ask(Ask(QUESTION))
+            with pytest.raises(ChatbotError) as refused:
+                await conn.ask(Ask("   "))
+            await (
+                conn.stop()
+            )  # still this connection's answer, and still running: stopped by us, not replaced
+            chat = stack.services.chat_service
+            events = [event async for _seq, event in await chat.follow(PUBLIC, running.message_id)]
+        assert refused.value.code == "empty_message"
+        assert events[-1] == StoppedEvent(reason="stop_requested")
+
     async def test_a_connection_stop_always_replies(self, services: Services) -> None:
         """Connection.stop with nothing running, or after the end, raises nothing_to_stop."""
         async with services.chat_service.open_connection(PUBLIC) as conn:
