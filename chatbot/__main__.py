@@ -1,4 +1,4 @@
-"""Command line: serve, ingest, documents, eval. The only place that reads the environment implicitly."""
+"""Command line: serve, ask, ingest, documents, eval. The only place that reads the environment implicitly."""
 
 from __future__ import annotations
 
@@ -31,6 +31,14 @@ def main(argv: list[str] | None = None) -> int:
     serve_p = sub.add_parser("serve", help="Serve HTTP and websocket (hypercorn).")
     serve_p.add_argument("--host", help="Override CHATBOT_SERVER__HOST.")
     serve_p.add_argument("--port", type=int, help="Override CHATBOT_SERVER__PORT.")
+    ask_p = sub.add_parser(
+        "ask", help="Ask one question through the chat service; prints the answer and sources."
+    )
+    ask_p.add_argument("question")
+    ask_p.add_argument("--tenant", help="Whose documents answer (default: CHATBOT_DEFAULT_TENANT).")
+    ask_p.add_argument(
+        "--conversation", help="Continue this conversation (kept across runs only with CHATBOT_REDIS__URL)."
+    )
     ingest_p = sub.add_parser("ingest", help="Ingest files or directories (.md .txt .html .pdf).")
     ingest_p.add_argument("paths", nargs="+", type=Path)
     ingest_p.add_argument(
@@ -71,6 +79,11 @@ def main(argv: list[str] | None = None) -> int:
             if overrides:
                 settings.server = settings.server.model_copy(update=overrides)
             run(serve(settings), settings)
+        elif args.command == "ask":
+            run(
+                ask(settings, args.question, args.tenant or settings.default_tenant, args.conversation),
+                settings,
+            )
         elif args.command == "ingest":
             if (
                 "CHATBOT_LOCAL__THREADS" not in os.environ
@@ -199,6 +212,39 @@ async def bootstrap_documents(services: Any, settings: Settings) -> None:
     log.info("collection is empty: ingesting %s", docs_dir)
     results = await services.ingestor.ingest_paths(settings.default_tenant, [docs_dir], root=docs_dir)
     log.info("ingested %d documents, %d chunks", len(results), sum(r.chunks for r in results))
+
+
+async def ask(settings: Settings, question: str, tenant: str, conversation_id: str | None) -> None:
+    """One answer through the chat service, with the server's quotas and conversation handling: tokens
+    as they stream, then the numbered sources; the conversation id goes to stderr (for --conversation)."""
+    from contextlib import aclosing
+
+    from chatbot.chat.caller import Caller
+    from chatbot.chat.service import Ask, error_of
+    from chatbot.rag.events import ErrorEvent, Source, SourcesEvent, StoppedEvent, TokenEvent
+    from chatbot.wiring import build_services
+
+    async with build_services(settings) as services:
+        if settings.server.ingest_on_start:
+            await bootstrap_documents(services, settings)
+        chat, caller = services.chat_service, Caller(tenant=tenant, subject="cli")
+        started = await chat.start(caller, Ask(question, conversation_id))
+        sources: tuple[Source, ...] = ()
+        async with aclosing(await chat.follow(caller, started.message_id, stop_on_leave=True)) as events:
+            async for _seq, event in events:  # Ctrl-C leaves the loop: the answer is stopped
+                if isinstance(event, TokenEvent):
+                    print(event.delta, end="", flush=True)
+                elif isinstance(event, SourcesEvent):
+                    sources = event.sources
+                elif isinstance(event, StoppedEvent):
+                    print(f" [stopped: {event.reason}]", end="")
+                elif isinstance(event, ErrorEvent):
+                    print()
+                    raise error_of(event)
+        print()
+        for source in sources:
+            print(f"[{source.n}] {' > '.join(source.heading_path) or source.title} ({source.source})")
+        print(f"conversation: {started.conversation_id}", file=sys.stderr)
 
 
 async def ingest(settings: Settings, paths: list[Path], tenant: str) -> None:

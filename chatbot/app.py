@@ -14,7 +14,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from chatbot.api import debug, http, metrics, openai_compat, openapi, vercel, widget, ws
 from chatbot.api.auth import KeyRing, allowed_hosts, authorize, bind, check_host, identify
-from chatbot.api.context import EXTENSION, KEYRING
+from chatbot.api.context import EXTENSION, KEYRING, caller
 from chatbot.api.routes import ROUTES, declared, hook_rate_limits, route_table
 from chatbot.api.ws import CLOSE_SERVICE_RESTART, origin_allowed
 from chatbot.errors import ChatbotError, Forbidden
@@ -148,9 +148,8 @@ def _register_request_hooks(app: Quart, settings: Settings) -> None:
             identity = identify(settings, keyring, request.headers, request.args)
             authorize(identity, request.endpoint)
             bind(identity)
-            quotas = app.extensions[EXTENSION].quotas
-            if quotas is not None and hook_rate_limits(decl):
-                await quotas.admit_request(identity.subject)
+            if hook_rate_limits(decl):  # routes that start answers are admitted by the chat service
+                await app.extensions[EXTENSION].chat_service.admit_request(caller())
         return None
 
     @app.before_websocket

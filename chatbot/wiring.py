@@ -10,6 +10,7 @@ from typing import Any
 
 from chatbot.chat.answers import AnswerManager
 from chatbot.chat.quotas import Quotas
+from chatbot.chat.service import ChatService
 from chatbot.ingest.service import Ingestor
 from chatbot.ops.looplag import LoopLagMonitor
 from chatbot.ops.observability import Metrics, upstream_provider_label
@@ -39,6 +40,7 @@ class Services:
     event_log: EventLog
     pipeline: Pipeline
     answers: AnswerManager
+    chat_service: ChatService  # start / follow / stop / collect answers: what every transport calls
     ingestor: Ingestor
     connections: set[Any] = field(default_factory=set)  # open websocket connections (api.ws.Connection)
     looplag: LoopLagMonitor = field(default_factory=LoopLagMonitor)  # sampling the serving loop's lag
@@ -106,11 +108,11 @@ async def build_services(
         quotas = Quotas(
             counters,
             settings.quotas,
-            answers,
             slot_ttl=settings.deadlines.answer + settings.stream.grace_seconds + 60,
         )
         answers.observers.append(quotas.observe)
         stack.push_async_callback(quotas.aclose)
+        chat_service = ChatService(answers, conversations, settings, quotas)
         ingestor = Ingestor(
             embedder=providers.embedder,
             sparse=providers.sparse,
@@ -131,6 +133,7 @@ async def build_services(
             event_log=event_log,
             pipeline=pipeline,
             answers=answers,
+            chat_service=chat_service,
             ingestor=ingestor,
             looplag=looplag,
             counters=counters,

@@ -1,4 +1,4 @@
-"""Per-request context: the typed services accessor and the caller's tenant."""
+"""Per-request context: the typed services accessor, the caller's tenant and the transport-free Caller."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ from typing import TYPE_CHECKING, cast
 
 from quart import current_app, g
 
+from chatbot.chat.caller import Caller
+
 if TYPE_CHECKING:
+    from chatbot.chat.service import ChatService
     from chatbot.wiring import Services
 
 EXTENSION = "chatbot"
@@ -17,9 +20,21 @@ def services() -> Services:
     return cast("Services", current_app.extensions[EXTENSION])
 
 
+def chat_service() -> ChatService:
+    return services().chat_service
+
+
 def tenant() -> str:
     """The caller's tenant, decided by chatbot.api.auth.identify before the route ran."""
     found = g.get("tenant")
     if not isinstance(found, str):
         raise RuntimeError("tenant() called on a public route or before authentication")
     return found
+
+
+def caller() -> Caller:
+    """Who calls, for the chat service: the identity chatbot.api.auth bound to this request."""
+    identity = g.get("identity")
+    if identity is None:
+        raise RuntimeError("caller() called on a public route or before authentication")
+    return Caller(tenant=identity.tenant, subject=identity.subject)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 from quart import Blueprint, Response, jsonify, request
 
-from chatbot.api.asks import start_answer
-from chatbot.api.context import services, tenant
+from chatbot.api.context import caller, chat_service, services, tenant
 from chatbot.api.responses import (
     NATIVE_EVENTS,
     UPSTREAM,
@@ -23,17 +21,11 @@ from chatbot.api.responses import (
     UploadForm,
 )
 from chatbot.api.routes import Param, route
-from chatbot.api.sse import HEARTBEAT, SSE_HEADERS, Heartbeat, sse_event, with_heartbeats
-from chatbot.api.wire import ChatBody, dumps, event_frame, parse_json, validate
-from chatbot.errors import (
-    BadRequest,
-    ChatbotError,
-    PayloadTooLarge,
-    UnknownDocument,
-    status_for_code,
-)
+from chatbot.api.streaming import SSE_HEADERS, EventStream, native
+from chatbot.api.wire import ChatBody, parse_json, validate
+from chatbot.chat.service import Ask, Collected
+from chatbot.errors import BadRequest, PayloadTooLarge, UnknownDocument
 from chatbot.ingest.filenames import safe_filename
-from chatbot.rag.events import DoneEvent, ErrorEvent, SourcesEvent, StoppedEvent, TokenEvent
 
 bp = Blueprint("http", __name__)
 
@@ -58,22 +50,29 @@ async def readyz() -> Any:
         "vector_store": await svc.store.ping(),
         "embedder": svc.embedder.name,
         "chat_model": svc.chat.name,
-        "accepting": svc.answers.accepting,
+        "accepting": svc.chat_service.accepting,
     }
     if svc.redis is not None:
         checks["redis"] = await svc.redis.ping()
-    ready = bool(checks["vector_store"]) and svc.answers.accepting and checks.get("redis") is not False
+    ready = bool(checks["vector_store"]) and svc.chat_service.accepting and checks.get("redis") is not False
     return jsonify({"status": "ready" if ready else "not_ready", "checks": checks}), 200 if ready else 503
 
 
-async def json_body() -> Any:
-    limit = services().settings.limits.max_frame_bytes
+async def json_body(limit: int | None = None) -> Any:
+    """The request's JSON body, refused above `limit` bytes (default limits.max_frame_bytes)."""
+    if limit is None:
+        limit = services().settings.limits.max_frame_bytes
     if (request.content_length or 0) > limit:  # refuse before reading (and buffering) a body we would refuse
         raise PayloadTooLarge()
     raw = await request.get_data()
     if len(raw) > limit:
         raise PayloadTooLarge()
     return parse_json(raw or b"null")
+
+
+async def chat_body() -> Any:
+    """The JSON body of a request that carries its whole history (limits.max_chat_body_bytes)."""
+    return await json_body(services().settings.limits.max_chat_body_bytes)
 
 
 @route(
@@ -91,60 +90,38 @@ async def json_body() -> Any:
 async def chat() -> Any:
     body: ChatBody = validate(ChatBody, await json_body())
     wants_sse = body.stream or "text/event-stream" in request.headers.get("Accept", "")
-    message_id, conversation_id = await start_answer(body.message, body.conversation_id)
+    who = caller()
+    started = await chat_service().start(who, Ask(body.message, body.conversation_id))
     if wants_sse:
-        return sse_response(message_id, after=0)
-    return await collect_answer(message_id, conversation_id)
+        return await sse_response(started.message_id, after=0)
+    return answer_body(await chat_service().collect(who, started.message_id))
 
 
-async def collect_answer(message_id: str, conversation_id: str) -> Any:
-    """Read the whole answer and return it as one JSON body (an error event becomes an HTTP error)."""
+def answer_body(answer: Collected) -> dict[str, Any]:
+    """The whole answer as one JSON body (ChatAnswer in the OpenAPI document)."""
+    body: dict[str, Any] = {
+        "message_id": answer.message_id,
+        "conversation_id": answer.conversation_id,
+        "sources": [s.to_dict() for s in answer.sources],
+        "answer": answer.text,
+        "finish_reason": answer.finish_reason,
+    }
+    if answer.stopped:
+        body["stopped"] = True
+    if answer.usage is not None:
+        body.update(
+            model=answer.model, usage=answer.usage.to_dict(), timings=answer.timings, cached=answer.cached
+        )
+    return body
+
+
+async def sse_response(message_id: str, *, after: int) -> Response:
+    """The answer's native frames as SSE from `after` on (resumable: the answer runs on if the client
+    leaves). Raises UnknownMessage before the response starts."""
     svc = services()
-    parts: list[str] = []
-    result: dict[str, Any] = {"message_id": message_id, "conversation_id": conversation_id, "sources": []}
-    async for _seq, event in svc.answers.read(message_id, tenant()):
-        if isinstance(event, TokenEvent):
-            parts.append(event.delta)
-        elif isinstance(event, SourcesEvent):
-            result["sources"] = [s.to_dict() for s in event.sources]
-        elif isinstance(event, DoneEvent):
-            frame = event_frame(message_id, 0, event)
-            result.update({k: frame[k] for k in ("finish_reason", "model", "usage", "timings", "cached")})
-        elif isinstance(event, StoppedEvent):
-            result.update(finish_reason="stopped", stopped=True)
-        elif isinstance(event, ErrorEvent):
-            err = ChatbotError(
-                event.message,
-                code=event.code,
-                retry_after=event.retry_after,
-                details={"message_id": message_id, "conversation_id": conversation_id},
-            )
-            err.status = status_for_code(event.code)  # type: ignore[misc]
-            raise err
-    result["answer"] = "".join(parts)
-    return result
-
-
-def sse_response(message_id: str, *, after: int) -> Response:
-    svc = services()
-    who = tenant()
-    interval = svc.settings.stream.heartbeat_seconds
-
-    async def body() -> AsyncIterator[bytes]:
-        events = svc.answers.read(message_id, who, after)
-        try:
-            async for item in with_heartbeats(events, interval):
-                if isinstance(item, Heartbeat):
-                    yield HEARTBEAT
-                    continue
-                seq, event = item
-                yield sse_event(dumps(event_frame(message_id, seq, event)), event=event.type, event_id=seq)
-        finally:
-            await events.aclose()  # type: ignore[attr-defined]
-
-    response = Response(body(), status=200, headers=SSE_HEADERS)
-    response.timeout = None  # an answer may stream longer than Quart's default
-    return response
+    events = await svc.chat_service.follow(caller(), message_id, after)
+    stream = EventStream(events, native(message_id), heartbeat=svc.settings.stream.heartbeat_seconds)
+    return stream.response(SSE_HEADERS)
 
 
 @route(
@@ -169,8 +146,7 @@ async def chat_events(message_id: str) -> Any:
         raise BadRequest(
             "Last-Event-ID / after must be an integer sequence number.", code="invalid_after"
         ) from None
-    await services().answers.log.check(message_id, tenant(), after)  # 404 now, not a broken stream later
-    return sse_response(message_id, after=after)
+    return await sse_response(message_id, after=after)  # 404 now, not a broken stream later
 
 
 @route(
@@ -183,7 +159,7 @@ async def chat_events(message_id: str) -> Any:
     summary="Stop an answer: cancels it and closes the model's stream.",
 )
 async def chat_stop(message_id: str) -> Any:
-    stopped = await services().answers.stop(message_id, tenant())
+    stopped = await chat_service().stop(caller(), message_id)
     return {"message_id": message_id, "stopped": stopped}
 
 

@@ -7,36 +7,32 @@ our message_id, so POST /v1/chat/{id}/stop stops these answers too. Errors here 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
 
-from quart import Blueprint, Response, g, jsonify
+from quart import Blueprint, g, jsonify
 from quart.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from chatbot.api.asks import follow_answer, read_chat_body, start_answer_with_history, streamed_answer
-from chatbot.api.context import services, tenant
+from chatbot.api.context import caller, chat_service, services
+from chatbot.api.http import chat_body
 from chatbot.api.openai_wire import (
     ChatCompletionBody,
     ChunkStream,
-    CompletionBuilder,
     check_model,
+    completion_of,
     error_body,
-    error_from_event,
     error_status,
     model_list,
     model_object,
 )
 from chatbot.api.responses import OPENAI_CHUNKS, UPSTREAM, ChatCompletion, ModelDoc, ModelListDoc
 from chatbot.api.routes import route
-from chatbot.api.sse import SSE_HEADERS, Heartbeat
+from chatbot.api.streaming import SSE_HEADERS, EventStream
 from chatbot.api.wire import validate
-from chatbot.chat.answers import DISCONNECTED
+from chatbot.chat.service import Ask, error_of
 from chatbot.errors import ChatbotError
-from chatbot.rag.events import ChatEvent, ErrorEvent, TokenEvent, is_terminal
 
 log = logging.getLogger(__name__)
 bp = Blueprint("openai_compat", __name__)
@@ -111,63 +107,23 @@ async def get_model(model_id: str) -> Any:
     summary="OpenAI-compatible chat completions (model 'chatbot'); the client sends its history.",
 )
 async def chat_completions() -> Any:
-    body: ChatCompletionBody = validate(ChatCompletionBody, await read_chat_body())
+    body: ChatCompletionBody = validate(ChatCompletionBody, await chat_body())
     check_model(body.model)
-    message_id = await start_answer_with_history(
-        body.chat_messages(), max_tokens=body.token_limit, temperature=body.temperature
-    )
+    service, who = chat_service(), caller()
+    ask = Ask(messages=body.chat_messages(), max_tokens=body.token_limit, temperature=body.temperature)
+    message_id = (await service.start(who, ask)).message_id
     created = int(time.time())
-    if body.stream:
-        return await stream_completion(message_id, created, include_usage=body.include_usage)
-    return await complete(message_id, created)
-
-
-async def complete(message_id: str, created: int) -> Any:
-    """The whole answer as one chat.completion; an answer that fails is an HTTP error."""
-    builder = CompletionBuilder(message_id, created)
-    events = follow_answer(services().answers, message_id, tenant())
-    try:
-        async for event in events:
-            if not isinstance(event, Heartbeat):
-                builder.add(event)
-    finally:
-        await events.aclose()  # type: ignore[attr-defined]  # stops the answer if the client went away
-    return builder.result()
-
-
-async def stream_completion(message_id: str, created: int, *, include_usage: bool) -> Response:
-    """Hold the response until the first token (at most one heartbeat interval): an answer that fails before
-    it (retrieval, the model refusing the request, a rate limit) gets a real HTTP status, so the SDK raises
-    its matching exception class (and retries what it retries). After it, errors are in-stream."""
-    svc = services()
-    who = tenant()
-    interval = svc.settings.stream.heartbeat_seconds
-    held = await _events_until_first_token(message_id, who, interval)
-    if held and isinstance(held[-1], ErrorEvent):
-        raise error_from_event(held[-1])
-
-    return streamed_answer(
-        message_id, ChunkStream(message_id, created, include_usage=include_usage).render, SSE_HEADERS
+    if not body.stream:
+        return completion_of(await service.collect(who, message_id), created)
+    # Hold the response until the first token (at most one heartbeat interval): an answer that fails before
+    # it (retrieval, the model refusing the request, a rate limit) gets a real HTTP status, so the SDK
+    # raises its matching exception class (and retries what it retries). After it, errors are in-stream.
+    chunks = ChunkStream(message_id, created, include_usage=body.include_usage)
+    stream = EventStream(
+        await service.follow(who, message_id, stop_on_leave=True),  # these clients cannot resume
+        lambda _seq, event: chunks.render(event),
+        heartbeat=services().settings.stream.heartbeat_seconds,
     )
-
-
-async def _events_until_first_token(message_id: str, who: str, wait: float) -> list[ChatEvent]:
-    """The answer's events up to its first token or its end, or those that came within `wait` seconds.
-    Reads the log without attaching; the streaming body then reads the answer from its start."""
-    held: list[ChatEvent] = []
-    answers = services().answers
-    events = answers.log.read(message_id, who)
-    completed = False
-    try:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(wait):
-                async for _seq, event in events:
-                    held.append(event)
-                    if isinstance(event, TokenEvent) or is_terminal(event):
-                        break
-        completed = True
-    finally:
-        await events.aclose()  # type: ignore[attr-defined]
-        if not completed:  # the client left while we waited
-            answers.cancel_local(message_id, DISCONNECTED)
-    return held
+    if (failed := await stream.hold_until_first_token()) is not None:
+        raise error_of(failed)
+    return stream.response(SSE_HEADERS)

@@ -8,7 +8,8 @@
   answer) and our extension field `sources` on its `choices[0].delta`; with include_usage a usage chunk
   (`choices: []`); then `data: [DONE]` exactly once. A failure after the stream began is
   `data: {"error": {...}}` and no [DONE] (the openai SDK raises APIError on it): never a normal finish.
-- Non-stream: a `chat.completion` with `choices[0].message.content`, `.sources`, `finish_reason` and `usage`.
+- Non-stream: a `chat.completion` (from ChatService.collect) with `choices[0].message.content`, `.sources`,
+  `finish_reason` and `usage`.
 - Errors: `{"error": {"message", "type", "code", "param"}}` with the status that the SDK maps to the matching
   exception class.
 """
@@ -21,7 +22,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chatbot.errors import BadRequest, ChatbotError, NotFound, status_for_code
+from chatbot.chat.service import Collected, error_of
+from chatbot.errors import BadRequest, ChatbotError, NotFound
 from chatbot.providers.base import ChatMessage
 from chatbot.rag.events import (
     ChatEvent,
@@ -228,41 +230,17 @@ class ChunkStream:
         return self._chunk({"sources": [s.to_dict() for s in self.sources]}, finish_reason)
 
 
-class CompletionBuilder:
-    """Collects one answer's events into a non-streamed chat.completion."""
-
-    def __init__(self, completion_id: str, created: int, *, model: str = MODEL_ID) -> None:
-        self.completion_id = completion_id
-        self.created = created
-        self.model = model
-        self.parts: list[str] = []
-        self.sources: tuple[Source, ...] = ()
-        self.finish_reason: str | None = None
-        self.usage: Usage | None = None
-
-    def add(self, event: ChatEvent) -> None:
-        """Raises the answer's error as a ChatbotError (rendered as an HTTP error)."""
-        if isinstance(event, TokenEvent):
-            self.parts.append(event.delta)
-        elif isinstance(event, SourcesEvent):
-            self.sources = event.sources
-        elif isinstance(event, DoneEvent):
-            self.finish_reason, self.usage = event.finish_reason, event.usage
-        elif isinstance(event, StoppedEvent):
-            self.finish_reason = CANCELLED
-        elif isinstance(event, ErrorEvent):
-            raise error_from_event(event)
-
-    def result(self) -> dict[str, Any]:
-        return completion(
-            self.completion_id,
-            self.created,
-            content="".join(self.parts),
-            finish_reason=self.finish_reason or CANCELLED,
-            sources=self.sources,
-            usage=self.usage,
-            model=self.model,
-        )
+def completion_of(answer: Collected, created: int, *, model: str = MODEL_ID) -> dict[str, Any]:
+    """A whole answer (ChatService.collect) as one chat.completion; a stopped answer ends 'cancelled'."""
+    return completion(
+        answer.message_id,
+        created,
+        content=answer.text,
+        finish_reason=CANCELLED if answer.stopped else answer.finish_reason,
+        sources=answer.sources,
+        usage=answer.usage,
+        model=model,
+    )
 
 
 # -- errors -----------------------------------------------------------------------------------------
@@ -270,12 +248,6 @@ class CompletionBuilder:
 _MESSAGES_CODES = frozenset(
     {"empty_message", "message_too_long", "no_messages", "last_message_not_user", "unsupported_content"}
 )
-
-
-def error_from_event(event: ErrorEvent) -> ChatbotError:
-    err = ChatbotError(event.message, code=event.code, retry_after=event.retry_after)
-    err.status = status_for_code(event.code)  # type: ignore[misc]
-    return err
 
 
 def error_status(err: ChatbotError) -> int:
@@ -326,4 +298,4 @@ def error_body(err: ChatbotError) -> dict[str, Any]:
 
 def error_event_body(event: ErrorEvent) -> dict[str, Any]:
     """The data of an in-stream error (the answer failed after the stream began)."""
-    return error_body(error_from_event(event))
+    return error_body(error_of(event))

@@ -167,9 +167,6 @@ def declared(endpoint: str | None) -> Route | None:
 
 
 def hook_rate_limits(decl: Route) -> bool:
-    """Whether the app's before_request hook applies the per-caller rate limit to this route.
-
-    TODO(helper A, chat service): once chatbot/chat/service.py admits answers itself (rate limit first, in its
-    one admission order), return `decl.admission == "hook"` so routes declared admission="service" are not
-    counted twice. Until then the hook rate-limits every credentialed route, as before."""
-    return decl.admission != "none"
+    """Whether the app's before_request hook applies the per-caller rate limit to this route: routes declared
+    admission="service" start answers, and the chat service counts them in its one admission order."""
+    return decl.admission == "hook"

@@ -12,11 +12,14 @@ from typing import Any
 
 from quart import Blueprint
 
-from chatbot.api.asks import read_chat_body, start_answer_with_history, streamed_answer
+from chatbot.api.context import caller, chat_service, services
+from chatbot.api.http import chat_body
 from chatbot.api.responses import UI_PARTS
 from chatbot.api.routes import route
+from chatbot.api.streaming import EventStream
 from chatbot.api.vercel_wire import UI_STREAM_HEADERS, UIChatBody, UIStream
 from chatbot.api.wire import validate
+from chatbot.chat.service import Ask
 
 bp = Blueprint("vercel", __name__)
 
@@ -33,6 +36,13 @@ bp = Blueprint("vercel", __name__)
     summary="The AI SDK UI message stream (useChat); the client sends its history.",
 )
 async def ui_chat() -> Any:
-    body: UIChatBody = validate(UIChatBody, await read_chat_body())
-    message_id = await start_answer_with_history(body.chat_messages())
-    return streamed_answer(message_id, UIStream(message_id).render, UI_STREAM_HEADERS)
+    body: UIChatBody = validate(UIChatBody, await chat_body())
+    service, who = chat_service(), caller()
+    message_id = (await service.start(who, Ask(messages=body.chat_messages()))).message_id
+    parts = UIStream(message_id)
+    stream = EventStream(
+        await service.follow(who, message_id, stop_on_leave=True),  # useChat cannot resume
+        lambda _seq, event: parts.render(event),
+        heartbeat=services().settings.stream.heartbeat_seconds,
+    )
+    return stream.response(UI_STREAM_HEADERS)

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from chatbot.api.sse import SSE_HEADERS
+from chatbot.api.streaming import SSE_HEADERS
 from chatbot.providers.base import ChatMessage
 from chatbot.rag.events import (
     ChatEvent,

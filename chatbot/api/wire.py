@@ -10,23 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from chatbot.errors import (
-    ChatbotError,
-    EmptyMessage,
-    InvalidJSON,
-    MessageTooLong,
-    UnknownFrameType,
-    ValidationFailed,
-)
-from chatbot.rag.events import (
-    ChatEvent,
-    DoneEvent,
-    ErrorEvent,
-    SourcesEvent,
-    StartEvent,
-    StoppedEvent,
-    TokenEvent,
-)
+from chatbot.errors import ChatbotError, InvalidJSON, UnknownFrameType, ValidationFailed
+from chatbot.rag.events import EVENTS, WIRE, ChatEvent, TokenEvent
 
 ConversationId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")]
 MessageId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")]
@@ -111,38 +96,29 @@ def parse_client_frame(raw: str | bytes) -> ClientFrame:
     return frame
 
 
-def check_message(message: str, max_chars: int) -> str:
-    if not message.strip():
-        raise EmptyMessage()
-    if len(message) > max_chars:
-        raise MessageTooLong(f"The message is {len(message)} characters; the limit is {max_chars}.")
-    return message.strip()
-
-
 def event_frame(message_id: str, seq: int, event: ChatEvent) -> dict[str, Any]:
-    """One event as a native frame (websocket text frame, SSE data)."""
-    frame: dict[str, Any] = {"type": event.type, "message_id": message_id, "seq": seq}
-    if isinstance(event, TokenEvent):
-        frame["delta"] = event.delta
-    elif isinstance(event, SourcesEvent):
-        frame["sources"] = [s.to_dict() for s in event.sources]
-    elif isinstance(event, StartEvent):
-        frame["conversation_id"] = event.conversation_id
-    elif isinstance(event, DoneEvent):
-        frame.update(
-            finish_reason=event.finish_reason,
-            model=event.model,
-            usage=event.usage.to_dict(),
-            timings=event.timings,
-            cached=event.cached,
-        )
-    elif isinstance(event, StoppedEvent):
-        frame["reason"] = event.reason
-    elif isinstance(event, ErrorEvent):
-        frame.update(code=event.code, message=event.message)
-        if event.retry_after is not None:
-            frame["retry_after"] = event.retry_after
-    return frame
+    """One event as a native frame (websocket text frame, SSE data): the event's own fields in their wire
+    form (rag/events.py: scores rounded, usage with total_tokens, no null retry_after) plus message_id and
+    seq.
+
+    Tokens take a fast path, the one hand-written frame: a token is most of an answer's frames, and the
+    generic dump made constructing + framing a token 3.2x dearer than with the old dataclasses (559 ns ->
+    1772 ns, timeit, this 2-core machine); with it 856 ns, 1.5x."""
+    if type(event) is TokenEvent:
+        return {"type": "token", "message_id": message_id, "seq": seq, "delta": event.delta}
+    fields = EVENTS.dump_python(event, mode="json", context=WIRE, exclude_none=True)
+    return {**fields, "message_id": message_id, "seq": seq}  # `type` first: the event's first field
+
+
+def server_frames_schema(ref_template: str = "#/$defs/{model}") -> dict[str, Any]:
+    """The JSON schema of an answer's frames, from the event models themselves: each event in its wire form
+    plus message_id and seq (for the docs: openapi.py's x-websocket and SSE data)."""
+    schema: dict[str, Any] = EVENTS.json_schema(mode="serialization", ref_template=ref_template)
+    for name, model in schema.get("$defs", {}).items():
+        if name.endswith("Event"):
+            model["properties"].update(message_id={"type": "string"}, seq={"type": "integer", "minimum": 0})
+            model["required"] = list(dict.fromkeys(["type", *model.get("required", []), "message_id", "seq"]))
+    return schema
 
 
 def error_frame(

@@ -1,4 +1,5 @@
-"""WebSocket /v1/ws: JSON text frames, many turns per connection.
+"""WebSocket /v1/ws: JSON text frames, many turns per connection. Transport only: frames in, the chat
+service's connection (chat/service.py) does the asking and stopping, events out as frames.
 
 Each connection reads answers from the event log through one pump task per answer it follows. The log is the
 buffer: a pump sends one frame at a time at the client's pace, so a slow client costs one frame of memory, and
@@ -13,11 +14,10 @@ import logging
 from typing import Any
 from urllib.parse import urlsplit
 
-from quart import Blueprint, current_app, g, jsonify, websocket
+from quart import Blueprint, g, jsonify, websocket
+from quart.typing import ResponseReturnValue
 
-from chatbot.api.asks import start_answer
-from chatbot.api.auth import authorize, bind, identify
-from chatbot.api.context import KEYRING, services, tenant
+from chatbot.api.context import caller, services
 from chatbot.api.routes import route
 from chatbot.api.wire import (
     AskFrame,
@@ -28,9 +28,10 @@ from chatbot.api.wire import (
     event_frame,
     parse_client_frame,
 )
-from chatbot.chat.answers import REPLACED
-from chatbot.errors import AnswerInProgress, BadRequest, Busy, ChatbotError, OriginNotAllowed, PayloadTooLarge
+from chatbot.chat.service import Ask, Connection, Events
+from chatbot.errors import Busy, ChatbotError, OriginNotAllowed, PayloadTooLarge
 from chatbot.ops.observability import bind_request_id
+from chatbot.settings import Settings
 
 log = logging.getLogger(__name__)
 bp = Blueprint("ws", __name__)
@@ -45,15 +46,20 @@ def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> 
         return True
     if "*" in allowed or origin.rstrip("/") in (o.rstrip("/") for o in allowed):
         return True
-    return bool(host) and urlsplit(origin).netloc == host
+    try:
+        netloc = urlsplit(origin).netloc
+    except ValueError:  # e.g. "http://[": not an origin at all
+        return False
+    return host is not None and netloc.lower() == host.lower()
 
 
-class Connection:
-    def __init__(self) -> None:
-        self.svc = services()
-        self.tenant = tenant()
+class Socket:
+    """One accepted websocket: reads client frames, sends frames, pumps the answers it follows."""
+
+    def __init__(self, chat: Connection, settings: Settings) -> None:
+        self.chat = chat
+        self.settings = settings
         self.client = websocket.remote_addr or ""  # limits.max_connections_per_client counts by address
-        self.current: str | None = None
         self.pumps: dict[str, asyncio.Task[None]] = {}
         self.closing = asyncio.Event()
         self.close_code = CLOSE_SERVICE_RESTART
@@ -82,7 +88,7 @@ class Connection:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _receive_loop(self) -> None:
-        limit = self.svc.settings.limits.max_frame_bytes
+        limit = self.settings.limits.max_frame_bytes
         while True:
             raw = await websocket.receive() or b""  # Quart hands over an empty binary frame as None
             request_id = None
@@ -97,62 +103,72 @@ class Connection:
 
     async def _handle(self, frame: Any) -> None:
         if isinstance(frame, AskFrame):
-            await self._ask(frame)
+            started = await self.chat.ask(Ask(frame.message, frame.conversation_id))
+            # wait until its start frame is out: a reply to a later frame (answer_in_progress) comes after it
+            await self._pump(started.message_id, await self.chat.follow(started.message_id)).wait()
         elif isinstance(frame, StopFrame):
-            message_id = frame.message_id or self.current
-            if message_id is None:
-                raise BadRequest("No answer is running on this connection.", code="nothing_to_stop")
-            await self.svc.answers.stop(message_id, self.tenant)
+            await self.chat.stop(frame.message_id)  # the reply is the answer's stopped frame, or an error
         elif isinstance(frame, ResumeFrame):
-            await self.svc.answers.log.check(frame.message_id, self.tenant, frame.after)
-            self._follow(frame.message_id, frame.after)
+            self._pump(frame.message_id, await self.chat.follow(frame.message_id, frame.after))
         else:
             await self.send({"type": "pong"})
 
-    async def _ask(self, frame: AskFrame) -> None:
-        if self.svc.quotas is not None:
-            await self.svc.quotas.admit_request(g.identity.subject)
-        if self.current is not None and self._running(self.current):
-            if self.svc.settings.stream.on_busy_connection == "refuse":
-                raise AnswerInProgress()
-            await self.svc.answers.stop(self.current, self.tenant, REPLACED)
-        message_id, _ = await start_answer(frame.message, frame.conversation_id)
-        self.current = message_id
-        self._follow(message_id, 0)
-
-    def _running(self, message_id: str) -> bool:
-        try:
-            return not self.svc.answers.get(message_id, self.tenant).finished
-        except ChatbotError:
-            return False
-
-    def _follow(self, message_id: str, after: int) -> None:
+    def _pump(self, message_id: str, events: Events) -> asyncio.Event:
+        """Send the answer's events from a task of their own; the returned event is set once the first
+        frame is out (or the pump ended)."""
         old = self.pumps.pop(message_id, None)
         if old is not None:
             old.cancel()
-        self.pumps[message_id] = asyncio.create_task(self._pump(message_id, after))
+        first_sent = asyncio.Event()
+        self.pumps[message_id] = asyncio.create_task(self._send_events(message_id, events, first_sent))
+        return first_sent
 
-    async def _pump(self, message_id: str, after: int) -> None:
-        events = self.svc.answers.read(message_id, self.tenant, after)
+    async def _send_events(self, message_id: str, events: Events, first_sent: asyncio.Event) -> None:
         try:
             async for seq, event in events:
                 await self.send(event_frame(message_id, seq, event))
+                first_sent.set()
         except ChatbotError as exc:
             await self.send(error_frame(exc, message_id=message_id))
         finally:
-            await events.aclose()  # type: ignore[attr-defined]
+            first_sent.set()
+            await events.aclose()
             if self.pumps.get(message_id) is asyncio.current_task():
                 del self.pumps[message_id]
 
     async def send(self, frame: dict[str, Any]) -> None:
         try:
-            async with asyncio.timeout(self.svc.settings.stream.send_timeout):
+            async with asyncio.timeout(self.settings.stream.send_timeout):
                 await websocket.send(dumps(frame))
         except TimeoutError:
             log.info(
-                "websocket client did not read for %ss; disconnecting", self.svc.settings.stream.send_timeout
+                "websocket client did not read for %ss; disconnecting", self.settings.stream.send_timeout
             )
             self.close(CLOSE_TRY_AGAIN_LATER)  # run() closes the socket and cancels the pumps
+
+
+def _refusal(err: ChatbotError, request_id: str) -> ResponseReturnValue:
+    """A refused handshake: the same error body as every HTTP error, request_id included."""
+    headers = {"X-Request-ID": request_id}
+    if err.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(err.retry_after)))
+    return jsonify({"error": {**err.to_dict(), "request_id": request_id}}), err.status, headers
+
+
+def _admit_handshake() -> None:
+    """Check the caller's Origin and the open connection limits; raises the refusal. The app's
+    before_websocket hook identified and authorized the caller already (its declared role)."""
+    svc = services()
+    settings = svc.settings
+    identity = g.identity
+    origin, host = websocket.headers.get("Origin"), websocket.headers.get("Host")
+    if identity.origin is None and not origin_allowed(origin, host, settings.server.allowed_origins):
+        raise OriginNotAllowed()
+    if len(svc.connections) >= settings.limits.max_connections:
+        raise Busy("Too many open connections.", retry_after=5.0)
+    client = websocket.remote_addr or ""
+    if sum(1 for c in svc.connections if c.client == client) >= settings.limits.max_connections_per_client:
+        raise Busy("Too many open connections from this address.", retry_after=5.0)
 
 
 @route(
@@ -165,42 +181,20 @@ class Connection:
 )
 async def ws_endpoint() -> Any:
     svc = services()
-    try:  # an API key, a widget token (?token=, origin-bound) or open access
-        identity = identify(svc.settings, current_app.extensions[KEYRING], websocket.headers, websocket.args)
-        authorize(identity, websocket.endpoint)
-        bind(identity)
-    except ChatbotError as refused:
-        return jsonify({"error": refused.to_dict()}), refused.status
-    if identity.origin is None and not origin_allowed(
-        websocket.headers.get("Origin"), websocket.headers.get("Host"), svc.settings.server.allowed_origins
-    ):
-        return jsonify({"error": OriginNotAllowed().to_dict()}), 403
-    if len(svc.connections) >= svc.settings.limits.max_connections:
-        err = Busy("Too many open connections.", retry_after=5.0)
-        return jsonify({"error": err.to_dict()}), 429
-    client = websocket.remote_addr or ""
-    if (
-        sum(1 for c in svc.connections if c.client == client)
-        >= svc.settings.limits.max_connections_per_client
-    ):
-        err = Busy("Too many open connections from this address.", retry_after=5.0)
-        return jsonify({"error": err.to_dict()}), 429
-    bind_request_id(websocket.headers.get("X-Request-ID", "")[:64])  # the connection's log lines carry it
-    slot = False
-    if svc.quotas is not None:
+    bind_request_id(
+        g.request_id
+    )  # assigned by the app's before_websocket hook  # the connection's log lines carry it
+    async with contextlib.AsyncExitStack() as stack:
         try:
-            slot = await svc.quotas.open_connection(identity.tenant)
+            _admit_handshake()
+            chat = await stack.enter_async_context(svc.chat_service.open_connection(caller()))
         except ChatbotError as refused:
-            return jsonify({"error": refused.to_dict()}), refused.status
-    try:
-        conn = Connection()
+            return _refusal(refused, g.request_id)
+        sock = Socket(chat, svc.settings)
         await websocket.accept()
-        svc.connections.add(conn)
+        svc.connections.add(sock)
         try:
-            await conn.run()
+            await sock.run()
         finally:
-            svc.connections.discard(conn)
-    finally:
-        if slot and svc.quotas is not None:
-            await svc.quotas.close_connection(identity.tenant)
+            svc.connections.discard(sock)
     return None

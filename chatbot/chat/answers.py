@@ -14,7 +14,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -45,7 +45,8 @@ class Answer:
     task: asyncio.Task[None] | None = None
     readers: int = 0
     stop_reason: str | None = None
-    finished: bool = False
+    ended: bool = False  # its terminal event is in the log
+    finished: bool = False  # its task is over
     grace_timer: asyncio.TimerHandle | None = None
     started: float = field(default_factory=time.monotonic)
 
@@ -166,7 +167,14 @@ class AnswerManager:
         self.log.create(req.message_id, req.tenant)
         self._answers[req.message_id] = answer
         answer.task = asyncio.create_task(self._run(answer, req), name=f"answer-{req.message_id}")
+        # a task cancelled before its first step never runs _run: its end is logged from here
+        answer.task.add_done_callback(lambda _task: self._finish(answer))
         return answer
+
+    def is_running(self, message_id: str, tenant: str) -> bool:
+        """True while the tenant's answer runs in this process."""
+        answer = self._answers.get(message_id)
+        return answer is not None and answer.tenant == tenant and not answer.finished
 
     def get(self, message_id: str, tenant: str) -> Answer:
         answer = self._answers.get(message_id)
@@ -199,7 +207,7 @@ class AnswerManager:
 
     async def read(
         self, message_id: str, tenant: str, after: int = 0
-    ) -> AsyncIterator[tuple[int, ChatEvent]]:
+    ) -> AsyncGenerator[tuple[int, ChatEvent], None]:
         """Read an answer's events as an attached reader (keeps the answer alive past the grace window,
         here or, through the bus, on the instance that runs it)."""
         events = self.log.read(message_id, tenant, after)
@@ -299,23 +307,49 @@ class AnswerManager:
         )
         self._cancel(answer, DISCONNECTED)
 
+    def _emit(self, answer: Answer, event: ChatEvent) -> None:
+        """Log an event and tell the observers; nothing after the terminal event."""
+        if answer.ended:
+            return
+        self.log.append(answer.message_id, event)
+        answer.ended = is_terminal(event)
+        for observe in self.observers:
+            try:
+                observe(answer, event)
+            except Exception:
+                log.exception("answer observer failed")
+
+    @staticmethod
+    def _cancelled_event(answer: Answer) -> ChatEvent:
+        """The terminal event of a cancelled answer: stopped by a user, or an error when the server ended it."""
+        if answer.stop_reason in (SHUTDOWN, QUOTA):
+            err: ChatbotError = (
+                ShuttingDown("The server shut down before the answer finished.")
+                if answer.stop_reason == SHUTDOWN
+                else QuotaExceeded("The token budget ran out during this answer.")
+            )
+            return ErrorEvent(code=err.code, message=err.message)
+        return StoppedEvent(reason=answer.stop_reason or STOP_REQUESTED)
+
+    def _finish(self, answer: Answer) -> None:
+        if not answer.ended:  # cancelled before it ever ran, or (defensive) a pipeline without an end
+            self._emit(answer, self._cancelled_event(answer) if answer.stop_reason else _UNEXPECTED_END)
+        if answer.finished:
+            return
+        answer.finished = True
+        if answer.grace_timer is not None:
+            answer.grace_timer.cancel()
+        # forget the task after the log forgets the events, so stop() on a finished id stays well-defined
+        with contextlib.suppress(RuntimeError):
+            asyncio.get_running_loop().call_later(
+                self.settings.grace_seconds + 1, self._answers.pop, answer.message_id, None
+            )
+
     async def _run(self, answer: Answer, req: AnswerRequest) -> None:
-        mid = answer.message_id
-        ended = False
-
-        def emit(event: ChatEvent) -> None:
-            nonlocal ended
-            if not ended:
-                self.log.append(mid, event)
-                ended = is_terminal(event)
-                for observe in self.observers:
-                    try:
-                        observe(answer, event)
-                    except Exception:
-                        log.exception("answer observer failed")
-
         coalescer = Coalescer(
-            emit, interval=self.settings.coalesce_ms / 1000, max_chars=self.settings.coalesce_chars
+            lambda event: self._emit(answer, event),
+            interval=self.settings.coalesce_ms / 1000,
+            max_chars=self.settings.coalesce_chars,
         )
         try:
             events = self.pipeline.stream_answer(req)
@@ -326,25 +360,11 @@ class AnswerManager:
                 await events.aclose()  # type: ignore[attr-defined]  # saves the turn, closes the model stream
         except asyncio.CancelledError:
             coalescer.flush()
-            if answer.stop_reason in (SHUTDOWN, QUOTA):  # ended by the server, not by the user: an error
-                err: ChatbotError = (
-                    ShuttingDown("The server shut down before the answer finished.")
-                    if answer.stop_reason == SHUTDOWN
-                    else QuotaExceeded("The token budget ran out during this answer.")
-                )
-                emit(ErrorEvent(code=err.code, message=err.message))
-            else:
-                emit(StoppedEvent(reason=answer.stop_reason or STOP_REQUESTED))
+            self._emit(answer, self._cancelled_event(answer))
             raise
         finally:
             coalescer.flush()
-            if not ended:  # defensive: a pipeline always ends with a terminal event
-                emit(ErrorEvent(code="internal_error", message="The answer ended unexpectedly."))
-            answer.finished = True
-            if answer.grace_timer is not None:
-                answer.grace_timer.cancel()
-            # forget the task after the log forgets the events, so stop() on a finished id stays well-defined
-            with contextlib.suppress(RuntimeError):
-                asyncio.get_running_loop().call_later(
-                    self.settings.grace_seconds + 1, self._answers.pop, mid, None
-                )
+            self._finish(answer)
+
+
+_UNEXPECTED_END = ErrorEvent(code="internal_error", message="The answer ended unexpectedly.")

@@ -1,5 +1,6 @@
 """Rate limits and budgets, the same on HTTP and websocket, counted in-process or in Redis (services.counters).
 
+Only the chat service (chat/service.py) calls the admission steps, in its one order; this module counts.
 - requests per minute per caller (API key, widget origin or tenant): every HTTP request and websocket ask;
 - concurrent answers per tenant: a slot taken before an answer starts, given back at its terminal event;
 - tokens per day per tenant: checked before an answer starts, counted while it streams; an answer that
@@ -13,15 +14,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from chatbot.chat.answers import QUOTA, Answer, AnswerManager
 from chatbot.errors import QuotaExceeded, RateLimited
 from chatbot.rag.events import ChatEvent, DoneEvent, TokenEvent, is_terminal
 from chatbot.settings import QuotaSettings
 from chatbot.stores.base import Counters
+
+if TYPE_CHECKING:
+    from chatbot.chat.answers import Answer
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +46,13 @@ class _Running:
 class Quotas:
     counters: Counters
     settings: QuotaSettings
-    answers: AnswerManager
+    on_exhausted: Callable[[str], object] = lambda _message_id: None  # ends that answer (the service sets it)
     slot_ttl: float = 600.0  # longer than an answer can run (deadlines.answer + grace)
     _running: dict[str, _Running] = field(default_factory=dict)
     _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     async def admit_request(self, subject: str) -> None:
+        """Count one request of `subject` against requests_per_minute, or raise RateLimited."""
         limit = self.settings.requests_per_minute
         if limit and (wait := await self.counters.hit(f"rpm:{subject}", limit, MINUTE)) is not None:
             raise RateLimited(f"More than {limit} requests per minute.", retry_after=wait)
@@ -66,15 +70,17 @@ class Quotas:
         await self.counters.release(f"ws:{tenant}")
 
     async def begin_answer(self, tenant: str, message_id: str) -> None:
-        """Before an answer starts: the day's budget and a concurrency slot, or a refusal."""
-        budget = self.settings.tokens_per_day
-        if budget and await self.counters.add(f"tokens:{tenant}", 0, DAY) >= budget:
-            raise QuotaExceeded(retry_after=_until_midnight_utc())
+        """Before an answer starts: a concurrency slot, then the day's budget, or a refusal (and no slot)."""
         slot = False
         if limit := self.settings.concurrent_answers:
             if not await self.counters.acquire(f"answers:{tenant}", limit, self.slot_ttl):
                 raise RateLimited(f"This tenant has {limit} answers running already.", retry_after=1.0)
             slot = True
+        budget = self.settings.tokens_per_day
+        if budget and await self.counters.add(f"tokens:{tenant}", 0, DAY) >= budget:
+            if slot:
+                await self.counters.release(f"answers:{tenant}")
+            raise QuotaExceeded(retry_after=_until_midnight_utc())
         self._running[message_id] = _Running(tenant, slot)
 
     async def abandon(self, message_id: str) -> None:
@@ -108,7 +114,7 @@ class Quotas:
         total = await self.counters.add(f"tokens:{tenant}", amount, DAY)
         if total >= self.settings.tokens_per_day:
             log.info("tenant %s exhausted its token budget; ending answer %s", tenant, message_id)
-            self.answers.cancel_local(message_id, QUOTA)
+            self.on_exhausted(message_id)
 
     async def _finish(self, running: _Running, rest: int) -> None:
         if rest and self.settings.tokens_per_day:

@@ -1,9 +1,24 @@
-"""The typed events an answer produces. Transports serialise them; nothing here knows a wire format."""
+"""The typed events an answer produces: one pydantic discriminated union (on `type`).
+
+The same models serve the event log's stored form (rag/event_codec.py), the native wire frames
+(api/wire.py) and the JSON schema of those frames; nothing here knows a transport. Events are frozen
+models built with keywords; Source and Usage are frozen pydantic dataclasses (value objects that are also
+built positionally and copied with dataclasses.replace).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, FieldSerializationInfo, TypeAdapter, field_serializer
+from pydantic.dataclasses import dataclass
+
+WIRE = {"wire": True}
+"""Serialisation context of the wire form: scores rounded to 6 places. Without it a dump is lossless."""
+
+
+def _on_wire(info: FieldSerializationInfo) -> bool:
+    return isinstance(info.context, dict) and bool(info.context.get("wire"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +33,10 @@ class Source:
     chunk_index: int
     text: str
     score: float
+
+    @field_serializer("score")
+    def _score(self, score: float, info: FieldSerializationInfo) -> float:
+        return round(score, 6) if _on_wire(info) else score
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Source:
@@ -34,16 +53,9 @@ class Source:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "n": self.n,
-            "doc_id": self.doc_id,
-            "source": self.source,
-            "title": self.title,
-            "heading_path": list(self.heading_path),
-            "chunk_index": self.chunk_index,
-            "text": self.text,
-            "score": round(self.score, 6),
-        }
+        """The wire form (JSON-ready, score rounded)."""
+        out: dict[str, Any] = _SOURCE.dump_python(self, mode="json", context=WIRE)
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,58 +75,69 @@ class Usage:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class StartEvent:
+_SOURCE: TypeAdapter[Source] = TypeAdapter(Source)
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StartEvent(_Event):
     """First event of every answer: who it is and what conversation it belongs to."""
 
+    type: Literal["start"] = "start"
     message_id: str
     conversation_id: str
-    type: str = field(default="start", init=False)
 
 
-@dataclass(frozen=True, slots=True)
-class SourcesEvent:
+class SourcesEvent(_Event):
+    type: Literal["sources"] = "sources"
     sources: tuple[Source, ...]
-    type: str = field(default="sources", init=False)
 
 
-@dataclass(frozen=True, slots=True)
-class TokenEvent:
+class TokenEvent(_Event):
+    type: Literal["token"] = "token"
     delta: str
-    type: str = field(default="token", init=False)
 
 
-@dataclass(frozen=True, slots=True)
-class DoneEvent:
+class DoneEvent(_Event):
     """The answer finished normally. finish_reason is 'stop' or 'length'."""
 
+    type: Literal["done"] = "done"
     usage: Usage
     timings: dict[str, float]
     finish_reason: str = "stop"
     model: str = ""
     cached: bool = False
-    type: str = field(default="done", init=False)
+
+    @field_serializer("usage")
+    def _usage(self, usage: Usage, info: FieldSerializationInfo) -> dict[str, int]:
+        """On the wire usage carries total_tokens too; stored, only what it is built from."""
+        if _on_wire(info):
+            return usage.to_dict()
+        return {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}
 
 
-@dataclass(frozen=True, slots=True)
-class StoppedEvent:
+class StoppedEvent(_Event):
     """The answer was stopped on request (or abandoned after a disconnect); what was generated is kept."""
 
+    type: Literal["stopped"] = "stopped"
     reason: str = "stop_requested"
-    type: str = field(default="stopped", init=False)
 
 
-@dataclass(frozen=True, slots=True)
-class ErrorEvent:
+class ErrorEvent(_Event):
     """The answer failed. Always the last event of its answer; never followed by done."""
 
+    type: Literal["error"] = "error"
     code: str
     message: str
     retry_after: float | None = None
-    type: str = field(default="error", init=False)
 
 
 ChatEvent = StartEvent | SourcesEvent | TokenEvent | DoneEvent | StoppedEvent | ErrorEvent
+AnyEvent = Annotated[ChatEvent, Field(discriminator="type")]
+EVENTS: TypeAdapter[ChatEvent] = TypeAdapter(AnyEvent)
+"""Validates and dumps any event by its `type` (the event log codec and the wire frames use it)."""
 TERMINAL_TYPES = frozenset({"done", "stopped", "error"})
 
 

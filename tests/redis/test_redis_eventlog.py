@@ -136,7 +136,7 @@ class TestEventLogContract:
         """An id nobody created, or another tenant's answer, raises UnknownMessage on check and read."""
         async with make_log() as log:
             log.create("m1", TENANT)
-            log.append("m1", StartEvent("m1", "c1"))
+            log.append("m1", StartEvent(message_id="m1", conversation_id="c1"))
             for mid, tenant in (("nope", TENANT), ("m1", "other")):
                 with pytest.raises(UnknownMessage):
                     await log.check(mid, tenant, 0)
@@ -149,7 +149,7 @@ class TestEventLogContract:
         """after > last seq (or negative) cannot be resumed."""
         async with make_log() as log:
             log.create("m1", TENANT)
-            log.append("m1", StartEvent("m1", "c1"))
+            log.append("m1", StartEvent(message_id="m1", conversation_id="c1"))
             for after in (2, -1):
                 with pytest.raises(UnknownMessage):
                     await log.check("m1", TENANT, after)
@@ -210,8 +210,8 @@ class TestRedisEventLog:
             log = redis_log(conn, expire_seconds=2.0)
             try:
                 log.create("m1", TENANT)
-                log.append("m1", StartEvent("m1", "c1"))
-                log.append("m1", TokenEvent("hi"))
+                log.append("m1", StartEvent(message_id="m1", conversation_id="c1"))
+                log.append("m1", TokenEvent(delta="hi"))
                 await read_all_until(log, "m1", 2)
                 stream, meta = f"{prefix}:answer:{{m1}}:events", f"{prefix}:answer:{{m1}}:meta"
                 ids = [entry_id for entry_id, _ in await admin.xrange(stream)]
@@ -236,7 +236,7 @@ class TestRedisEventLog:
         async with connect(lease_seconds=0.3) as conn_a, connect(lease_seconds=0.3) as conn_b:
             log_a, log_b = redis_log(conn_a), redis_log(conn_b)
             log_a.create("m1", TENANT)
-            log_a.append("m1", StartEvent("m1", "c1"))
+            log_a.append("m1", StartEvent(message_id="m1", conversation_id="c1"))
             await read_all_until(log_a, "m1", 1)
             reader = asyncio.create_task(read_all(log_b, "m1", 0))
             await log_a.aclose()  # the instance is gone: no terminal, no more lease renewals
@@ -298,7 +298,7 @@ class TestRedisEventLog:
         async with connect() as conn_a, connect() as conn_b:
             log_a, log_b = redis_log(conn_a), redis_log(conn_b)
             log_a.create("m1", TENANT)
-            log_a.append("m1", StartEvent("m1", "c1"))
+            log_a.append("m1", StartEvent(message_id="m1", conversation_id="c1"))
             await read_all_until(log_a, "m1", 1)
             reader = asyncio.create_task(read_all(log_b, "m1", 1))
             await asyncio.sleep(0.1)

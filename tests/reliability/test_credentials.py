@@ -21,7 +21,7 @@ from chatbot.api.auth import KeyRing, identify, new_api_key
 from chatbot.errors import BadRequest, OriginNotAllowed, Unauthorized
 from chatbot.providers.registry import Providers
 from chatbot.settings import Settings
-from chatbot.stores.qdrant.store import VectorStore
+from chatbot.stores.base import VectorStore
 from chatbot.widget_tokens import mint, normalize_origin, verify
 from tests.conftest import make_settings
 from tests.reliability.conftest import serve_services

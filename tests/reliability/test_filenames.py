@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from chatbot.ingest.filenames import FALLBACK_STEM, MAX_FILENAME_CHARS, safe_filename
 from chatbot.providers.registry import Providers
-from chatbot.stores.qdrant.store import VectorStore
+from chatbot.stores.base import VectorStore
 from tests.conftest import make_settings
 from tests.reliability.conftest import serve_services
 

@@ -18,7 +18,7 @@ from chatbot.api.routes import ROUTES
 from chatbot.app import create_app
 from chatbot.errors import BadRequest
 from chatbot.providers.registry import Providers
-from chatbot.stores.qdrant.store import VectorStore
+from chatbot.stores.base import VectorStore
 from chatbot.wiring import build_services
 from tests.conftest import make_settings
 from tests.serving import serve_app

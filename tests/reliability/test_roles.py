@@ -19,7 +19,7 @@ from chatbot.api.auth import new_api_key
 from chatbot.api.routes import ROUTES, Route
 from chatbot.app import create_app
 from chatbot.providers.registry import Providers
-from chatbot.stores.qdrant.store import VectorStore
+from chatbot.stores.base import VectorStore
 from chatbot.widget_tokens import mint, signing_key
 from chatbot.wiring import build_services
 from tests.conftest import make_settings

@@ -65,11 +65,12 @@ class TestDeclarations:
             ("WEBSOCKET", "/v1/ws"),
         }
 
-    def test_the_hook_still_rate_limits_every_credentialed_route(self) -> None:
-        """Until the chat service admits answers, the hook limits service routes too; public ones never."""
+    def test_the_hook_rate_limits_exactly_the_hook_routes(self) -> None:
+        """The hook counts credentialed routes that start no answer; the chat service counts the others."""
         table: dict[str, Route] = declared_app().extensions[ROUTES]
         for decl in table.values():
-            assert hook_rate_limits(decl) is (not decl.public), decl.endpoint
+            expected = not decl.public and decl.admission != "service"
+            assert hook_rate_limits(decl) is expected, decl.endpoint
 
 
 class TestFailClosed:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -98,3 +99,80 @@ class TestBadInput:
             frames = await collect_until_end(ws, also_errors=True)
         codes = [f.get("code") for f in frames if f["type"] == "error" and "message_id" not in f]
         assert codes == ["answer_in_progress"] or frames[-1]["type"] == "done"
+
+
+class TestStopReplies:
+    async def test_stop_after_the_answer_finished_gets_a_reply(self, served: str) -> None:
+        """A stop for an answer that already finished gets a nothing_to_stop error frame, never silence."""
+        async with websockets.connect(ws_url(served)) as ws:
+            frames = await ask_ws(ws, "How do I resume an answer?")
+            await ws.send(json.dumps({"type": "stop"}))
+            by_current = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            await ws.send(json.dumps({"type": "stop", "message_id": frames[0]["message_id"]}))
+            by_id = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert frames[-1]["type"] == "done"
+        assert (by_current["type"], by_current["code"]) == ("error", "nothing_to_stop")
+        assert (by_id["type"], by_id["code"]) == ("error", "nothing_to_stop")
+
+    async def test_stop_with_no_answer_gets_a_reply(self, served: str) -> None:
+        """A stop on a connection that never asked gets nothing_to_stop (and the request_id it carried)."""
+        async with websockets.connect(ws_url(served)) as ws:
+            await ws.send(json.dumps({"type": "stop"}))
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        assert (reply["type"], reply["code"]) == ("error", "nothing_to_stop")
+
+
+class TestBusyOrder:
+    async def test_answer_in_progress_comes_after_the_first_answers_start(self, served: str) -> None:
+        """Two asks sent back to back: the first answer's start frame always precedes answer_in_progress."""
+        async with websockets.connect(ws_url(served)) as ws:
+            for _ in range(10):
+                await ws.send(json.dumps({"type": "ask", "message": "How do I connect over websocket?"}))
+                await ws.send(json.dumps({"type": "ask", "message": "second"}))
+                frames = await _until_settled(ws)
+                assert frames[0]["type"] == "start", frames[0]
+                refusals = [i for i, f in enumerate(frames) if f.get("code") == "answer_in_progress"]
+                starts = [i for i, f in enumerate(frames) if f["type"] == "start"]
+                assert refusals or len(starts) == 2  # refused, or the first had ended before the second came
+
+
+async def _until_settled(ws: Any) -> list[dict[str, Any]]:
+    """Frames until every answer started has ended and the second ask got its reply (a refusal or a start)."""
+    frames: list[dict[str, Any]] = []
+    running: set[str] = set()
+    replies = 0
+    while replies < 2 or running:
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        frames.append(frame)
+        if frame["type"] == "start":
+            running.add(frame["message_id"])
+            replies += 1
+        elif frame["type"] in ("done", "stopped") or (frame["type"] == "error" and "message_id" in frame):
+            running.discard(frame["message_id"])
+        elif frame["type"] == "error":
+            replies += 1
+    return frames
+
+
+class TestHandshakeRefusals:
+    async def test_a_refused_handshake_carries_the_request_id(self, served: str) -> None:
+        """A refused handshake (here a foreign Origin) has the usual error body, with the request_id sent."""
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(
+                ws_url(served), origin="http://evil.example", additional_headers={"X-Request-ID": "req-7"}
+            ):
+                pass
+        response = refused.value.response
+        body = json.loads(response.body)
+        assert response.status_code == 403
+        assert body["error"]["code"] == "origin_not_allowed"
+        assert body["error"]["request_id"] == "req-7"
+        assert response.headers["X-Request-ID"] == "req-7"
+
+    async def test_a_refusal_without_a_request_id_gets_one(self, served: str) -> None:
+        """Without X-Request-ID the server assigns one, as it does for HTTP errors."""
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(ws_url(served), origin="http://evil.example"):
+                pass
+        body = json.loads(refused.value.response.body)
+        assert len(body["error"]["request_id"]) == 32

@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import math
 
+import jsonschema
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from chatbot.api.wire import dumps, event_frame, server_frames_schema
 from chatbot.rag.event_codec import UndecodableEvent, decode_event, encode_event
 from chatbot.rag.events import (
+    EVENTS,
+    WIRE,
     ChatEvent,
     DoneEvent,
     ErrorEvent,
@@ -22,6 +26,7 @@ from chatbot.rag.events import (
     Usage,
 )
 
+FRAMES = jsonschema.Draft202012Validator(server_frames_schema())
 texts = st.text()  # any code points, lone surrogates included
 finite = st.floats(allow_nan=False)
 counts = st.integers(min_value=0, max_value=2**53)
@@ -105,7 +110,11 @@ class TestRejects:
             b'{"type":"token"}',
             b'{"type":"token","delta":5}',
             b'{"type":"done","usage":[1],"timings":{},"finish_reason":"stop","model":"","cached":false}',
-            b'{"type":"done","usage":[1,2],"timings":[],"finish_reason":"stop","model":"","cached":false}',
+            b'{"type":"done","usage":{"prompt_tokens":"many"},"timings":{},"model":"","cached":false}',
+            b'{"type":"done","usage":{},"timings":[],"finish_reason":"stop","model":"","cached":false}',
+            b'{"type":"token","delta":"x","extra":1}',
+            b'{"type":"sources","sources":[[1,"d"]]}',
+            b'{"delta":"x"}',
             b"[1, 2]",
             b"\xff\xfe",
         ],
@@ -114,3 +123,26 @@ class TestRejects:
         """Anything the codec did not write raises UndecodableEvent, never a half-built event."""
         with pytest.raises(UndecodableEvent):
             decode_event(data)
+
+
+class TestWireForm:
+    @given(events)
+    def test_a_frame_is_the_event_plus_its_ids(self, event: ChatEvent) -> None:
+        """A native frame is the event's fields with message_id and seq (tokens' fast path included)."""
+        frame = event_frame("msg_1", 7, event)
+        generic = EVENTS.dump_python(event, mode="json", context=WIRE, exclude_none=True)
+        assert frame == {**generic, "message_id": "msg_1", "seq": 7}
+        assert frame["type"] == event.type
+
+    @settings(deadline=None)  # validating against a 2020-12 schema is slow on a loaded machine
+    @given(events)
+    def test_every_frame_matches_the_documented_schema(self, event: ChatEvent) -> None:
+        """server_frames_schema() (what the docs publish) accepts every frame the server sends."""
+        FRAMES.validate(json.loads(dumps(event_frame("msg_1", 3, event))))
+
+    def test_the_wire_rounds_scores_and_totals_usage(self) -> None:
+        """Scores are rounded to 6 places on the wire (storage keeps every bit); usage carries its total."""
+        source = Source(1, "d", "s", "t", (), 0, "x", 0.1 + 0.2)
+        assert event_frame("m", 1, SourcesEvent(sources=(source,)))["sources"][0]["score"] == 0.3
+        done = event_frame("m", 2, DoneEvent(usage=Usage(3, 4), timings={}))
+        assert done["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}

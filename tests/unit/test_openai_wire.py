@@ -13,15 +13,16 @@ from chatbot.api.openai_wire import (
     DONE,
     ChatCompletionBody,
     ChunkStream,
-    CompletionBuilder,
     ModelNotFound,
     UnsupportedContent,
+    completion_of,
     error_body,
     error_event_body,
     error_status,
     model_list,
 )
 from chatbot.api.wire import validate
+from chatbot.chat.service import Collected
 from chatbot.errors import (
     Busy,
     ChatbotError,
@@ -144,10 +145,10 @@ class TestChunkStream:
         stream = ChunkStream("msg_1", 7, include_usage=False)
         raw = frames(
             stream,
-            StartEvent("msg_1", ""),
-            SourcesEvent((SOURCE,)),
-            TokenEvent("Run"),
-            TokenEvent(" it [1]."),
+            StartEvent(message_id="msg_1", conversation_id=""),
+            SourcesEvent(sources=(SOURCE,)),
+            TokenEvent(delta="Run"),
+            TokenEvent(delta=" it [1]."),
             DONE_EVENT,
         )
         assert raw == (
@@ -162,7 +163,11 @@ class TestChunkStream:
 
     def test_usage_chunk_comes_last_before_done(self) -> None:
         """With include_usage, a chunk with empty choices and usage precedes [DONE]."""
-        raw = frames(ChunkStream("msg_1", 7, include_usage=True), StartEvent("msg_1", ""), DONE_EVENT)
+        raw = frames(
+            ChunkStream("msg_1", 7, include_usage=True),
+            StartEvent(message_id="msg_1", conversation_id=""),
+            DONE_EVENT,
+        )
         blocks = raw.split(b"\n\n")
         assert (
             blocks[-3]
@@ -178,7 +183,7 @@ class TestChunkStream:
 
     def test_a_stopped_answer_ends_cancelled(self) -> None:
         """A stopped answer's last chunk says finish_reason 'cancelled' (not a fake 'stop'), then [DONE]."""
-        raw = frames(ChunkStream("msg_1", 7, include_usage=True), TokenEvent("Run"), StoppedEvent())
+        raw = frames(ChunkStream("msg_1", 7, include_usage=True), TokenEvent(delta="Run"), StoppedEvent())
         assert raw.endswith(line('{"sources":[]}', '"cancelled"') + b"data: [DONE]\n\n")
         assert b"usage" not in raw
 
@@ -187,8 +192,8 @@ class TestChunkStream:
         stream = ChunkStream("msg_1", 7, include_usage=True)
         raw = frames(
             stream,
-            TokenEvent("Run"),
-            ErrorEvent("upstream_unavailable", "The model provider is unavailable."),
+            TokenEvent(delta="Run"),
+            ErrorEvent(code="upstream_unavailable", message="The model provider is unavailable."),
         )
         assert raw.endswith(
             b'data: {"error":{"message":"The model provider is unavailable.","type":"server_error",'
@@ -200,22 +205,14 @@ class TestChunkStream:
 
     def test_empty_token_renders_nothing(self) -> None:
         """An empty delta produces no chunk."""
-        assert ChunkStream("msg_1", 7, include_usage=False).render(TokenEvent("")) == []
+        assert ChunkStream("msg_1", 7, include_usage=False).render(TokenEvent(delta="")) == []
 
 
 class TestCompletion:
     def test_a_finished_answer(self) -> None:
         """The completion carries content, sources on the message, finish_reason and usage."""
-        builder = CompletionBuilder("msg_1", 7)
-        for event in (
-            StartEvent("msg_1", ""),
-            SourcesEvent((SOURCE,)),
-            TokenEvent("Run"),
-            TokenEvent(" it."),
-            DONE_EVENT,
-        ):
-            builder.add(event)
-        body = builder.result()
+        answer = Collected("msg_1", "", "Run it.", (SOURCE,), "stop", usage=Usage(10, 3), model="extractive")
+        body = completion_of(answer, 7)
         assert json.dumps(body, separators=(",", ":")) == (
             '{"id":"msg_1","object":"chat.completion","created":7,"model":"chatbot","choices":[{"index":0,'
             f'"message":{{"role":"assistant","content":"Run it.","sources":[{SOURCE_JSON}]}},'
@@ -227,20 +224,10 @@ class TestCompletion:
 
     def test_a_stopped_answer(self) -> None:
         """A stopped answer keeps its text, ends 'cancelled' and has no usage."""
-        builder = CompletionBuilder("msg_1", 7)
-        builder.add(TokenEvent("Run"))
-        builder.add(StoppedEvent())
-        body = builder.result()
+        body = completion_of(Collected("msg_1", "", "Run", (), "stopped", stopped=True), 7)
         assert body["choices"][0]["finish_reason"] == "cancelled"
         assert body["choices"][0]["message"]["content"] == "Run"
         assert "usage" not in body
-
-    def test_a_failed_answer_raises_its_error(self) -> None:
-        """An error event raises a ChatbotError with the code's HTTP status."""
-        builder = CompletionBuilder("msg_1", 7)
-        with pytest.raises(ChatbotError) as info:
-            builder.add(ErrorEvent("busy", "Busy.", retry_after=2.0))
-        assert (info.value.status, info.value.code, info.value.retry_after) == (429, "busy", 2.0)
 
 
 class TestErrors:
@@ -267,7 +254,7 @@ class TestErrors:
 
     def test_error_event_body(self) -> None:
         """An in-stream error uses the same shape, typed by the code's status."""
-        assert error_event_body(ErrorEvent("first_token_timeout", "Too slow.")) == {
+        assert error_event_body(ErrorEvent(code="first_token_timeout", message="Too slow.")) == {
             "error": {
                 "message": "Too slow.",
                 "type": "server_error",

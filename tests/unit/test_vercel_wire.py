@@ -65,10 +65,10 @@ class TestStream:
     def test_a_finished_answer_byte_for_byte(self) -> None:
         """start, sources, one text part, finish with metadata, [DONE]."""
         raw = render(
-            StartEvent("msg_1", ""),
-            SourcesEvent(SOURCES),
-            TokenEvent("Run"),
-            TokenEvent(" it [1]."),
+            StartEvent(message_id="msg_1", conversation_id=""),
+            SourcesEvent(sources=SOURCES),
+            TokenEvent(delta="Run"),
+            TokenEvent(delta=" it [1]."),
             DONE_EVENT,
         )
         assert raw == (
@@ -90,7 +90,9 @@ class TestStream:
 
     def test_a_stopped_answer_aborts(self) -> None:
         """A stopped answer closes its text part, then abort (no finish), then [DONE]."""
-        raw = render(StartEvent("msg_1", ""), TokenEvent("Run"), StoppedEvent())
+        raw = render(
+            StartEvent(message_id="msg_1", conversation_id=""), TokenEvent(delta="Run"), StoppedEvent()
+        )
         assert raw.endswith(
             b'data: {"type":"text-end","id":"text-msg_1"}\n\ndata: {"type":"abort"}\n\ndata: [DONE]\n\n'
         )
@@ -101,7 +103,8 @@ class TestStream:
     def test_an_error_after_text(self) -> None:
         """A failure after text closes the text part and sends an error part with the public message."""
         raw = render(
-            TokenEvent("Run"), ErrorEvent("upstream_unavailable", "The model provider is unavailable.")
+            TokenEvent(delta="Run"),
+            ErrorEvent(code="upstream_unavailable", message="The model provider is unavailable."),
         )
         assert raw.endswith(
             b'data: {"type":"text-end","id":"text-msg_1"}\n\n'
@@ -112,15 +115,18 @@ class TestStream:
 
     def test_an_error_before_text_has_no_text_part(self) -> None:
         """A failure before any token sends no text-start/text-end."""
-        raw = render(StartEvent("msg_1", ""), ErrorEvent("retrieve_timeout", "Too slow."))
+        raw = render(
+            StartEvent(message_id="msg_1", conversation_id=""),
+            ErrorEvent(code="retrieve_timeout", message="Too slow."),
+        )
         assert [p["type"] for p in parts(raw)] == ["start", "error"]
 
     def test_nothing_after_the_end_and_no_empty_deltas(self) -> None:
         """Empty deltas are skipped and events after the terminal one render nothing."""
         stream = UIStream("msg_1")
-        assert stream.render(TokenEvent("")) == []
+        assert stream.render(TokenEvent(delta="")) == []
         stream.render(DONE_EVENT)
-        assert stream.render(TokenEvent("late")) == []
+        assert stream.render(TokenEvent(delta="late")) == []
 
     def test_headers(self) -> None:
         """The response announces the UI message stream and disables proxy buffering."""
