@@ -209,6 +209,8 @@ class RawClient:
 
     async def read(self, within: float) -> None:
         data = await asyncio.wait_for(self.reader.read(65536), within)
+        if not data and not self.accepted_at:  # refused or closed before the handshake: never spin on EOF
+            raise ConnectionError("the server closed the connection before accepting the websocket")
         self.ws.receive_data(data or None)
         for event in self.ws.events():
             now = time.monotonic()
@@ -242,8 +244,7 @@ INTERVAL = 1.0
 @pytest.fixture
 async def pinging(services: Services) -> AsyncIterator[str]:
     """The app with the echo route, hypercorn pinging after INTERVAL seconds of quiet."""
-    app = create_app(services.settings, services=services)
-    app.register_blueprint(echo_blueprint())
+    app = create_app(services.settings, services=services, extra_blueprints=[echo_blueprint()])
     async with serve_app(app, ping_interval=INTERVAL) as url:
         yield url.replace("http://", "ws://", 1)
 
