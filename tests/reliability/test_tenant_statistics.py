@@ -19,6 +19,7 @@ from chatbot.providers.local_models import BM25SparseEmbedder
 from chatbot.settings import QdrantSettings
 from chatbot.stores.base import ChunkRecord, QueryVectors, SearchMode, VectorStore
 from chatbot.stores.factory import vector_store
+from chatbot.stores.qdrant.store import Operation, QdrantStore, T
 
 DIMS = 16
 BM25 = BM25SparseEmbedder()
@@ -121,3 +122,53 @@ class TestTenantStatistics:
         before = await rankings(store, "a")
         await write(store, records("a", "a-more", [f"zymurgy notes {i}" for i in range(8)]))
         assert await rankings(store, "a") != before
+
+
+class InFlightRecorder(QdrantStore):
+    """A real local-mode QdrantStore that records how many client calls were in flight at once."""
+
+    def __init__(self, settings: QdrantSettings) -> None:
+        super().__init__(settings)
+        self.in_flight = self.peak = self.calls = 0
+
+    async def run(self, operation: Operation[T]) -> T:
+        self.in_flight += 1
+        self.calls += 1
+        self.peak = max(self.peak, self.in_flight)
+        try:
+            return await super().run(operation)
+        finally:
+            self.in_flight -= 1
+
+
+class TestHostileQuestions:
+    async def test_a_question_of_a_thousand_distinct_words_is_bounded_and_exact(self) -> None:
+        """A 4,000-character question of distinct words: the server path counts each term once, at most 16
+        counts in flight, and ranks exactly as the mirror's in-memory statistics do."""
+        words = [f"w{i}" for i in range(900)]
+        question = " ".join(words)[:4000] + " zymurgy"
+        server = InFlightRecorder(QdrantSettings(path=":memory:", collection="hostile"))
+        mirror = vector_store(QdrantSettings(path=":memory:", collection="hostile-m"))
+        stores: list[VectorStore] = [server, mirror]
+        for s in stores:
+            await s.open()
+            await s.ensure_collection("test/model", DIMS, sparse=True)
+            await write(s, records("a", "a-doc", [*A_TEXTS, " ".join(words[:300]), " ".join(words[200:700])]))
+        try:
+            q = QueryVectors(dense=dense(question), sparse=BM25.query_vector(question))
+            raw = QueryVectors(dense=dense("zymurgy"), sparse=BM25.query_vector("zymurgy fermentation"))
+            assert len(q.sparse.indices) > 800  # type: ignore[union-attr]
+            server.calls = server.peak = 0
+            await server.search("a", [q, raw], mode="hybrid", limit=8, prefetch_limit=20)
+            unique = len(set(q.sparse.indices) | set(raw.sparse.indices))  # type: ignore[union-attr]
+            assert server.calls == unique + 2  # one count per term, one for N, one query
+            assert 1 < server.peak <= 16
+            got = await server.search("a", [q], mode="sparse", limit=10)
+            want = await mirror.search("a", [q], mode="sparse", limit=10)
+            assert 2 < len(want) < 10  # every matching chunk is listed: the comparison ignores how ties break
+            assert {(h.doc_id, h.chunk_index): h.score for h in got} == pytest.approx(
+                {(h.doc_id, h.chunk_index): h.score for h in want}, rel=1e-6
+            )
+        finally:
+            for s in stores:
+                await s.aclose()

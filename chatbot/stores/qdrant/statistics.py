@@ -61,12 +61,19 @@ Run = Callable[[Operation], Coroutine[Any, Any, Any]]
 
 
 class CountedStatistics:
-    """Document frequencies counted by Qdrant on the indexed `bm25_terms` payload (the server path)."""
+    """Document frequencies counted by Qdrant on the indexed `bm25_terms` payload (the server path).
 
-    def __init__(self, run: Run, collection: str, tenant_filter: Callable[..., models.Filter]) -> None:
+    One count per unique query term plus one for N, at most `concurrency` in flight: a question is at most
+    `limits.max_message_chars` long, so a hostile one with ~1,000 distinct words costs ~1,000 indexed counts
+    queued 16 at a time, never a burst of 1,000 requests."""
+
+    def __init__(
+        self, run: Run, collection: str, tenant_filter: Callable[..., models.Filter], concurrency: int = 16
+    ) -> None:
         self._run = run
         self._collection = collection
         self._tenant_filter = tenant_filter
+        self._slots = asyncio.Semaphore(concurrency)
 
     async def idfs(self, tenant: str, terms: Sequence[int]) -> list[float]:
         has_terms = models.Filter(
@@ -84,7 +91,8 @@ class CountedStatistics:
 
     async def _count(self, flt: models.Filter) -> int:
         name = self._collection
-        result = await self._run(lambda c: c.count(name, count_filter=flt, exact=True))
+        async with self._slots:
+            result = await self._run(lambda c: c.count(name, count_filter=flt, exact=True))
         return int(result.count)
 
 

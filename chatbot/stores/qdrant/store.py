@@ -220,9 +220,8 @@ class QdrantStore:
         probes = search_probes(queries, mode, has_sparse=self.has_sparse)
         if not probes:
             return []
-        prefetch = [
-            _prefetch(await self._weighted(tenant, p), prefetch_limit, score_threshold) for p in probes
-        ]
+        probes = await self._weighted(tenant, probes)
+        prefetch = [_prefetch(p, prefetch_limit, score_threshold) for p in probes]
         name = self.collection
         if len(prefetch) == 1:
             only = prefetch[0]
@@ -253,13 +252,17 @@ class QdrantStore:
             )
         return [ScoredChunk.from_payload(point.payload or {}, point.score) for point in response.points]
 
-    async def _weighted(self, tenant: str, probe: QueryVectors) -> QueryVectors:
-        """A sparse probe with the tenant's IDF applied to its terms; a dense probe as it is."""
-        if probe.sparse is None:
-            return probe
-        return QueryVectors(
-            sparse=weigh(probe.sparse, await self.statistics.idfs(tenant, probe.sparse.indices))
-        )
+    async def _weighted(self, tenant: str, probes: list[QueryVectors]) -> list[QueryVectors]:
+        """Sparse probes with the tenant's IDF applied to their terms (each term looked up once); dense
+        probes as they are."""
+        terms = sorted({t for p in probes if p.sparse is not None for t in p.sparse.indices})
+        if not terms:
+            return probes
+        idfs = dict(zip(terms, await self.statistics.idfs(tenant, terms), strict=True))
+        return [
+            QueryVectors(sparse=weigh(p.sparse, [idfs[t] for t in p.sparse.indices])) if p.sparse else p
+            for p in probes
+        ]
 
     async def stream_points(self, page: int = 1024) -> AsyncIterator[list[StoredPoint]]:
         """Every point with its vectors and payload, a page at a time (for a mirror's start-up load); nothing
