@@ -108,6 +108,19 @@ class TestMirror:
             await mirrored.aclose()
             await native.aclose()
 
+    async def test_chunks_without_terms_count_on_neither_side(self) -> None:
+        """Chunks whose BM25 vector is empty (stopwords only) are not in a tenant's N, for Qdrant nor the mirror."""
+        records, dense, sparse = corpus(seed=11)
+        sparse = [SparseVector([], []) if i % 4 == 0 else v for i, v in enumerate(sparse)]
+        mirrored, native = await open_store("m5", mirror=True), await open_store("n5", mirror=False)
+        try:
+            for store in (mirrored, native):
+                await store.upsert(records, dense, sparse)
+            assert await compare(mirrored, native, seed=12) == 375
+        finally:
+            await mirrored.aclose()
+            await native.aclose()
+
     async def test_stays_exact_through_deletes_and_new_versions(self) -> None:
         """After a re-ingest (new version, stale chunks deleted) and a document delete, answers still match."""
         records, dense, sparse = corpus()
