@@ -161,7 +161,7 @@ class QdrantStore:
                 log.warning("collection '%s' uses collection-wide IDF: migrating to per-tenant IDF", name)
                 moved = await migrate_to_tenant_idf(self.run, name, SPARSE)
                 log.warning("collection '%s' migrated to per-tenant IDF (%d points)", name, moved)
-            await self._index_payload(sparse=self.has_sparse)
+            await self._index_payload(sparse=self.has_sparse, existing=set(info.payload_schema or {}))
             return
         await self.run(
             lambda c: c.create_collection(
@@ -180,20 +180,24 @@ class QdrantStore:
             )
         )
         self.has_sparse = sparse
-        await self._index_payload(sparse=sparse)
+        await self._index_payload(sparse=sparse, existing=set())
 
-    async def _index_payload(self, *, sparse: bool) -> None:
-        """The payload indexes a server needs (idempotent): tenant, doc_id, and the BM25 term ids that
-        per-tenant document frequencies are counted on."""
+    async def _index_payload(self, *, sparse: bool, existing: set[str]) -> None:
+        """The payload indexes a server needs that the collection lacks: tenant, doc_id, and the BM25 term
+        ids that per-tenant document frequencies are counted on (added to collections made before them)."""
         if self.settings.is_local:
             return  # payload indexes have no effect in local mode (qdrant-client warns); a server needs them
-        name = self.collection
-        tenant_index = models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True)
-        await self.run(lambda c: c.create_payload_index(name, "tenant", tenant_index))
-        await self.run(lambda c: c.create_payload_index(name, "doc_id", models.PayloadSchemaType.KEYWORD))
+        wanted: dict[str, models.PayloadSchemaType | models.PayloadSchemaParams] = {
+            "tenant": models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True),
+            "doc_id": models.PayloadSchemaType.KEYWORD,
+        }
         if sparse:
-            terms = models.IntegerIndexParams(type=models.IntegerIndexType.INTEGER, lookup=True, range=False)
-            await self.run(lambda c: c.create_payload_index(name, TERMS_FIELD, terms))
+            wanted[TERMS_FIELD] = models.IntegerIndexParams(
+                type=models.IntegerIndexType.INTEGER, lookup=True, range=False
+            )
+        for field, schema in wanted.items():
+            if field not in existing:
+                await self.run(_create_index(self.collection, field, schema))
 
     async def ping(self) -> bool:
         """True when the store answers and the collection exists."""
@@ -386,6 +390,12 @@ def _prefetch(probe: QueryVectors, limit: int, score_threshold: float | None) ->
     assert probe.sparse is not None  # noqa: S101 - a probe has exactly one vector (search_probes)
     query = models.SparseVector(indices=probe.sparse.indices, values=probe.sparse.values)
     return models.Prefetch(query=query, using=SPARSE, limit=limit)
+
+
+def _create_index(
+    collection: str, field: str, schema: models.PayloadSchemaType | models.PayloadSchemaParams
+) -> Operation[models.UpdateResult]:
+    return lambda c: c.create_payload_index(collection, field, schema)
 
 
 def _scroll(collection: str, offset: Any, **kwargs: Any) -> Operation[tuple[list[models.Record], Any]]:
