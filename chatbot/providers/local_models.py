@@ -254,7 +254,7 @@ class TermAnalyzer:
 
 
 class BM25SparseEmbedder:
-    """BM25 term weights for a Qdrant sparse vector with the IDF modifier (Qdrant supplies the IDF).
+    """BM25 term weights for a Qdrant sparse vector; the store applies the searching tenant's IDF to the query.
 
     Document value of a term: tf*(k+1) / (tf + k*(1 - b + b*len/avg_len)); query value: 1.0 per unique
     term. Same analysis, hashing and formula as fastembed's Qdrant/bm25, implemented here because
@@ -293,7 +293,7 @@ class BM25SparseEmbedder:
         return [make(text) for text in texts]
 
     def query_vector(self, text: str) -> SparseVector:
-        """1.0 for every unique term; Qdrant's IDF modifier does the weighting."""
+        """1.0 for every unique term; the store weights it with the tenant's IDF (stores/qdrant/statistics)."""
         ids = sorted({term_id(term) for term in self.analyzer.terms(text)})
         return SparseVector(indices=ids, values=[1.0] * len(ids))
 

@@ -1,4 +1,7 @@
-"""The in-memory mirror answers exactly as qdrant-client's local mode does (same ids, order and scores)."""
+"""The in-memory mirror answers exactly as qdrant-client's local mode does (same ids, order and scores).
+
+Sparse scores on both sides use the searching tenant's IDF: Qdrant computes the sparse dot product of the
+query weighted by per-tenant IDF (statistics.py) with the stored BM25 weights; the mirror computes it in numpy."""
 
 from __future__ import annotations
 
@@ -7,13 +10,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from qdrant_client import models
 
 from chatbot.providers.base import SparseVector
 from chatbot.settings import QdrantSettings
 from chatbot.stores.base import ChunkRecord, QueryVectors, SearchMode, VectorStore
 from chatbot.stores.factory import vector_store
 from chatbot.stores.qdrant.mirror import MirroredStore
-from chatbot.stores.qdrant.store import QdrantStore
+from chatbot.stores.qdrant.statistics import TERMS_FIELD, uses_collection_idf
+from chatbot.stores.qdrant.store import SPARSE, QdrantStore
 
 DIMS = 24
 TENANTS = ("a", "b", "c")
@@ -90,7 +95,7 @@ async def compare(mirrored: VectorStore, native: VectorStore, seed: int) -> int:
 
 class TestMirror:
     async def test_same_answers_as_qdrant_local_mode(self) -> None:
-        """Dense (with and without threshold), sparse with IDF, and RRF over 2 and 4 prefetches match Qdrant."""
+        """Dense (with and without threshold), sparse (tenant IDF), RRF over 2 and 4 prefetches match Qdrant."""
         records, dense, sparse = corpus()
         mirrored, native = await open_store("m1", mirror=True), await open_store("n1", mirror=False)
         try:
@@ -99,6 +104,19 @@ class TestMirror:
             for store in (mirrored, native):
                 await store.upsert(records, dense, sparse)
             assert await compare(mirrored, native, seed=1) == 375
+        finally:
+            await mirrored.aclose()
+            await native.aclose()
+
+    async def test_chunks_without_terms_count_on_neither_side(self) -> None:
+        """Chunks whose BM25 vector is empty (stopwords only) are not in a tenant's N, for Qdrant nor the mirror."""
+        records, dense, sparse = corpus(seed=11)
+        sparse = [SparseVector([], []) if i % 4 == 0 else v for i, v in enumerate(sparse)]
+        mirrored, native = await open_store("m5", mirror=True), await open_store("n5", mirror=False)
+        try:
+            for store in (mirrored, native):
+                await store.upsert(records, dense, sparse)
+            assert await compare(mirrored, native, seed=12) == 375
         finally:
             await mirrored.aclose()
             await native.aclose()
@@ -222,3 +240,33 @@ class TestDeletesById:
             assert await again.count("b") == 4
         finally:
             await again.aclose()
+
+
+class TestCollectionIdfMigration:
+    async def test_a_collection_built_with_qdrants_idf_modifier_is_migrated(self, tmp_path: Path) -> None:
+        """A collection from before per-tenant statistics (IDF modifier, no term payload) is converted at
+        start-up: modifier dropped, term ids written, and its answers match the mirror's per-tenant IDF."""
+        records, dense, sparse = corpus(seed=9)
+        path = str(tmp_path / "q")
+        old = await open_store("old", mirror=False, path=path)
+        await old.upsert(records, dense, sparse)
+        idf_modifier = {SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)}
+        ids = [r.point_id for r in records]
+        await old.run(lambda c: c.update_collection("old", sparse_vectors_config=idf_modifier))
+        await old.run(lambda c: c.delete_payload("old", keys=[TERMS_FIELD], points=ids))
+        await old.aclose()
+        native = await open_store("old", mirror=False, path=path)  # ensure_collection migrates
+        try:
+            assert isinstance(native, QdrantStore)
+            info = await native.run(lambda c: c.get_collection("old"))
+            assert not uses_collection_idf(info, SPARSE)
+            stored = await native.run(lambda c: c.retrieve("old", ids=ids[:3], with_vectors=[SPARSE]))
+            assert [p.payload[TERMS_FIELD] for p in stored] == [p.vector[SPARSE].indices for p in stored]  # type: ignore[index]
+            mirrored = MirroredStore(QdrantStore(QdrantSettings(path=":memory:", collection="fresh")))
+            await mirrored.open()
+            await mirrored.ensure_collection("test/model", DIMS, sparse=True)
+            await mirrored.upsert(records, dense, sparse)
+            assert await compare(mirrored, native, seed=10) == 375
+            await mirrored.aclose()
+        finally:
+            await native.aclose()

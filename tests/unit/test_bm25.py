@@ -15,6 +15,7 @@ from chatbot.providers.local_models import (
     load_stopwords,
     term_id,
 )
+from chatbot.stores.qdrant import statistics
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +120,14 @@ class TestValues:
         """bm25_idf is Qdrant's ln(1 + (N - n + 0.5) / (n + 0.5)), positive even for a term everywhere."""
         assert bm25_idf(10, 2) == pytest.approx(math.log(1 + 8.5 / 2.5))
         assert bm25_idf(5, 5) > 0
+
+    def test_the_stores_idf_is_the_same_formula(self) -> None:
+        """The stores' per-tenant IDF (stores/qdrant/statistics.idf) and bm25_idf agree, and weigh scales
+        each query value by its term's IDF."""
+        for total, df in ((10, 2), (5, 5), (0, 0), (1000, 1)):
+            assert statistics.idf(total, df) == bm25_idf(total, df)
+        weighted = statistics.weigh(SparseVector([3, 7], [1.0, 2.0]), [0.5, 1.5])
+        assert weighted == SparseVector([3, 7], [0.5, 3.0])
 
 
 class TestEmbedSparse:

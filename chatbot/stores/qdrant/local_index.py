@@ -5,14 +5,14 @@ over 10k x 384 costs ~76 ms of CPU (hybrid ~384 ms), holding the GIL. Local mode
 holds a file lock), so MirroredStore sees every write and keeps this mirror exact: Qdrant stays the store
 of record (and the API for servers), the mirror answers searches in about a millisecond.
 
-Same semantics as Qdrant: cosine on normalised vectors with `score >= threshold`; sparse scores are
-sum(idf(term) * value) with idf = ln((N - df + 0.5) / (df + 0.5) + 1) over live points that have the sparse
-vector; only points sharing a term with the query match; RRF scores sum 1 / (rank + 2) (0-based ranks).
+Same semantics as Qdrant: cosine on normalised vectors with `score >= threshold`; sparse scores are the dot
+product of the document weights with the query weighted by the searching tenant's IDF (statistics.py:
+idf = ln((N - df + 0.5) / (df + 0.5) + 1) over the tenant's live points that have BM25 terms, never another
+tenant's); only points sharing a term with the query match; RRF scores sum 1 / (rank + 2) (0-based ranks).
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from chatbot.providers.base import SparseVector
+from chatbot.stores.qdrant.statistics import idf
 
 RRF_K = 2  # qdrant's default ranking constant
 
@@ -40,6 +41,8 @@ class _Tenant:
     # numpy form of each term's list, built when a query first needs it after a write
     plists: dict[int, tuple[list[int], list[float]]] = field(default_factory=dict)
     parrays: dict[int, tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]]] = field(default_factory=dict)
+    df: dict[int, int] = field(default_factory=lambda: defaultdict(int))  # live points per term (this tenant)
+    with_terms: int = 0  # live points with at least one term (IDF's N, this tenant)
 
     def __post_init__(self) -> None:
         self.dense = np.zeros((16, self.dims), dtype=np.float32)
@@ -50,6 +53,12 @@ class _Tenant:
             rows.append(row)
             values.append(value)
             self.parrays.pop(term, None)
+
+    def count_terms(self, terms: dict[int, float] | None, step: int) -> None:
+        if terms:
+            self.with_terms += step
+            for term in terms:
+                self.df[term] += step
 
     def posting(self, term: int) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float32]] | None:
         found = self.parrays.get(term)
@@ -73,8 +82,6 @@ class LocalIndex:
     def __init__(self, dims: int = 0) -> None:
         self.dims = dims  # 0: taken from the first vector written
         self._tenants: dict[str, _Tenant] = {}
-        self._df: dict[int, int] = defaultdict(int)  # collection-wide document frequency per sparse term
-        self._with_sparse = 0  # live points that have a sparse vector (IDF's N)
         self._where: dict[str, str] = {}  # point id -> tenant
 
     def __len__(self) -> int:
@@ -112,9 +119,7 @@ class LocalIndex:
         self._where[point_id] = tenant
         if terms is not None:
             t.add_terms(row, terms)
-            self._with_sparse += 1
-            for term in terms:
-                self._df[term] += 1
+        t.count_terms(terms, 1)
 
     def set_payload(self, point_ids: Sequence[str], values: dict[str, Any]) -> None:
         for pid in point_ids:
@@ -135,11 +140,7 @@ class LocalIndex:
             del points[pid]
             if not points:
                 del t.docs[doc]
-            terms = t.sparse[row]
-            if terms is not None:
-                self._with_sparse -= 1
-                for term in terms:
-                    self._df[term] -= 1
+            t.count_terms(t.sparse[row], -1)
         for t in self._tenants.values():
             if len(t.ids) > 64 and len(t.rows) < len(t.ids) // 2:
                 self._compact(t)
@@ -181,19 +182,27 @@ class LocalIndex:
             valid &= scores >= np.float32(threshold)
         return self._top(t, scores, valid, limit)
 
+    def idfs(self, tenant: str, terms: Sequence[int]) -> list[float]:
+        """The IDF of each term over the tenant's own points (statistics.TermStatistics, from memory)."""
+        t = self._tenants.get(tenant)
+        if t is None:
+            return [idf(0, 0)] * len(terms)
+        return [idf(t.with_terms, t.df.get(term, 0)) for term in terms]
+
     def sparse_search(self, tenant: str, query: SparseVector, limit: int) -> list[Hit]:
         t = self._tenants.get(tenant)
         if t is None or not t.rows or not query.indices:
             return []
         scores = np.zeros(len(t.ids), dtype=np.float64)
         matched = np.zeros(len(t.ids), dtype=bool)
-        for term, qvalue in zip(query.indices, query.values, strict=True):
+        for term, qvalue, weight in zip(
+            query.indices, query.values, self.idfs(tenant, query.indices), strict=True
+        ):
             found = t.posting(term)
             if found is None:
                 continue
             rows, values = found
-            idf = math.log((self._with_sparse - self._df[term] + 0.5) / (self._df[term] + 0.5) + 1)
-            np.add.at(scores, rows, idf * qvalue * values.astype(np.float64))
+            np.add.at(scores, rows, weight * qvalue * values.astype(np.float64))
             matched[rows] = True
         return self._top(t, scores, matched & np.asarray(t.alive, dtype=bool), limit)
 

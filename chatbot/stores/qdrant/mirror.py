@@ -35,6 +35,7 @@ class MirroredStore:
     def __init__(self, inner: QdrantStore) -> None:
         self.inner = inner
         self.index = LocalIndex()
+        inner.statistics = self  # searches forwarded to Qdrant (DBSF) take the tenant's IDF from memory
 
     @property
     def qdrant(self) -> QdrantStore:
@@ -95,6 +96,10 @@ class MirroredStore:
         lists = [self._probe(tenant, p, depth, score_threshold) for p in probes]
         hits = lists[0] if len(lists) == 1 else LocalIndex.rrf(lists, limit)
         return [ScoredChunk.from_payload(hit.payload, hit.score) for hit in hits]
+
+    async def idfs(self, tenant: str, terms: Sequence[int]) -> list[float]:
+        """statistics.TermStatistics from the mirror: exact, since every write passes through here."""
+        return self.index.idfs(tenant, terms)
 
     def _probe(self, tenant: str, probe: QueryVectors, depth: int, threshold: float | None) -> list[Hit]:
         if probe.dense is not None:

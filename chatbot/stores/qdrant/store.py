@@ -30,6 +30,14 @@ from chatbot.stores.base import (
     search_probes,
 )
 from chatbot.stores.qdrant.loop_thread import LoopThread
+from chatbot.stores.qdrant.statistics import (
+    TERMS_FIELD,
+    CountedStatistics,
+    TermStatistics,
+    migrate_to_tenant_idf,
+    uses_collection_idf,
+    weigh,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -37,6 +45,7 @@ Operation = Callable[[AsyncQdrantClient], Coroutine[Any, Any, T]]  # one client 
 
 DENSE = "dense"
 SPARSE = "bm25"
+WITHOUT_TERMS = models.PayloadSelectorExclude(exclude=[TERMS_FIELD])  # hits and mirrors never need them
 
 
 def tenant_filter(
@@ -75,6 +84,8 @@ class QdrantStore:
         self.has_sparse = False
         self.dense_model = ""
         self.dimensions = 0
+        # per-tenant IDF for sparse queries (see statistics.py); MirroredStore answers it from memory
+        self.statistics: TermStatistics = CountedStatistics(self.run, self.collection, tenant_filter)
 
     @property
     def qdrant(self) -> QdrantStore:
@@ -146,29 +157,47 @@ class QdrantStore:
                 )
             sparse_cfg = info.config.params.sparse_vectors or {}
             self.has_sparse = SPARSE in sparse_cfg
+            if uses_collection_idf(info, SPARSE):
+                log.warning("collection '%s' uses collection-wide IDF: migrating to per-tenant IDF", name)
+                moved = await migrate_to_tenant_idf(self.run, name, SPARSE)
+                log.warning("collection '%s' migrated to per-tenant IDF (%d points)", name, moved)
+            await self._index_payload(sparse=self.has_sparse, existing=set(info.payload_schema or {}))
             return
         await self.run(
             lambda c: c.create_collection(
                 name,
                 vectors_config={DENSE: models.VectorParams(size=dimensions, distance=models.Distance.COSINE)},
-                sparse_vectors_config=(
-                    {SPARSE: models.SparseVectorParams(modifier=models.Modifier.IDF)} if sparse else None
-                ),
+                # no IDF modifier: Qdrant's is collection-wide; the query carries the tenant's IDF
+                sparse_vectors_config={SPARSE: models.SparseVectorParams()} if sparse else None,
                 shard_number=self.settings.shard_number,
                 replication_factor=self.settings.replication_factor,
                 metadata={
                     "dense_model": dense_model,
                     "dimensions": dimensions,
                     "sparse_model": SPARSE if sparse else None,
+                    "sparse_idf": "tenant",
                 },
             )
         )
         self.has_sparse = sparse
+        await self._index_payload(sparse=sparse, existing=set())
+
+    async def _index_payload(self, *, sparse: bool, existing: set[str]) -> None:
+        """The payload indexes a server needs that the collection lacks: tenant, doc_id, and the BM25 term
+        ids that per-tenant document frequencies are counted on (added to collections made before them)."""
         if self.settings.is_local:
             return  # payload indexes have no effect in local mode (qdrant-client warns); a server needs them
-        tenant_index = models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True)
-        await self.run(lambda c: c.create_payload_index(name, "tenant", tenant_index))
-        await self.run(lambda c: c.create_payload_index(name, "doc_id", models.PayloadSchemaType.KEYWORD))
+        wanted: dict[str, models.PayloadSchemaType | models.PayloadSchemaParams] = {
+            "tenant": models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True),
+            "doc_id": models.PayloadSchemaType.KEYWORD,
+        }
+        if sparse:
+            wanted[TERMS_FIELD] = models.IntegerIndexParams(
+                type=models.IntegerIndexType.INTEGER, lookup=True, range=False
+            )
+        for field, schema in wanted.items():
+            if field not in existing:
+                await self.run(_create_index(self.collection, field, schema))
 
     async def ping(self) -> bool:
         """True when the store answers and the collection exists."""
@@ -195,6 +224,7 @@ class QdrantStore:
         probes = search_probes(queries, mode, has_sparse=self.has_sparse)
         if not probes:
             return []
+        probes = await self._weighted(tenant, probes)
         prefetch = [_prefetch(p, prefetch_limit, score_threshold) for p in probes]
         name = self.collection
         if len(prefetch) == 1:
@@ -207,7 +237,7 @@ class QdrantStore:
                     limit=limit,
                     score_threshold=only.score_threshold,
                     query_filter=flt,
-                    with_payload=True,
+                    with_payload=WITHOUT_TERMS,
                 )
             )
         else:
@@ -216,10 +246,27 @@ class QdrantStore:
             fused = models.FusionQuery(fusion=models.Fusion.DBSF if fusion == "dbsf" else models.Fusion.RRF)
             response = await self.run(
                 lambda c: c.query_points(
-                    name, prefetch=prefetch, query=fused, limit=limit, query_filter=flt, with_payload=True
+                    name,
+                    prefetch=prefetch,
+                    query=fused,
+                    limit=limit,
+                    query_filter=flt,
+                    with_payload=WITHOUT_TERMS,
                 )
             )
         return [ScoredChunk.from_payload(point.payload or {}, point.score) for point in response.points]
+
+    async def _weighted(self, tenant: str, probes: list[QueryVectors]) -> list[QueryVectors]:
+        """Sparse probes with the tenant's IDF applied to their terms (each term looked up once); dense
+        probes as they are."""
+        terms = sorted({t for p in probes if p.sparse is not None for t in p.sparse.indices})
+        if not terms:
+            return probes
+        idfs = dict(zip(terms, await self.statistics.idfs(tenant, terms), strict=True))
+        return [
+            QueryVectors(sparse=weigh(p.sparse, [idfs[t] for t in p.sparse.indices])) if p.sparse else p
+            for p in probes
+        ]
 
     async def stream_points(self, page: int = 1024) -> AsyncIterator[list[StoredPoint]]:
         """Every point with its vectors and payload, a page at a time (for a mirror's start-up load); nothing
@@ -230,7 +277,7 @@ class QdrantStore:
         offset: Any = None
         while True:
             points, offset = await self.run(
-                _scroll(name, offset, limit=page, with_payload=True, with_vectors=True)
+                _scroll(name, offset, limit=page, with_payload=WITHOUT_TERMS, with_vectors=True)
             )
             yield [stored for p in points if (stored := _stored_point(p)) is not None]
             if offset is None:
@@ -345,6 +392,12 @@ def _prefetch(probe: QueryVectors, limit: int, score_threshold: float | None) ->
     return models.Prefetch(query=query, using=SPARSE, limit=limit)
 
 
+def _create_index(
+    collection: str, field: str, schema: models.PayloadSchemaType | models.PayloadSchemaParams
+) -> Operation[models.UpdateResult]:
+    return lambda c: c.create_payload_index(collection, field, schema)
+
+
 def _scroll(collection: str, offset: Any, **kwargs: Any) -> Operation[tuple[list[models.Record], Any]]:
     return lambda c: c.scroll(collection, offset=offset, **kwargs)
 
@@ -369,9 +422,11 @@ def _points(
     points = []
     for i, rec in enumerate(records, start=offset):
         vector: dict[str, Any] = {DENSE: list(dense[i])}
+        payload = rec.payload()
         if sparse is not None:
             vector[SPARSE] = models.SparseVector(indices=sparse[i].indices, values=sparse[i].values)
-        points.append(models.PointStruct(id=rec.point_id, vector=vector, payload=rec.payload()))
+            payload[TERMS_FIELD] = list(sparse[i].indices)
+        points.append(models.PointStruct(id=rec.point_id, vector=vector, payload=payload))
     return points
 
 
