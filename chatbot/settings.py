@@ -118,6 +118,12 @@ class LimitSettings(BaseModel):
     )
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest uploaded document.")
     max_files_per_upload: int = Field(20, ge=1, description="Documents per upload request.")
+    body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A request body not received whole within this many seconds: 408 (a slow body holds at "
+        "most its route's limit, for at most this long).",
+    )
     max_answers_per_process: int = Field(
         256, ge=1, description="Concurrent answers per process; beyond: busy."
     )
