@@ -37,4 +37,5 @@ def caller() -> Caller:
     identity = g.get("identity")
     if identity is None:
         raise RuntimeError("caller() called on a public route or before authentication")
-    return Caller(tenant=identity.tenant, subject=identity.subject)
+    kind = {"api_key": "key", "widget": "widget"}.get(identity.via, "open")
+    return Caller(tenant=identity.tenant, subject=identity.subject, kind=kind)  # type: ignore[arg-type]

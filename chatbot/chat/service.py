@@ -214,7 +214,9 @@ class ChatService:
                 caller.tenant, ask.conversation_id
             ):
                 raise UnknownConversation()
-            return AnswerRequest(caller.tenant, question, message_id, ask.conversation_id or "")
+            return AnswerRequest(
+                caller.tenant, question, message_id, ask.conversation_id or "", untrusted=caller.untrusted
+            )
         turns = [m for m in ask.messages if m.role != "system"]
         if not turns:
             raise BadRequest("Send at least one user message.", code="no_messages")
@@ -228,6 +230,7 @@ class ChatService:
             history=tuple(m for m in earlier if m.content.strip()),
             max_tokens=ask.max_tokens,
             temperature=ask.temperature,
+            untrusted=caller.untrusted,
         )
 
     async def _stopped_on_leave(self, events: Events, message_id: str) -> Events:
