@@ -87,13 +87,13 @@ def create_app(
     return app
 
 
-async def drain(app: Quart) -> None:
-    """Graceful shutdown: refuse new answers, let running ones finish until the deadline, end the rest
-    with an error event, then close every websocket with 1012 (service restart)."""
+async def drain(app: Quart, seconds: float | None = None) -> None:
+    """Graceful shutdown within `seconds` (default server.shutdown_seconds): refuse new answers, let running
+    ones finish for most of it, end the rest with an error event, then close every websocket with 1012."""
     svc: Services | None = app.extensions.get(EXTENSION)
     if svc is None:
         return
-    await svc.answers.shutdown(svc.settings.server.shutdown_seconds)
+    await svc.answers.shutdown(svc.settings.server.shutdown_seconds if seconds is None else seconds)
     for conn in list(svc.connections):
         conn.close(CLOSE_SERVICE_RESTART)
 
