@@ -80,8 +80,10 @@ async def test_sigterm_under_load_exits_within_the_budget(tmp_path: Path) -> Non
             await asyncio.wait_for(server.process.wait(), 60)
         exit_seconds = time.monotonic() - signalled
         outcomes = await asyncio.wait_for(asyncio.gather(*clients), 10)
-    print(f"exit after SIGTERM: {exit_seconds:.1f} s (budget {SHUTDOWN_SECONDS} s); outcomes: "
-          + ", ".join(f"{outcomes.count(o)} x {o}" for o in sorted(set(outcomes))))  # fmt: skip
-    assert server.process.returncode is not None
-    assert exit_seconds <= SHUTDOWN_SECONDS + MARGIN_SECONDS
+    summary = (
+        f"exit after SIGTERM: {exit_seconds:.1f} s (budget {SHUTDOWN_SECONDS} s); outcomes: "
+        + ", ".join(f"{outcomes.count(o)} x {o}" for o in sorted(set(outcomes)))
+    )
+    assert server.process.returncode is not None, summary
+    assert exit_seconds <= SHUTDOWN_SECONDS + MARGIN_SECONDS, summary
     assert all(o.startswith("event:") or o == "close:1012" for o in outcomes), outcomes
