@@ -13,7 +13,7 @@ from quart.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from chatbot.api import debug, http, metrics, openai_compat, openapi, vercel, widget, ws
-from chatbot.api.auth import KeyRing, allowed_hosts, authorize, bind, check_host, identify
+from chatbot.api.auth import KeyRing, allowed_hosts, authorize, bind, check_host, client_address, identify
 from chatbot.api.bodies import RouteHTTPConnection, RouteRequest, limit_body
 from chatbot.api.context import EXTENSION, KEYRING, caller
 from chatbot.api.routes import ROUTES, declared, hook_rate_limits, route_table
@@ -134,6 +134,7 @@ def _register_request_hooks(app: Quart, settings: Settings) -> None:
     app.extensions[KEYRING] = keyring
     allowed = settings.server.allowed_origins
     hosts = allowed_hosts(settings)
+    trusted_proxies = settings.server.trusted_proxies
 
     @app.before_request
     async def admit_request() -> ResponseReturnValue | None:
@@ -143,6 +144,9 @@ def _register_request_hooks(app: Quart, settings: Settings) -> None:
         bind_request_id(g.request_id)  # log lines of this request (and tasks it starts) carry it
         route = declared(request.endpoint) if request.routing_exception is None else None
         limit_body(route, settings.limits)  # the body flows in from here, up to this route's limit
+        g.client_address = client_address(
+            request.remote_addr or "", request.headers.get("X-Forwarded-For"), trusted_proxies
+        )
         check_host(request.host, hosts)  # DNS rebinding: a page on another name must not reach us
         if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
             return "", 204
@@ -164,6 +168,9 @@ def _register_request_hooks(app: Quart, settings: Settings) -> None:
         """The handshake gets the HTTP checks: Host, then the declared role (an undeclared websocket endpoint is
         refused, whatever its body does). Rate limits and connection slots stay with the route (per ask)."""
         g.request_id = websocket.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
+        g.client_address = client_address(
+            websocket.remote_addr or "", websocket.headers.get("X-Forwarded-For"), trusted_proxies
+        )
         check_host(websocket.host, hosts)
         if websocket.routing_exception is not None:
             return
