@@ -10,6 +10,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import signal
 import sys
@@ -134,6 +135,11 @@ def run(coro: Any, settings: Settings) -> None:
     asyncio.run(coro)
 
 
+# Of server.shutdown_seconds, this much (or a third, if less) is kept for what follows the answers' drain:
+# hypercorn's graceful close of the connections, then closing the stores and clients.
+CLOSE_RESERVE_SECONDS = 1.5
+
+
 async def serve(settings: Settings) -> None:
     from hypercorn.asyncio import serve as hypercorn_serve
     from hypercorn.config import Config
@@ -143,7 +149,13 @@ async def serve(settings: Settings) -> None:
     from chatbot.wiring import build_services
 
     install_protocol_fixes()  # close frames on websocket protocol violations; pings only after quiet
-    async with build_services(settings) as services:
+    loop = asyncio.get_running_loop()
+    budget = settings.server.shutdown_seconds
+    reserve = min(CLOSE_RESERVE_SECONDS, budget / 3)
+    exit_by: list[float] = []  # set at the signal: everything after it ends by then
+    stack = contextlib.AsyncExitStack()
+    try:
+        services = await stack.enter_async_context(build_services(settings))
         if settings.server.ingest_on_start:
             await bootstrap_documents(services, settings)
         app = create_app(settings, services=services)
@@ -153,18 +165,20 @@ async def serve(settings: Settings) -> None:
         # hypercorn buffers a whole message before the app sees it (default 16 MiB): bound that buffer too;
         # frames up to it get our payload_too_large error frame, larger ones a close with 1009
         config.websocket_max_message_size = max(1 << 20, 4 * settings.limits.max_frame_bytes)
-        config.graceful_timeout = settings.server.shutdown_seconds + 2
         config.accesslog = None
         config.errorlog = logging.getLogger("hypercorn.error")  # through the root handler: JSON in prod, once
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
 
         async def shutdown_trigger() -> None:
+            """One budget for the whole exit: answers drain, websockets close, then hypercorn closes the
+            connections in what is left (graceful_timeout is read after this returns) less the stores' share."""
             await stop.wait()
-            log.info("shutting down: draining running answers (up to %ss)", settings.server.shutdown_seconds)
-            await drain(app)
+            exit_by.append(loop.time() + budget)
+            log.info("shutting down: draining running answers (up to %ss)", budget)
+            await drain(app, budget - reserve)
+            config.graceful_timeout = max(0.05, exit_by[0] - loop.time() - reserve / 2)
 
         print(
             f"chatbot serving on http://{settings.server.host}:{settings.server.port} "
@@ -178,6 +192,12 @@ async def serve(settings: Settings) -> None:
             flush=True,
         )
         await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)
+    finally:
+        left = exit_by[0] - loop.time() if exit_by else budget
+        try:  # stores and clients close in what is left of the budget; past it the process exits anyway
+            await asyncio.wait_for(stack.aclose(), max(0.05, left))
+        except TimeoutError:
+            log.warning("shutdown: closing stores and clients did not finish within the shutdown budget")
 
 
 def make_key(tenant: str, roles: str, key_id: str | None, *, as_json: bool) -> int:

@@ -13,7 +13,8 @@ from quart.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from chatbot.api import debug, http, metrics, openai_compat, openapi, vercel, widget, ws
-from chatbot.api.auth import KeyRing, allowed_hosts, authorize, bind, check_host, identify
+from chatbot.api.auth import KeyRing, allowed_hosts, authorize, bind, check_host, client_address, identify
+from chatbot.api.bodies import RouteHTTPConnection, RouteRequest, limit_body
 from chatbot.api.context import EXTENSION, KEYRING, caller
 from chatbot.api.routes import ROUTES, declared, hook_rate_limits, route_table
 from chatbot.api.ws import CLOSE_SERVICE_RESTART, origin_allowed
@@ -56,10 +57,14 @@ def create_app(
     # No static route: the widget serves its two files from memory (api/widget.py); a /static/<path> route
     # would be one more endpoint serving the package directory as is.
     app = Quart(__name__, static_folder=None)
+    # bodies are read to each route's declared limit, within limits.body_timeout_seconds (api/bodies.py);
+    # MAX_CONTENT_LENGTH stays the ceiling of the largest route (uploads)
+    app.request_class = RouteRequest
+    app.asgi_http_class = RouteHTTPConnection
     limits = settings.limits
     app.config.update(
-        MAX_CONTENT_LENGTH=limits.max_upload_bytes * limits.max_files_per_upload + 1024 * 1024,
-        BODY_TIMEOUT=60,
+        MAX_CONTENT_LENGTH=limits.max_upload_bytes * limits.max_files_per_upload + limits.max_frame_bytes,
+        BODY_TIMEOUT=limits.body_timeout_seconds,
         RESPONSE_TIMEOUT=None,  # streamed answers have their own deadlines (settings.deadlines)
     )
     for bp in (*blueprints(), *extra_blueprints):
@@ -82,13 +87,13 @@ def create_app(
     return app
 
 
-async def drain(app: Quart) -> None:
-    """Graceful shutdown: refuse new answers, let running ones finish until the deadline, end the rest
-    with an error event, then close every websocket with 1012 (service restart)."""
+async def drain(app: Quart, seconds: float | None = None) -> None:
+    """Graceful shutdown within `seconds` (default server.shutdown_seconds): refuse new answers, let running
+    ones finish for most of it, end the rest with an error event, then close every websocket with 1012."""
     svc: Services | None = app.extensions.get(EXTENSION)
     if svc is None:
         return
-    await svc.answers.shutdown(svc.settings.server.shutdown_seconds)
+    await svc.answers.shutdown(svc.settings.server.shutdown_seconds if seconds is None else seconds)
     for conn in list(svc.connections):
         conn.close(CLOSE_SERVICE_RESTART)
 
@@ -129,6 +134,7 @@ def _register_request_hooks(app: Quart, settings: Settings) -> None:
     app.extensions[KEYRING] = keyring
     allowed = settings.server.allowed_origins
     hosts = allowed_hosts(settings)
+    trusted_proxies = settings.server.trusted_proxies
 
     @app.before_request
     async def admit_request() -> ResponseReturnValue | None:
@@ -136,6 +142,11 @@ def _register_request_hooks(app: Quart, settings: Settings) -> None:
         g.request_id = request.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
         g.request_started = time.perf_counter()
         bind_request_id(g.request_id)  # log lines of this request (and tasks it starts) carry it
+        route = declared(request.endpoint) if request.routing_exception is None else None
+        limit_body(route, settings.limits)  # the body flows in from here, up to this route's limit
+        g.client_address = client_address(
+            request.remote_addr or "", request.headers.get("X-Forwarded-For"), trusted_proxies
+        )
         check_host(request.host, hosts)  # DNS rebinding: a page on another name must not reach us
         if request.method == "OPTIONS" and request.headers.get("Access-Control-Request-Method"):
             return "", 204
@@ -157,6 +168,9 @@ def _register_request_hooks(app: Quart, settings: Settings) -> None:
         """The handshake gets the HTTP checks: Host, then the declared role (an undeclared websocket endpoint is
         refused, whatever its body does). Rate limits and connection slots stay with the route (per ask)."""
         g.request_id = websocket.headers.get("X-Request-ID", "")[:64] or uuid.uuid4().hex
+        g.client_address = client_address(
+            websocket.remote_addr or "", websocket.headers.get("X-Forwarded-For"), trusted_proxies
+        )
         check_host(websocket.host, hosts)
         if websocket.routing_exception is not None:
             return

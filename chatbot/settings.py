@@ -8,6 +8,7 @@ Nothing is read at import; Settings() reads the environment when __main__ builds
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -118,6 +119,12 @@ class LimitSettings(BaseModel):
     )
     max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest uploaded document.")
     max_files_per_upload: int = Field(20, ge=1, description="Documents per upload request.")
+    body_timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="A request body not received whole within this many seconds: 408 (a slow body holds at "
+        "most its route's limit, for at most this long).",
+    )
     max_answers_per_process: int = Field(
         256, ge=1, description="Concurrent answers per process; beyond: busy."
     )
@@ -171,8 +178,27 @@ class ServerSettings(BaseModel):
         "Empty: in dev 127.0.0.1, localhost, [::1] and `host` (any port); in prod any host.",
     )
     shutdown_seconds: float = Field(
-        10.0, ge=0, description="On SIGTERM, running answers get this long to finish."
+        10.0,
+        ge=0,
+        description="On SIGTERM the whole exit takes at most this long: running answers finish for most of it "
+        "(the rest end with an error event), then connections and stores close.",
     )
+    trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description="Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For is believed: the "
+        "client address is then the last one not in this list. Empty: the socket's address.",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for network in value:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                raise ValueError(f"{network!r} is not an IP address or network") from None
+        return value
+
     uvloop: bool = Field(True, description="Run hypercorn on uvloop when it is installed.")
     ingest_on_start: bool = Field(
         True, description="`serve` ingests docs/guide when the collection is empty."
@@ -208,7 +234,10 @@ class ApiKeySpec(BaseModel):
 
 class QuotaSettings(BaseModel):
     requests_per_minute: int = Field(
-        0, ge=0, description="Requests (HTTP requests and websocket asks) per key per minute; 0 = no limit."
+        0,
+        ge=0,
+        description="Requests (HTTP requests and websocket asks) per minute per API key, per widget visitor (the "
+        "id bound into its token) or per tenant in open access; 0 = no limit.",
     )
     tokens_per_day: int = Field(
         0, ge=0, description="Model tokens (prompt + completion) per tenant per day; 0 = no limit."
@@ -216,6 +245,31 @@ class QuotaSettings(BaseModel):
     concurrent_answers: int = Field(0, ge=0, description="Answers running at once per tenant; 0 = no limit.")
     websocket_connections: int = Field(
         0, ge=0, description="Open websocket connections per tenant; 0 = no limit."
+    )
+    address_requests_per_minute: int = Field(
+        0,
+        ge=0,
+        description="Widget requests per minute per client address (all its visitors: a page reloaded for new "
+        "tokens); 0 = no limit. Behind a reverse proxy set server.trusted_proxies.",
+    )
+    visitor_concurrent_answers: int = Field(
+        0, ge=0, description="Answers running at once per widget visitor; 0 = no limit."
+    )
+    visitor_websocket_connections: int = Field(
+        0, ge=0, description="Open websocket connections per widget visitor; 0 = no limit."
+    )
+    visitor_token_share: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="Share of tokens_per_day one widget visitor may use (e.g. 0.05); 0 = no per-visitor cap.",
+    )
+    api_key_reserve: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="Share of each tenant limit (tokens_per_day, concurrent_answers, websocket_connections) "
+        "that widget traffic can never take: kept for the tenant's API keys.",
     )
 
 

@@ -1,9 +1,10 @@
 """Widget tokens: short-lived, origin-bound credentials that a site's backend mints for its pages.
 
-A token is `<payload>.<signature>`: the payload is base64url of the compact JSON {"tenant", "origin", "exp"}
-and the signature is base64url of HMAC-SHA256(secret, payload). The page that embeds the widget holds only
+A token is `<payload>.<signature>`: the payload is base64url of the compact JSON {"tenant", "origin", "exp",
+"vid"} and the signature is base64url of HMAC-SHA256(secret, payload). The page that embeds the widget holds only
 this token, never an API key; the server checks the signature, the expiry and that the browser's Origin
-header names the token's origin.
+header names the token's origin. `vid` is the visitor the token was minted for (one per page visitor, chosen
+by the site or at random): per-visitor limits count against it (chat/quotas.py).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ _TENANT = re.compile(r"^[A-Za-z0-9_\-.]{1,64}$")
 # The only shape verify() looks further into: two base64url parts. Anything else (non-ASCII, padding, spaces,
 # more dots) is refused before it reaches an encoder or a comparison that would raise on it.
 _TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{1,1000}\.[A-Za-z0-9_-]{1,100}", re.ASCII)
+VISITOR = re.compile(r"[A-Za-z0-9_-]{1,64}", re.ASCII)
 _HOST = re.compile(r"[a-z0-9][a-z0-9._-]{0,252}|\[[0-9a-f:.]{2,45}\]", re.ASCII)
 
 
@@ -39,6 +41,7 @@ class WidgetToken:
     tenant: str
     origin: str
     exp: int  # unix seconds
+    visitor: str = ""  # "" in a token minted before visitor ids
 
 
 def normalize_origin(origin: str) -> str:
@@ -81,14 +84,28 @@ def _sign(secret: bytes, payload: str) -> str:
 
 
 def mint(
-    secret: bytes, *, tenant: str, origin: str, ttl_seconds: int, now: float | None = None
+    secret: bytes,
+    *,
+    tenant: str,
+    origin: str,
+    ttl_seconds: int,
+    visitor: str | None = None,
+    now: float | None = None,
 ) -> tuple[str, WidgetToken]:
-    """A signed token for `tenant` bound to `origin` (normalised), valid for ttl_seconds; and its claims."""
+    """A signed token for `tenant` bound to `origin` (normalised) and to `visitor` (a random id when None),
+    valid for ttl_seconds; and its claims."""
     if not _TENANT.match(tenant):
         raise BadRequest("A tenant is 1-64 letters, digits, '.', '_' or '-'.", code="invalid_tenant")
+    visitor = secrets.token_urlsafe(12) if visitor is None else visitor
+    if not VISITOR.fullmatch(visitor):
+        raise BadRequest("A visitor id is 1-64 letters, digits, '_' or '-'.", code="invalid_visitor")
     issued = int(time.time() if now is None else now)
-    claims = WidgetToken(tenant=tenant, origin=normalize_origin(origin), exp=issued + ttl_seconds)
-    body = json.dumps({"tenant": tenant, "origin": claims.origin, "exp": claims.exp}, separators=(",", ":"))
+    claims = WidgetToken(
+        tenant=tenant, origin=normalize_origin(origin), exp=issued + ttl_seconds, visitor=visitor
+    )
+    body = json.dumps(
+        {"tenant": tenant, "origin": claims.origin, "exp": claims.exp, "vid": visitor}, separators=(",", ":")
+    )
     payload = _b64encode(body.encode())
     return f"{payload}.{_sign(secret, payload)}", claims
 
@@ -111,9 +128,12 @@ def verify(secret: bytes, token: str, *, now: float | None = None) -> WidgetToke
     tenant, origin, exp = claims.get("tenant"), claims.get("origin"), claims.get("exp")
     if not isinstance(tenant, str) or not isinstance(origin, str) or type(exp) is not int:
         raise invalid
+    visitor = claims.get("vid", "")
+    if not isinstance(visitor, str) or (visitor and not VISITOR.fullmatch(visitor)):
+        raise invalid
     if exp <= (time.time() if now is None else now):
         raise Unauthorized("The widget token has expired; ask the site for a new one.")
-    return WidgetToken(tenant=tenant, origin=origin, exp=exp)
+    return WidgetToken(tenant=tenant, origin=origin, exp=exp, visitor=visitor)
 
 
 def signing_key(auth: AuthSettings) -> bytes:

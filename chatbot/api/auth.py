@@ -10,9 +10,11 @@ declaration is refused: there is no default role. Keys are stored as sha256 dige
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import logging
 import re
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -37,14 +39,16 @@ class Identity:
     via: str = "open"  # "open", "api_key" or "widget"
     key_id: str | None = None
     origin: str | None = None  # a widget token's origin (allowed for its connection)
+    visitor: str = ""  # a widget token's visitor id
 
     @property
     def subject(self) -> str:
-        """What per-caller quotas count against: the key, the widget's tenant+origin, or the tenant."""
+        """What requests_per_minute counts against: the key, the widget visitor (its tenant, origin and visitor
+        id: one visitor's requests never count against another's), or the tenant."""
         if self.key_id is not None:
             return f"key:{self.key_id}"
         if self.origin is not None:
-            return f"widget:{self.tenant}:{self.origin}"
+            return f"widget:{self.tenant}:{self.origin}:{self.visitor}"
         return f"tenant:{self.tenant}"
 
 
@@ -105,7 +109,13 @@ def identify(settings: Settings, keyring: KeyRing, headers: Lookup, args: Lookup
             origin = ""
         if origin != claims.origin:
             raise OriginNotAllowed("This widget token was issued for another origin.")
-        return Identity(tenant=claims.tenant, roles=frozenset({"chat"}), via="widget", origin=claims.origin)
+        return Identity(
+            tenant=claims.tenant,
+            roles=frozenset({"chat"}),
+            via="widget",
+            origin=claims.origin,
+            visitor=claims.visitor,
+        )
     if keyring.enabled:
         raise Unauthorized()
     return Identity(tenant=_checked(asked_tenant or settings.default_tenant), roles=ALL_ROLES)
@@ -152,6 +162,26 @@ def check_host(host: str | None, allowed: frozenset[str] | None) -> None:
     if value and (name in allowed or value in allowed):
         return
     raise BadRequest("This server does not answer for that Host.", code="host_not_allowed")
+
+
+def client_address(peer: str, forwarded_for: str | None, trusted: Sequence[str]) -> str:
+    """The client's address: `peer` (the socket's), or, when `peer` is a trusted proxy, the last address of
+    X-Forwarded-For that is not one (proxies append: anything left of a trusted hop may be forged)."""
+    if not trusted or not forwarded_for or not _in_networks(peer, trusted):
+        return peer
+    hops = [h.strip() for h in forwarded_for.split(",") if h.strip()]
+    for hop in reversed(hops):
+        if not _in_networks(hop, trusted):
+            return hop[:64]
+    return peer
+
+
+def _in_networks(address: str, networks: Sequence[str]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in ipaddress.ip_network(n, strict=False) for n in networks)
 
 
 def bind(identity: Identity) -> None:

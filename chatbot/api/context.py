@@ -33,8 +33,16 @@ def tenant() -> str:
 
 
 def caller() -> Caller:
-    """Who calls, for the chat service: the identity chatbot.api.auth bound to this request."""
+    """Who calls, for the chat service: the identity chatbot.api.auth bound to this request, and the client
+    address the app's hooks found (server.trusted_proxies decides whether X-Forwarded-For is believed)."""
     identity = g.get("identity")
     if identity is None:
         raise RuntimeError("caller() called on a public route or before authentication")
-    return Caller(tenant=identity.tenant, subject=identity.subject)
+    kind = {"api_key": "key", "widget": "widget"}.get(identity.via, "open")
+    return Caller(
+        tenant=identity.tenant,
+        subject=identity.subject,
+        kind=kind,  # type: ignore[arg-type]
+        visitor=identity.visitor,
+        address=g.get("client_address", ""),
+    )

@@ -24,7 +24,7 @@ from chatbot.api.routes import Param, route
 from chatbot.api.streaming import SSE_HEADERS, EventStream, native
 from chatbot.api.wire import ChatBody, parse_json, validate
 from chatbot.chat.service import Ask, Collected
-from chatbot.errors import BadRequest, PayloadTooLarge, UnknownDocument
+from chatbot.errors import BadRequest, UnknownDocument
 from chatbot.ingest.filenames import safe_filename
 
 bp = Blueprint("http", __name__)
@@ -58,21 +58,15 @@ async def readyz() -> Any:
     return jsonify({"status": "ready" if ready else "not_ready", "checks": checks}), 200 if ready else 503
 
 
-async def json_body(limit: int | None = None) -> Any:
-    """The request's JSON body, refused above `limit` bytes (default limits.max_frame_bytes)."""
-    if limit is None:
-        limit = services().settings.limits.max_frame_bytes
-    if (request.content_length or 0) > limit:  # refuse before reading (and buffering) a body we would refuse
-        raise PayloadTooLarge()
-    raw = await request.get_data()
-    if len(raw) > limit:
-        raise PayloadTooLarge()
-    return parse_json(raw or b"null")
+async def json_body() -> Any:
+    """The request's JSON body. Its size is bounded while it arrives by the route's declared max_body
+    (api/bodies.py): past it, 413 payload_too_large, with or without Content-Length."""
+    return parse_json(await request.get_data() or b"null")
 
 
 async def chat_body() -> Any:
-    """The JSON body of a request that carries its whole history (limits.max_chat_body_bytes)."""
-    return await json_body(services().settings.limits.max_chat_body_bytes)
+    """The JSON body of a route declared max_body="chat" (it carries its whole history)."""
+    return await json_body()
 
 
 @route(

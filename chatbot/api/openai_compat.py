@@ -104,6 +104,7 @@ async def get_model(model_id: str) -> Any:
     errors=(404, 413, *UPSTREAM),
     admission="service",
     error_shape="openai",
+    max_body="chat",
     summary="OpenAI-compatible chat completions (model 'chatbot'); the client sends its history.",
 )
 async def chat_completions() -> Any:

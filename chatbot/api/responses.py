@@ -205,6 +205,7 @@ class WidgetToken(_Reply):
     token: NonEmpty
     tenant: NonEmpty
     origin: NonEmpty
+    visitor: NonEmpty = Field(description="The visitor the token is bound to (per-visitor limits).")
     expires_at: int = Field(ge=1, description="Unix time.")
     expires_in: int = Field(ge=1, description="Seconds.")
 

@@ -36,6 +36,11 @@ Admission = Literal["hook", "service", "none"]
 """hook: the app's before_request hook applies the per-caller rate limit; service: the chat service admits the
 request (rate limit, concurrency, budget) when it starts an answer; none: no rate limit (public routes)."""
 ErrorShape = Literal["native", "openai"]
+BodyLimit = Literal["frame", "chat", "upload"]
+"""The most a route reads of a request body, named by the setting it comes from: frame (limits.max_frame_bytes,
+JSON bodies), chat (limits.max_chat_body_bytes, bodies that carry a history), upload (limits.max_upload_bytes
+times max_files_per_upload, plus max_frame_bytes for the multipart framing). api/bodies.py enforces it while the
+body arrives, with or without Content-Length."""
 
 ROUTES = "chatbot.routes"  # app.extensions key of the endpoint -> Route table
 _ATTRIBUTE = "__chatbot_route__"
@@ -79,6 +84,7 @@ class Route:
     params: tuple[Param, ...] = ()
     admission: Admission = "hook"
     error_shape: ErrorShape = "native"
+    max_body: BodyLimit = "frame"
     endpoint: str = ""  # filled in by route_table()
 
     @property
@@ -103,9 +109,11 @@ def route(
     params: tuple[Param, ...] = (),
     admission: Admission | None = None,
     error_shape: ErrorShape = "native",
+    max_body: BodyLimit | None = None,
 ) -> Callable[[View], View]:
     """Register the view on `bp` for `method` `path` and declare it (see the module docstring).
-    `admission` defaults to "hook" for credentialed routes and "none" for public ones."""
+    `admission` defaults to "hook" for credentialed routes and "none" for public ones; `max_body` to "upload"
+    for multipart bodies and "frame" for the rest."""
     if role not in ROLES:
         raise ConfigError(f"{method} {path}: role {role!r} is not one of {sorted(ROLES)}.")
     declared = Route(
@@ -123,6 +131,7 @@ def route(
         params=params,
         admission=admission or ("none" if role == "public" else "hook"),
         error_shape=error_shape,
+        max_body=max_body or ("upload" if body_media_type == "multipart/form-data" else "frame"),
     )
 
     def register(view: View) -> View:

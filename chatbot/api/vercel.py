@@ -33,6 +33,7 @@ bp = Blueprint("vercel", __name__)
     stream=UI_PARTS,
     errors=(413, 422),
     admission="service",
+    max_body="chat",
     summary="The AI SDK UI message stream (useChat); the client sends its history.",
 )
 async def ui_chat() -> Any:

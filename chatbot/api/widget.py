@@ -25,7 +25,7 @@ from chatbot.api.responses import WidgetToken
 from chatbot.api.routes import route
 from chatbot.api.wire import validate
 from chatbot.errors import Forbidden, ValidationFailed
-from chatbot.widget_tokens import mint, signing_key
+from chatbot.widget_tokens import VISITOR, mint, signing_key
 
 bp = Blueprint("widget", __name__)
 
@@ -121,20 +121,29 @@ class WidgetTokenBody(BaseModel):
 
     origin: str = Field(max_length=300, description="The site origin the token is for: https://site.example")
     ttl_seconds: int | None = Field(None, ge=1, description="Lifetime in seconds (default 600).")
+    visitor: str | None = Field(
+        None,
+        pattern=VISITOR.pattern,
+        description="The page visitor the token is for (the site's own id, to keep one across token refreshes); "
+        "default: a new random id. Per-visitor limits count against it.",
+    )
 
 
-def issue_widget_token(who: str, origin: str, ttl_seconds: int | None) -> dict[str, Any]:
+def issue_widget_token(
+    who: str, origin: str, ttl_seconds: int | None, visitor: str | None = None
+) -> dict[str, Any]:
     """Mint a widget token for tenant `who`, bound to `origin`. chatbot.api.auth decides `who` and gates the
     route (an API key with the chat role, or open access while no keys are configured)."""
     auth = services().settings.auth
     ttl = auth.widget_token_ttl_seconds if ttl_seconds is None else ttl_seconds
     if ttl > auth.widget_token_max_ttl_seconds:
         raise ValidationFailed(f"ttl_seconds is at most {auth.widget_token_max_ttl_seconds}.")
-    token, claims = mint(signing_key(auth), tenant=who, origin=origin, ttl_seconds=ttl)
+    token, claims = mint(signing_key(auth), tenant=who, origin=origin, ttl_seconds=ttl, visitor=visitor)
     return {
         "token": token,
         "tenant": claims.tenant,
         "origin": claims.origin,
+        "visitor": claims.visitor,
         "expires_at": claims.exp,
         "expires_in": ttl,
     }
@@ -155,5 +164,5 @@ async def create_widget_token() -> Any:
     if identity is not None and identity.via == "widget":
         raise Forbidden("A widget token cannot mint widget tokens; mint them with an API key.")
     body: WidgetTokenBody = validate(WidgetTokenBody, await json_body())
-    minted = issue_widget_token(tenant(), body.origin, body.ttl_seconds)
+    minted = issue_widget_token(tenant(), body.origin, body.ttl_seconds, body.visitor)
     return jsonify(minted), 200, {"Cache-Control": "no-store"}

@@ -237,17 +237,20 @@ class AnswerManager:
                 log.warning("could not record reader presence for %s", message_id, exc_info=True)
             await asyncio.sleep(interval)
 
-    async def shutdown(self, deadline: float) -> None:
-        """Stop accepting; wait up to `deadline` seconds for running answers, then end the rest with an error."""
+    async def shutdown(self, seconds: float) -> None:
+        """Stop accepting; running answers may finish for most of `seconds`, then the rest are ended with an
+        error event, all within `seconds` (the last quarter of it, at most 1 s, is for those ends)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
         self._accepting = False
         tasks = [a.task for a in self._answers.values() if a.task and not a.finished]
         if tasks:
-            await asyncio.wait(tasks, timeout=deadline)
+            await asyncio.wait(tasks, timeout=max(0.0, end - min(1.0, seconds / 4) - loop.time()))
         for answer in list(self._answers.values()):
             self._cancel(answer, SHUTDOWN)
         tasks = [a.task for a in self._answers.values() if a.task and not a.task.done()]
         if tasks:
-            await asyncio.wait(tasks, timeout=5)
+            await asyncio.wait(tasks, timeout=max(0.05, end - loop.time()))
         if self._listener is not None:
             self._listener.cancel()
             await asyncio.wait((self._listener,))

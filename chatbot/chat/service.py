@@ -4,12 +4,14 @@ The websocket, the HTTP routes, the OpenAI and AI SDK dialects, the CLI and a no
 methods, so a script gets the same quotas, conversation handling and answer task as the server. Admission
 happens in start() only, in one order for every caller:
 
-    requests per minute (per caller subject) -> [the ask is validated, its conversation found]
-    -> one answer per connection -> a concurrency slot (per tenant) -> the day's token budget
+    requests per minute (per caller: API key or widget visitor; and a widget caller's address)
+    -> [the ask is validated, its conversation found] -> one answer per connection
+    -> concurrency slots (the tenant's, a widget visitor's) -> the day's token budgets (the tenant's, a visitor's)
 
 then the conversation is created if new and the answer task starts. A connection (open_connection) brings
 the per-connection rule (one running answer at a time: stream.on_busy_connection refuses the next ask or
-replaces the running answer) and holds one of the tenant's websocket connection slots while it is open.
+replaces the running answer) and holds one of the tenant's (and a widget visitor's) websocket connection
+slots while it is open. Widget callers never take the tenant's last quotas.api_key_reserve (chat/quotas.py).
 """
 
 from __future__ import annotations
@@ -126,19 +128,19 @@ class ChatService:
         """Count one request of `caller` against requests_per_minute (for routes that start no answer;
         start() counts its own)."""
         if self.quotas is not None:
-            await self.quotas.admit_request(caller.rate_key)
+            await self.quotas.admit_request(caller)
 
     async def start(self, caller: Caller, ask: Ask, *, running: str | None = None) -> Started:
         """Admit and start an answer. `running`: the answer already running on the caller's connection."""
         if self.quotas is not None:
-            await self.quotas.admit_request(caller.rate_key)
+            await self.quotas.admit_request(caller)
         req = await self._request(caller, ask)  # a bad ask does not replace the running answer
         if running is not None and self.answers.is_running(running, caller.tenant):
             if self.settings.stream.on_busy_connection == "refuse":
                 raise AnswerInProgress()
             await self.answers.stop(running, caller.tenant, REPLACED)
         if self.quotas is not None:
-            await self.quotas.begin_answer(caller.tenant, req.message_id)
+            await self.quotas.begin_answer(caller, req.message_id)
         try:
             if ask.messages is None and ask.conversation_id is None:  # created once admitted
                 req = replace(req, conversation_id=await self.conversations.create(caller.tenant))
@@ -194,14 +196,14 @@ class ChatService:
 
     @contextlib.asynccontextmanager
     async def open_connection(self, caller: Caller) -> AsyncIterator[Connection]:
-        """A client connection: holds one of the tenant's websocket_connections slots while open
-        (RateLimited when none is free)."""
-        slot = self.quotas is not None and await self.quotas.open_connection(caller.tenant)
+        """A client connection: holds one of the tenant's websocket_connections slots (and a widget visitor's
+        own) while open (RateLimited when one is not free)."""
+        slots = await self.quotas.open_connection(caller) if self.quotas is not None else ()
         try:
             yield Connection(self, caller)
         finally:
-            if slot and self.quotas is not None:
-                await self.quotas.close_connection(caller.tenant)
+            if self.quotas is not None:
+                await self.quotas.close_connection(slots)
 
     # -- internals ------------------------------------------------------------------------------------
 
@@ -214,7 +216,9 @@ class ChatService:
                 caller.tenant, ask.conversation_id
             ):
                 raise UnknownConversation()
-            return AnswerRequest(caller.tenant, question, message_id, ask.conversation_id or "")
+            return AnswerRequest(
+                caller.tenant, question, message_id, ask.conversation_id or "", untrusted=caller.untrusted
+            )
         turns = [m for m in ask.messages if m.role != "system"]
         if not turns:
             raise BadRequest("Send at least one user message.", code="no_messages")
@@ -228,6 +232,7 @@ class ChatService:
             history=tuple(m for m in earlier if m.content.strip()),
             max_tokens=ask.max_tokens,
             temperature=ask.temperature,
+            untrusted=caller.untrusted,
         )
 
     async def _stopped_on_leave(self, events: Events, message_id: str) -> Events:

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import hashlib
+import json
 import logging
 import re
 import time
@@ -69,6 +72,26 @@ class AnswerRequest:
     history: Sequence[ChatMessage] | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+    # An untrusted caller (a widget visitor): its answers enter the shared cache only with default parameters.
+    untrusted: bool = False
+
+
+# AnswerRequest fields that do not change the answer's text: every other field (temperature, max_tokens, and
+# any generation parameter added later) is part of the cache key, so a new one splits the cache, never
+# poisons it. A history makes a request uncacheable (cacheable below).
+_NOT_GENERATION = frozenset({"tenant", "question", "message_id", "conversation_id", "history", "untrusted"})
+
+
+def generation_params(req: AnswerRequest) -> dict[str, object]:
+    """The request's parameters that change the answer (None: the default)."""
+    return {f.name: getattr(req, f.name) for f in dataclasses.fields(req) if f.name not in _NOT_GENERATION}
+
+
+def cache_variant(req: AnswerRequest, *, model: str, prompts_version: str) -> str:
+    """The answer cache's key besides tenant, generation and question: the model, the prompt templates'
+    version and every generation parameter of the request."""
+    key = {"model": model, "prompts": prompts_version, "params": generation_params(req)}
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=repr).encode()).hexdigest()[:32]
 
 
 @dataclass(slots=True)
@@ -160,8 +183,11 @@ class Pipeline:
             self._cache_generation(req.tenant),
         )
         cacheable = self.cache is not None and not history and raw_vectors.dense is not None
+        variant = cache_variant(req, model=self.chat.name, prompts_version=self.prompts.version)
+        # a visitor's answer at temperature 2 is for that visitor only: never served to the tenant's others
+        shareable = not (req.untrusted and any(v is not None for v in generation_params(req).values()))
         if cacheable:
-            hit = await self._cached(req, generation, raw_vectors, timings)
+            hit = await self._cached(req, generation, variant, raw_vectors, timings)
             if hit is not None:
                 async for event in self._replay(hit, progress, timings, started):
                     yield event
@@ -228,11 +254,12 @@ class Pipeline:
                 _estimate_tokens(m.content for m in request.messages), _estimate_tokens(progress.parts)
             )
         yield DoneEvent(usage=usage, timings=timings, finish_reason=finish_reason, model=answered_by)
-        if cacheable and sources and finish_reason == "stop" and self.cache is not None:
+        if cacheable and shareable and sources and finish_reason == "stop" and self.cache is not None:
             try:  # after done: the client does not wait for this
                 await self.cache.store_answer(
                     req.tenant,
                     generation,
+                    variant,
                     raw_vectors.dense or (),
                     question=req.question,
                     answer="".join(progress.parts),
@@ -246,14 +273,19 @@ class Pipeline:
         return await self.cache.generation(tenant) if self.cache is not None else ""
 
     async def _cached(
-        self, req: AnswerRequest, generation: str, vectors: QueryVectors, timings: dict[str, float]
+        self,
+        req: AnswerRequest,
+        generation: str,
+        variant: str,
+        vectors: QueryVectors,
+        timings: dict[str, float],
     ) -> CachedAnswer | None:
         assert self.cache is not None  # noqa: S101 - checked by the caller
         assert vectors.dense is not None  # noqa: S101 - checked by the caller
         hit = await staged(
             "cache",
             self.settings.deadlines.retrieve,
-            self.cache.lookup(req.tenant, generation, vectors.dense),
+            self.cache.lookup(req.tenant, generation, variant, vectors.dense),
             timings,
         )
         if self.on_cache_lookup is not None:

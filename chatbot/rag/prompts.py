@@ -14,6 +14,7 @@ Neutralising swaps the ASCII brackets for look-alikes that no template or tokeni
 
 from __future__ import annotations
 
+import hashlib
 import re
 import unicodedata
 from collections.abc import Sequence
@@ -92,6 +93,8 @@ class Prompts:
         env.filters["fence"] = fence
         self._templates = {name: env.get_template(name) for name in TEMPLATES}
         self.assistant_name = assistant_name
+        sources = "\x00".join((directory / t).read_text(encoding="utf-8") for t in TEMPLATES) + assistant_name
+        self.version = hashlib.sha256(sources.encode()).hexdigest()[:16]  # keys the answer cache
 
     def chat_messages(
         self, question: str, passages: Sequence[Passage], history: Sequence[ChatMessage]

@@ -218,16 +218,20 @@ class CachedAnswer:
 
 class AnswerCache(Protocol):
     """Finished answers per tenant and *generation*: a change to a tenant's documents starts a new generation,
-    so an answer computed before the change is never served after it."""
+    so an answer computed before the change is never served after it. An answer is found only under the
+    *variant* it was stored with (model, prompts, generation parameters: rag.pipeline.cache_variant)."""
 
     async def generation(self, tenant: str) -> str: ...
 
-    async def lookup(self, tenant: str, generation: str, vector: Sequence[float]) -> CachedAnswer | None: ...
+    async def lookup(
+        self, tenant: str, generation: str, variant: str, vector: Sequence[float]
+    ) -> CachedAnswer | None: ...
 
     async def store_answer(
         self,
         tenant: str,
         generation: str,
+        variant: str,
         vector: Sequence[float],
         *,
         question: str,

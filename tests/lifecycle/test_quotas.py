@@ -8,6 +8,11 @@ import httpx
 import pytest
 import websockets
 
+from chatbot.chat.caller import Caller
+from chatbot.chat.quotas import Quotas
+from chatbot.errors import RateLimited
+from chatbot.settings import QuotaSettings
+from chatbot.stores.memory import MemoryCounters
 from tests.fakes.scripting import Latency, Reply
 from tests.lifecycle.conftest import StackFactory
 from tests.transport.clients import collect_until_end
@@ -91,3 +96,25 @@ class TestConnections:
                 await again.send(json.dumps({"type": "ping"}))
                 assert json.loads(await again.recv()) == {"type": "pong"}
         assert refused.value.response.status_code == 429
+
+
+class TestPerVisitorSlots:
+    async def test_a_visitor_holding_its_answers_leaves_others_and_the_key_a_slot(self) -> None:
+        """visitor_concurrent_answers=1: the visitor's second answer is refused, another visitor's starts;
+        widget answers stop at 4 of the tenant's 5 slots (api_key_reserve 0.2); the key gets the fifth."""
+        quotas = Quotas(
+            MemoryCounters(),
+            QuotaSettings(concurrent_answers=5, visitor_concurrent_answers=1, api_key_reserve=0.2),
+        )
+        hostile = Caller("acme", kind="widget", visitor="hostile")
+        await quotas.begin_answer(hostile, "h1")
+        with pytest.raises(RateLimited, match="visitor"):
+            await quotas.begin_answer(hostile, "h2")
+        for n in range(3):
+            await quotas.begin_answer(Caller("acme", kind="widget", visitor=f"v{n}"), f"v{n}")
+        with pytest.raises(RateLimited, match="tenant"):
+            await quotas.begin_answer(Caller("acme", kind="widget", visitor="late"), "late")
+        await quotas.begin_answer(Caller("acme", kind="key", subject="key:site"), "k1")
+        await quotas.abandon("k1")
+        await quotas.abandon("h1")
+        await quotas.begin_answer(hostile, "h3")  # its slots came back

@@ -117,7 +117,7 @@ class Server:
 
 
 @contextlib.asynccontextmanager
-async def fake_upstream_process() -> AsyncIterator[str]:
+async def fake_upstream_process(*, token_ms: float = 4, tokens: int = 40) -> AsyncIterator[str]:
     """`python -m tests.fakes.upstream` on a free port; yields its OpenAI base URL."""
     args = [
         "--port",
@@ -125,9 +125,9 @@ async def fake_upstream_process() -> AsyncIterator[str]:
         "--first-token-ms",
         "20",
         "--token-ms",
-        "4",
+        str(token_ms),
         "--tokens",
-        "40",
+        str(tokens),
         "--dimensions",
         "256",
     ]
@@ -147,8 +147,11 @@ async def fake_upstream_process() -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def served(openai_base_url: str, data_dir: Path) -> AsyncIterator[Server]:
-    """`python -m chatbot serve` with the openai provider on the fake; ingests the user guide on start."""
+async def served(
+    openai_base_url: str, data_dir: Path, env_overrides: dict[str, str] | None = None
+) -> AsyncIterator[Server]:
+    """`python -m chatbot serve` with the openai provider on the fake; ingests the user guide on start.
+    `env_overrides` adds or replaces environment variables (settings) of the server."""
     port = free_port()
     env = {
         k: v for k, v in os.environ.items() if not k.startswith(("CHATBOT_", "OPENAI_", "COHERE_", "CO_API"))
@@ -167,6 +170,7 @@ async def served(openai_base_url: str, data_dir: Path) -> AsyncIterator[Server]:
         CHATBOT_LOG_LEVEL="WARNING",
         OPENBLAS_NUM_THREADS="1",
     )
+    env.update(env_overrides or {})
     log = (data_dir / "server.log").open("wb")
     proc = await asyncio.create_subprocess_exec(
         sys.executable,

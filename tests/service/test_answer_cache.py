@@ -117,7 +117,8 @@ class TestAnswerCache:
         before = await cache.generation("cache-f")
         await cache.invalidate("cache-f")
         await cache.store_answer(
-            "cache-f", before, vector, question=QUESTION, answer="stale", sources=[], model="m"
+            "cache-f", before, "v", vector, question=QUESTION, answer="stale", sources=[], model="m"
         )
-        assert await cache.lookup("cache-f", await cache.generation("cache-f"), vector) is None
-        assert await cache.lookup("cache-f", before, vector) is not None
+        assert await cache.lookup("cache-f", await cache.generation("cache-f"), "v", vector) is None
+        assert await cache.lookup("cache-f", before, "v", vector) is not None
+        assert await cache.lookup("cache-f", before, "other-variant", vector) is None

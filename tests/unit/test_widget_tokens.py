@@ -30,17 +30,54 @@ def signed(payload: bytes, secret: bytes = SECRET) -> str:
 class TestMintAndVerify:
     def test_round_trip_returns_the_claims(self) -> None:
         """A minted token verifies to its tenant, normalised origin and expiry."""
-        token, claims = mint(SECRET, tenant="acme", origin="https://Site.Example/", ttl_seconds=600, now=NOW)
-        assert claims == WidgetToken(tenant="acme", origin="https://site.example", exp=int(NOW) + 600)
+        token, claims = mint(
+            SECRET, tenant="acme", origin="https://Site.Example/", ttl_seconds=600, visitor="v-1", now=NOW
+        )
+        assert claims == WidgetToken(
+            tenant="acme", origin="https://site.example", exp=int(NOW) + 600, visitor="v-1"
+        )
         assert verify(SECRET, token, now=NOW + 599) == claims
 
-    def test_payload_is_compact_json_of_three_claims(self) -> None:
-        """The payload is base64url of {"tenant","origin","exp"} with no padding, then '.', then the MAC."""
-        token, _ = mint(SECRET, tenant="acme", origin="https://site.example", ttl_seconds=60, now=NOW)
+    def test_each_token_gets_its_own_visitor_unless_the_site_names_one(self) -> None:
+        """Without a visitor id every token is a new visitor (random); with one, the site keeps its visitor."""
+        ids = {
+            mint(SECRET, tenant="acme", origin="https://site.example", ttl_seconds=60)[1].visitor
+            for _ in range(5)
+        }
+        assert len(ids) == 5
+        assert all(ids)
+        _, claims = mint(SECRET, tenant="acme", origin="https://site.example", ttl_seconds=60, visitor="abc")
+        assert claims.visitor == "abc"
+
+    @pytest.mark.parametrize("visitor", ["", "a" * 65, "a b", "é", "a.b", "a\x00"])
+    def test_a_malformed_visitor_id_is_refused(self, visitor: str) -> None:
+        """A visitor id is 1-64 of [A-Za-z0-9_-]: anything else is a 400 at minting and a 401 in a token."""
+        with pytest.raises(BadRequest):
+            mint(SECRET, tenant="acme", origin="https://site.example", ttl_seconds=60, visitor=visitor)
+        if visitor:
+            claims = {
+                "tenant": "acme",
+                "origin": "https://site.example",
+                "exp": int(NOW) + 60,
+                "vid": visitor,
+            }
+            with pytest.raises(Unauthorized):
+                verify(SECRET, signed(json.dumps(claims).encode()), now=NOW)
+
+    def test_a_token_without_a_visitor_id_still_verifies(self) -> None:
+        """A token minted before visitor ids (no vid claim) verifies, with visitor ''."""
+        claims = {"tenant": "acme", "origin": "https://site.example", "exp": int(NOW) + 60}
+        assert verify(SECRET, signed(json.dumps(claims).encode()), now=NOW).visitor == ""
+
+    def test_payload_is_compact_json_of_four_claims(self) -> None:
+        """The payload is base64url of {"tenant","origin","exp","vid"} with no padding, then '.', then the MAC."""
+        token, _ = mint(
+            SECRET, tenant="acme", origin="https://site.example", ttl_seconds=60, visitor="v", now=NOW
+        )
         payload, mac = token.split(".")
         assert "=" not in token
         decoded = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
-        assert decoded == b'{"tenant":"acme","origin":"https://site.example","exp":1800000060}'
+        assert decoded == b'{"tenant":"acme","origin":"https://site.example","exp":1800000060,"vid":"v"}'
         assert len(base64.urlsafe_b64decode(mac + "=")) == 32
 
     def test_expired_token_is_refused(self) -> None:

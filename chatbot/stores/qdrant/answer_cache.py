@@ -1,11 +1,13 @@
 """QdrantAnswerCache: the semantic answer cache in Qdrant (a second collection, `<collection>_answers`), so every
 instance shares it. Protocol and semantics: stores.base.AnswerCache.
 
-An entry is a finished answer (text, sources, model) under its question's dense vector, scoped to a tenant and
-to that tenant's *generation*: ingest and delete bump the generation (and drop the tenant's entries), so an
-answer computed before a change can never be served after it, even if it is stored late. A question close
-enough (cosine >= cache.similarity) to a cached one of the same tenant and generation is answered from the
-cache. It works through the QdrantStore's public `run` (the store's client, thread and error translation).
+An entry is a finished answer (text, sources, model) under its question's dense vector, scoped to a tenant,
+to that tenant's *generation* and to its *variant* (the model, prompt templates and generation parameters it
+was produced with: an answer at temperature 2 is never served to a default request). Ingest and delete bump
+the generation (and drop the tenant's entries), so an answer computed before a change can never be served
+after it, even if it is stored late. A question close enough (cosine >= cache.similarity) to a cached one of
+the same tenant, generation and variant is answered from the cache. It works through the QdrantStore's public
+`run` (the store's client, thread and error translation).
 """
 
 from __future__ import annotations
@@ -40,12 +42,15 @@ class QdrantAnswerCache:
         found = await self.store.run(lambda c: c.retrieve(self.collection, ids=ids, with_payload=True))
         return str((found[0].payload or {}).get("generation", "0")) if found else "0"
 
-    async def lookup(self, tenant: str, generation: str, vector: Sequence[float]) -> CachedAnswer | None:
+    async def lookup(
+        self, tenant: str, generation: str, variant: str, vector: Sequence[float]
+    ) -> CachedAnswer | None:
         flt = tenant_filter(
             tenant,
             extra=models.Filter(
                 must=[
                     models.FieldCondition(key="generation", match=models.MatchValue(value=generation)),
+                    models.FieldCondition(key="variant", match=models.MatchValue(value=variant)),
                     models.FieldCondition(
                         key="created", range=models.Range(gte=time.time() - self.ttl_seconds)
                     ),
@@ -79,6 +84,7 @@ class QdrantAnswerCache:
         self,
         tenant: str,
         generation: str,
+        variant: str,
         vector: Sequence[float],
         *,
         question: str,
@@ -87,11 +93,14 @@ class QdrantAnswerCache:
         model: str,
     ) -> None:
         point = models.PointStruct(
-            id=str(uuid.uuid5(POINT_NAMESPACE, f"answer\x00{tenant}\x00{generation}\x00{question}")),
+            id=str(
+                uuid.uuid5(POINT_NAMESPACE, f"answer\x00{tenant}\x00{generation}\x00{variant}\x00{question}")
+            ),
             vector={DENSE: list(vector)},
             payload={
                 "tenant": tenant,
                 "generation": generation,
+                "variant": variant,
                 "question": question,
                 "answer": answer,
                 "sources": [_entry(n, s) for n, s in enumerate(sources, start=1)],
