@@ -234,17 +234,31 @@ class ModelListDoc(_Reply):
     data: list[ModelDoc] = Field(min_length=1, max_length=1)
 
 
+class FunctionCallDoc(_Reply):
+    name: NonEmpty
+    arguments: str = Field(description="The JSON text of the arguments, as the model wrote it.")
+
+
+class ToolCallDoc(_Reply):
+    id: NonEmpty
+    type: Literal["function"]
+    function: FunctionCallDoc
+
+
 class CompletionMessage(_Reply):
     role: Literal["assistant"]
-    content: str
+    content: str | None = Field(description="null when the model only called tools.")
+    refusal: None = Field(description="Always null (OpenAI's field; the model never refuses here).")
+    tool_calls: list[ToolCallDoc] | None = None
     sources: list[SourceDoc]
 
 
 class CompletionChoice(_Reply):
     index: Literal[0]
     message: CompletionMessage
+    logprobs: None = Field(description="Always null: log probabilities are not returned.")
     finish_reason: NonEmpty = Field(
-        description="stop, length, cancelled (a stopped answer) or the provider's."
+        description="stop, length, tool_calls, cancelled (a stopped answer) or the provider's."
     )
 
 

@@ -24,10 +24,12 @@ from typing import TypeVar
 
 from chatbot.errors import ChatbotError, DeadlineExceeded
 from chatbot.providers.base import (
+    PLAIN,
     ChatMessage,
     ChatModel,
     ChatRequest,
     Embedder,
+    GenerationOptions,
     Passage,
     Reranker,
     SparseEmbedder,
@@ -39,6 +41,7 @@ from chatbot.rag.events import (
     SourcesEvent,
     StartEvent,
     TokenEvent,
+    ToolCallEvent,
     Usage,
 )
 from chatbot.rag.followups import fallback_rewrite, looks_like_followup
@@ -69,6 +72,9 @@ class AnswerRequest:
     history: Sequence[ChatMessage] | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+    options: GenerationOptions = PLAIN
+    # After the question, in a client-kept history: the assistant's tool calls and the tool results.
+    continuation: Sequence[ChatMessage] = ()
 
 
 @dataclass(slots=True)
@@ -132,7 +138,13 @@ class Pipeline:
         except ChatbotError as exc:
             log.info("answer %s failed: %s", req.message_id, exc.code, exc_info=exc.status >= 500)
             await save("error", exc.code)
-            yield ErrorEvent(code=exc.code, message=exc.message, retry_after=exc.retry_after)
+            param = exc.details.get("param")
+            yield ErrorEvent(
+                code=exc.code,
+                message=exc.message,
+                retry_after=exc.retry_after,
+                param=param if isinstance(param, str) else None,
+            )
         except Exception:
             log.exception("answer %s failed unexpectedly", req.message_id)
             await save("error", "internal_error")
@@ -149,9 +161,10 @@ class Pipeline:
 
         history_task: Awaitable[list[ChatMessage]]
         if req.history is not None:
-            history_task = _ready(
-                list(req.history)[-limits.max_history_messages :] if limits.max_history_messages else []
-            )
+            kept = list(req.history)[-limits.max_history_messages :] if limits.max_history_messages else []
+            while kept and kept[0].role == "tool":  # cut from the assistant message that called it
+                kept.pop(0)
+            history_task = _ready(kept)
         else:
             history_task = self._load_history(req)
         raw_vectors, history, generation = await asyncio.gather(
@@ -159,7 +172,13 @@ class Pipeline:
             history_task,
             self._cache_generation(req.tenant),
         )
-        cacheable = self.cache is not None and not history and raw_vectors.dense is not None
+        cacheable = (
+            self.cache is not None
+            and not history
+            and raw_vectors.dense is not None
+            and req.options.plain  # a cached text answer would ignore tools, stop, a format, a seed
+            and not req.continuation
+        )
         if cacheable:
             hit = await self._cached(req, generation, raw_vectors, timings)
             if hit is not None:
@@ -170,7 +189,7 @@ class Pipeline:
         queries = [raw_vectors]
         search_text = req.question
         if history and self.settings.retrieval.rewrite_followups and looks_like_followup(req.question):
-            search_text = await self._rewrite(req.question, history)
+            search_text = await self._rewrite(req.question, [m for m in history if _is_text(m)])
             if search_text != req.question:
                 queries.append(await self.retriever.embed(search_text, timings))
 
@@ -184,6 +203,8 @@ class Pipeline:
             passages=passages,
             max_tokens=req.max_tokens,
             temperature=req.temperature,
+            options=req.options,
+            continuation=req.continuation,
         )
         gen_started = time.perf_counter()
         usage = Usage()
@@ -212,6 +233,10 @@ class Pipeline:
                             deadline.move(answer_deadline)
                     progress.parts.append(chunk.delta)
                     yield TokenEvent(delta=chunk.delta)
+                for call in chunk.tool_calls:
+                    yield ToolCallEvent(
+                        index=call.index, id=call.id, name=call.name, arguments=call.arguments
+                    )
                 if chunk.finish_reason:
                     finish_reason = chunk.finish_reason
                 if chunk.model:
@@ -378,6 +403,11 @@ class _StreamDeadline:
         finally:
             self._waiting = False
             self._cancelled = False
+
+
+def _is_text(message: ChatMessage) -> bool:
+    """A plain user or assistant turn (not a tool call or a tool result)."""
+    return message.role in ("user", "assistant") and not message.tool_calls
 
 
 async def _ready(value: T) -> T:
