@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -150,7 +150,9 @@ class ChatCompletionBody(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     n: int | None = Field(None, ge=1, le=1, description="Only one choice is generated: n > 1 is a 400.")
-    stop: str | list[str] | None = Field(None, max_length=4, description="Up to 4 stop sequences.")
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = Field(
+        None, description="Up to 4 stop sequences."
+    )
     seed: int | None = None
     response_format: ResponseFormat | None = None
     tools: list[ToolDef] | None = Field(None, max_length=128)
