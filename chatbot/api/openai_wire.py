@@ -12,8 +12,8 @@
   (`choices: []`); then `data: [DONE]` exactly once. A failure after the stream began is
   `data: {"error": {...}}` and no [DONE] (the openai SDK raises APIError on it): never a normal finish.
 - Non-stream: a `chat.completion` (from ChatService.collect) with every field OpenAI's schema requires
-  (`message.refusal`, `choices[].logprobs`: null), `message.content`, `.tool_calls`, `.sources`,
-  `finish_reason` and `usage`.
+  (`message.refusal`, `choices[].logprobs`: null; `message.annotations`: []), `message.content`,
+  `.tool_calls`, `.sources`, `finish_reason` and `usage`.
 - Errors: `{"error": {"message", "type", "code", "param"}}` with the status that the SDK maps to the matching
   exception class.
 """
@@ -277,6 +277,7 @@ def completion(
         "role": "assistant",
         "content": content if content or not tool_calls else None,  # OpenAI: null beside tool calls
         "refusal": None,
+        "annotations": [],  # OpenAI's url citations; ours are `sources`
     }
     if tool_calls:
         message["tool_calls"] = [tool_call(c) for c in tool_calls]

@@ -249,6 +249,9 @@ class CompletionMessage(_Reply):
     role: Literal["assistant"]
     content: str | None = Field(description="null when the model only called tools.")
     refusal: None = Field(description="Always null (OpenAI's field; the model never refuses here).")
+    annotations: list[dict[str, Any]] = Field(
+        max_length=0, description="Always empty: citations are `sources`."
+    )
     tool_calls: list[ToolCallDoc] | None = None
     sources: list[SourceDoc]
 

@@ -310,7 +310,8 @@ class TestCompletion:
         body = completion_of(answer, 7)
         assert json.dumps(body, separators=(",", ":")) == (
             '{"id":"msg_1","object":"chat.completion","created":7,"model":"chatbot","choices":[{"index":0,'
-            f'"message":{{"role":"assistant","content":"Run it.","refusal":null,"sources":[{SOURCE_JSON}]}},'
+            '"message":{"role":"assistant","content":"Run it.","refusal":null,"annotations":[],'
+            f'"sources":[{SOURCE_JSON}]}},'
             '"logprobs":null,"finish_reason":"stop"}],'
             '"usage":{"prompt_tokens":10,"completion_tokens":3,"total_tokens":13}}'
         )
