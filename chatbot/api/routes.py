@@ -35,7 +35,7 @@ Method = Literal["GET", "POST", "DELETE", "WEBSOCKET"]
 Admission = Literal["hook", "service", "none"]
 """hook: the app's before_request hook applies the per-caller rate limit; service: the chat service admits the
 request (rate limit, concurrency, budget) when it starts an answer; none: no rate limit (public routes)."""
-ErrorShape = Literal["native", "openai"]
+ErrorShape = Literal["native", "openai", "anthropic"]
 
 ROUTES = "chatbot.routes"  # app.extensions key of the endpoint -> Route table
 _ATTRIBUTE = "__chatbot_route__"

@@ -502,3 +502,15 @@ class TestOfflineOptions:
                 assert blocks
                 for block in blocks:
                     check_chunk(json.loads(block))
+
+
+class TestOpenAPIDocument:
+    async def test_served_model_id_is_an_enum(self, served: str) -> None:
+        """/openapi.json gives the request's `model` as the enum ['chatbot'] and documents the new options."""
+        async with httpx.AsyncClient(base_url=served) as http:
+            document = (await http.get("/openapi.json")).json()
+        body = document["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]
+        name = body["schema"]["$ref"].rsplit("/", 1)[-1]
+        properties = document["components"]["schemas"][name]["properties"]
+        assert properties["model"]["enum"] == ["chatbot"]
+        assert {"tools", "tool_choice", "stop", "seed", "response_format", "n"} <= set(properties)
