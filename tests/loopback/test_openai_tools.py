@@ -202,3 +202,50 @@ class TestOptions:
                 )
         assert info.value.param == "n"
         assert not [r for r in fake_openai.requests if r.path == "/v1/chat/completions"]
+
+
+class TestHistoryWithTools:
+    async def test_an_earlier_tool_loop_is_history(self, served_llm: str, fake_openai: FakeUpstream) -> None:
+        """A finished tool exchange before the new user message goes upstream as history, in order."""
+        call = {"id": "call_0", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+        async with sdk(served_llm) as client:
+            await client.chat.completions.create(
+                model="chatbot",
+                messages=[
+                    {"role": "user", "content": "Weather?"},
+                    {"role": "assistant", "content": None, "tool_calls": [call]},
+                    {"role": "tool", "tool_call_id": "call_0", "content": "sunny"},
+                    {"role": "assistant", "content": "It is sunny."},
+                    {"role": "user", "content": QUESTION},
+                ],  # type: ignore[list-item]
+            )
+        sent = upstream_body(fake_openai)["messages"]
+        assert [m["role"] for m in sent] == ["system", "user", "assistant", "tool", "assistant", "user"]
+        assert sent[2]["tool_calls"][0]["id"] == "call_0"
+        assert sent[3]["tool_call_id"] == "call_0"
+        assert QUESTION in sent[5]["content"]
+
+    async def test_a_dangling_tool_call_is_refused(self, served_llm: str, fake_openai: FakeUpstream) -> None:
+        """Ending on an assistant tool call with no tool result is a 400 on messages; nothing goes upstream."""
+        call = {"id": "call_0", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+        async with sdk(served_llm) as client:
+            with pytest.raises(openai.BadRequestError) as info:
+                await client.chat.completions.create(
+                    model="chatbot",
+                    messages=[
+                        {"role": "user", "content": QUESTION},
+                        {"role": "assistant", "content": None, "tool_calls": [call]},
+                    ],  # type: ignore[list-item]
+                )
+        assert (info.value.code, info.value.param) == ("last_message_not_user", "messages")
+        assert not [r for r in fake_openai.requests if r.path == "/v1/chat/completions"]
+
+    async def test_tool_results_without_a_question_are_refused(self, served_llm: str) -> None:
+        """Only tool messages (no user message to answer) is a 400 on messages."""
+        async with sdk(served_llm) as client:
+            with pytest.raises(openai.BadRequestError) as info:
+                await client.chat.completions.create(
+                    model="chatbot",
+                    messages=[{"role": "tool", "tool_call_id": "call_0", "content": "sunny"}],
+                )
+        assert info.value.param == "messages"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import anthropic
@@ -10,6 +11,7 @@ import pytest
 from anthropic import AsyncAnthropic
 
 from chatbot.providers.registry import Providers
+from chatbot.rag.events import StoppedEvent
 from chatbot.stores.base import VectorStore
 from tests.transport.test_openai_compat import QUESTION, ScriptedChatModel, StackFactory, stack_factory
 
@@ -153,3 +155,21 @@ class TestErrors:
             "type": "error",
             "error": {"type": "invalid_request_error", "message": "The body is not valid JSON."},
         }
+
+
+class TestDisconnect:
+    async def test_disconnect_stops_the_answer(self, scripted_stack: StackFactory) -> None:
+        """A client that closes the stream stops the answer at once: the model's stream is closed."""
+        chat = ScriptedChatModel(tokens=500, delay=0.01)
+        async with scripted_stack(chat) as (url, svc):
+            async with (
+                client_for(url) as client,
+                client.messages.stream(model="chatbot", max_tokens=1000, messages=ASK) as stream,  # type: ignore[arg-type]
+            ):
+                async for event in stream:
+                    if event.type == "content_block_delta":
+                        break
+                message_id = stream.current_message_snapshot.id
+            await asyncio.wait_for(chat.closed.wait(), 2)
+            events = [event async for _seq, event in svc.answers.log.read(message_id, "public")]
+        assert events[-1] == StoppedEvent(reason="disconnected")
