@@ -1,15 +1,19 @@
 """The OpenAI Chat Completions wire format, rendered from our typed events. Pure: no I/O, no app context.
 
-- Request: `messages` (string content or a list of {"type": "text"} parts), `model`, `stream`,
-  `stream_options.include_usage`, `max_tokens` / `max_completion_tokens`, `temperature`. Other fields are
-  ignored.
+- Request: `messages` (system/developer, user, assistant (with `tool_calls`), tool (with `tool_call_id`);
+  string content or a list of {"type": "text"} parts), `model`, `stream`, `stream_options.include_usage`,
+  `max_tokens` / `max_completion_tokens`, `temperature`, `stop`, `seed`, `response_format`, `tools`,
+  `tool_choice` (passed to the chat model; a model that cannot honour one refuses the request with 400
+  `unsupported_option` naming it), `n` (only 1: more is a 400 naming `n`). Other fields are ignored.
 - Stream: one `chat.completion.chunk` per SSE `data:` line. The first carries the role, then one per
-  token batch, then a final chunk with `finish_reason` ("stop", "length", or "cancelled" for a stopped
-  answer) and our extension field `sources` on its `choices[0].delta`; with include_usage a usage chunk
+  token batch (and one per tool call, `delta.tool_calls` whole), then a final chunk with `finish_reason`
+  ("stop", "length", "tool_calls", or "cancelled" for a stopped answer: our one value outside OpenAI's
+  enum) and our extension field `sources` on its `choices[0].delta`; with include_usage a usage chunk
   (`choices: []`); then `data: [DONE]` exactly once. A failure after the stream began is
   `data: {"error": {...}}` and no [DONE] (the openai SDK raises APIError on it): never a normal finish.
-- Non-stream: a `chat.completion` (from ChatService.collect) with `choices[0].message.content`, `.sources`,
-  `finish_reason` and `usage`.
+- Non-stream: a `chat.completion` (from ChatService.collect) with every field OpenAI's schema requires
+  (`message.refusal`, `choices[].logprobs`: null; `message.annotations`: []), `message.content`,
+  `.tool_calls`, `.sources`, `finish_reason` and `usage`.
 - Errors: `{"error": {"message", "type", "code", "param"}}` with the status that the SDK maps to the matching
   exception class.
 """
@@ -18,13 +22,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from chatbot.chat.service import Collected, error_of
 from chatbot.errors import BadRequest, ChatbotError, NotFound
-from chatbot.providers.base import ChatMessage
+from chatbot.providers.base import PLAIN, ChatMessage, GenerationOptions, Tool, ToolCall
 from chatbot.rag.events import (
     ChatEvent,
     DoneEvent,
@@ -34,6 +38,7 @@ from chatbot.rag.events import (
     StartEvent,
     StoppedEvent,
     TokenEvent,
+    ToolCallEvent,
     Usage,
 )
 
@@ -53,11 +58,36 @@ class ContentPart(BaseModel):
     text: str | None = None
 
 
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(min_length=1, max_length=256)
+    arguments: str = Field(max_length=100_000)
+
+
+class MessageToolCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    id: str = Field(min_length=1, max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
+    tool_calls: list[MessageToolCall] | None = Field(None, max_length=128)
+    tool_call_id: str | None = Field(None, min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _tool_fields(self) -> Message:
+        if self.role == "tool" and self.tool_call_id is None:
+            raise ValueError("a tool message needs tool_call_id")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only an assistant message carries tool_calls")
+        return self
 
     def text(self) -> str:
         if self.content is None:
@@ -78,6 +108,35 @@ class StreamOptions(BaseModel):
     include_usage: bool = False
 
 
+class FunctionDef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    description: str | None = Field(None, max_length=10_000)
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDef(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class NamedToolChoice(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["function"]
+    function: dict[Literal["name"], str]
+
+
+class ResponseFormat(BaseModel):
+    model_config = ConfigDict(extra="allow")  # json_schema's body goes to the model as sent
+
+    type: Literal["text", "json_object", "json_schema"]
+
+
 class ChatCompletionBody(BaseModel):
     """POST /v1/chat/completions (the fields we use; the rest of OpenAI's request is ignored)."""
 
@@ -90,15 +149,50 @@ class ChatCompletionBody(BaseModel):
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
-    n: int | None = Field(None, ge=1, le=1, description="Only one choice is generated.")
+    n: int | None = Field(None, ge=1, le=1, description="Only one choice is generated: n > 1 is a 400.")
+    stop: str | Annotated[list[str], Field(max_length=4)] | None = Field(
+        None, description="Up to 4 stop sequences."
+    )
+    seed: int | None = None
+    response_format: ResponseFormat | None = None
+    tools: list[ToolDef] | None = Field(None, max_length=128)
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
 
     def chat_messages(self) -> list[ChatMessage]:
         """system and developer messages become 'system' (dropped later: our prompts define the assistant)."""
         out = []
         for m in self.messages:
-            role: Literal["system", "user", "assistant"] = "system" if m.role == "developer" else m.role
-            out.append(ChatMessage(role, m.text()))
+            role: Literal["system", "user", "assistant", "tool"] = (
+                "system" if m.role == "developer" else m.role
+            )
+            calls = tuple(
+                ToolCall(c.id, c.function.name, c.function.arguments, index=i)
+                for i, c in enumerate(m.tool_calls or ())
+            )
+            out.append(ChatMessage(role, m.text(), tool_calls=calls, tool_call_id=m.tool_call_id))
         return out
+
+    @property
+    def options(self) -> GenerationOptions:
+        """The generation options asked for (PLAIN when none)."""
+        stop = [self.stop] if isinstance(self.stop, str) else (self.stop or [])
+        options = GenerationOptions(
+            stop=tuple(s for s in stop if s),
+            seed=self.seed,
+            response_format=(
+                self.response_format.model_dump()
+                if self.response_format and self.response_format.type != "text"  # text: the default
+                else None
+            ),
+            tools=tuple(
+                Tool(t.function.name, t.function.description, t.function.parameters, t.function.strict)
+                for t in self.tools or ()
+            ),
+            tool_choice=(
+                self.tool_choice.model_dump() if isinstance(self.tool_choice, BaseModel) else self.tool_choice
+            ),
+        )
+        return PLAIN if options.plain else options
 
     @property
     def token_limit(self) -> int | None:
@@ -148,7 +242,7 @@ def chunk(
         "object": "chat.completion.chunk",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
     }
 
 
@@ -163,6 +257,11 @@ def usage_chunk(completion_id: str, created: int, usage: Usage, *, model: str = 
     }
 
 
+def tool_call(call: ToolCallEvent) -> dict[str, Any]:
+    """A tool call in OpenAI's shape (in a stream's delta it also carries its index)."""
+    return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
+
+
 def completion(
     completion_id: str,
     created: int,
@@ -171,15 +270,24 @@ def completion(
     finish_reason: str,
     sources: Sequence[Source],
     usage: Usage | None,
+    tool_calls: Sequence[ToolCallEvent] = (),
     model: str = MODEL_ID,
 ) -> dict[str, Any]:
-    message = {"role": "assistant", "content": content, "sources": [s.to_dict() for s in sources]}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": content if content or not tool_calls else None,  # OpenAI: null beside tool calls
+        "refusal": None,
+        "annotations": [],  # OpenAI's url citations; ours are `sources`
+    }
+    if tool_calls:
+        message["tool_calls"] = [tool_call(c) for c in tool_calls]
+    message["sources"] = [s.to_dict() for s in sources]
     body: dict[str, Any] = {
         "id": completion_id,
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "message": message, "finish_reason": finish_reason}],
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
     }
     if usage is not None:
         body["usage"] = usage.to_dict()
@@ -213,6 +321,8 @@ class ChunkStream:
             return []
         if isinstance(event, TokenEvent):
             return [self._chunk({"content": event.delta})] if event.delta else []
+        if isinstance(event, ToolCallEvent):
+            return [self._chunk({"tool_calls": [{"index": event.index, **tool_call(event)}]})]
         self.ended = True
         if isinstance(event, DoneEvent):
             out = [self._final(event.finish_reason)]
@@ -239,6 +349,7 @@ def completion_of(answer: Collected, created: int, *, model: str = MODEL_ID) -> 
         finish_reason=CANCELLED if answer.stopped else answer.finish_reason,
         sources=answer.sources,
         usage=answer.usage,
+        tool_calls=answer.tool_calls,
         model=model,
     )
 
@@ -271,6 +382,9 @@ def error_type(status: int) -> str:
 
 
 def error_param(err: ChatbotError) -> str | None:
+    param = err.details.get("param")
+    if isinstance(param, str):
+        return param
     if err.code in _MESSAGES_CODES:
         return "messages"
     if err.code == ModelNotFound.code:

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 from quart import Blueprint, current_app
 
-from chatbot.api.responses import ErrorBody, OpenAIErrorBody, OpenAPIDocument
+from chatbot.api.responses import AnthropicErrorBody, ErrorBody, OpenAIErrorBody, OpenAPIDocument
 from chatbot.api.routes import ROUTES, EventStream, Param, Route, route
 from chatbot.api.wire import AskFrame, PingFrame, ResumeFrame, StopFrame
 
@@ -45,6 +45,11 @@ _ERROR_TEXT = {
     504: "A stage ran past its deadline (embed_timeout, retrieve_timeout, first_token_timeout, ...).",
 }
 CREDENTIAL_ERRORS = (400, 401, 403, 429)  # tenant header, credential, role, per-caller rate limit
+_ERROR_BODIES: dict[str, type[BaseModel]] = {
+    "native": ErrorBody,
+    "openai": OpenAIErrorBody,
+    "anthropic": AnthropicErrorBody,
+}
 ANY_ROUTE_ERRORS = (400,)  # host_not_allowed
 
 
@@ -119,7 +124,7 @@ class _Builder:
                 described["content"] = self.content(other, None)
             responses[str(status)] = described
         statuses = {*decl.errors, *ANY_ROUTE_ERRORS, *(() if decl.public else CREDENTIAL_ERRORS)}
-        error = self.schema(OpenAIErrorBody if decl.error_shape == "openai" else ErrorBody)
+        error = self.schema(_ERROR_BODIES[decl.error_shape])
         for status in sorted(statuses):
             text = _ERROR_TEXT.get(status, "An error.")
             responses[str(status)] = {"description": text, "content": {"application/json": {"schema": error}}}

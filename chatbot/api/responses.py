@@ -70,6 +70,26 @@ class OpenAIErrorBody(_Reply):
     error: OpenAIErrorDetail
 
 
+class AnthropicErrorDetail(_Reply):
+    type: Literal[
+        "invalid_request_error",
+        "authentication_error",
+        "permission_error",
+        "not_found_error",
+        "request_too_large",
+        "rate_limit_error",
+        "api_error",
+    ]
+    message: NonEmpty
+
+
+class AnthropicErrorBody(_Reply):
+    """Errors of the Anthropic-compatible route, in Anthropic's shape."""
+
+    type: Literal["error"]
+    error: AnthropicErrorDetail
+
+
 # -- answers ---------------------------------------------------------------------------------------------
 
 
@@ -235,17 +255,34 @@ class ModelListDoc(_Reply):
     data: list[ModelDoc] = Field(min_length=1, max_length=1)
 
 
+class FunctionCallDoc(_Reply):
+    name: NonEmpty
+    arguments: str = Field(description="The JSON text of the arguments, as the model wrote it.")
+
+
+class ToolCallDoc(_Reply):
+    id: NonEmpty
+    type: Literal["function"]
+    function: FunctionCallDoc
+
+
 class CompletionMessage(_Reply):
     role: Literal["assistant"]
-    content: str
+    content: str | None = Field(description="null when the model only called tools.")
+    refusal: None = Field(description="Always null (OpenAI's field; the model never refuses here).")
+    annotations: list[dict[str, Any]] = Field(
+        max_length=0, description="Always empty: citations are `sources`."
+    )
+    tool_calls: list[ToolCallDoc] | None = None
     sources: list[SourceDoc]
 
 
 class CompletionChoice(_Reply):
     index: Literal[0]
     message: CompletionMessage
+    logprobs: None = Field(description="Always null: log probabilities are not returned.")
     finish_reason: NonEmpty = Field(
-        description="stop, length, cancelled (a stopped answer) or the provider's."
+        description="stop, length, tool_calls, cancelled (a stopped answer) or the provider's."
     )
 
 
@@ -260,10 +297,45 @@ class ChatCompletion(_Reply):
     usage: UsageDoc | None = None
 
 
+class TextBlockDoc(_Reply):
+    type: Literal["text"]
+    text: str
+
+
+class AnthropicUsageDoc(_Reply):
+    input_tokens: Count
+    output_tokens: Count
+
+
+class AnthropicMessageDoc(_Reply):
+    """POST /v1/messages without streaming (Anthropic's Message)."""
+
+    id: AnswerId
+    type: Literal["message"]
+    role: Literal["assistant"]
+    model: Literal["chatbot"]
+    content: list[TextBlockDoc] = Field(max_length=1)
+    stop_reason: NonEmpty = Field(description="end_turn, max_tokens or cancelled (a stopped answer).")
+    stop_sequence: None
+    usage: AnthropicUsageDoc
+
+
 # -- streams and shared error sets (used in route declarations) ------------------------------------------
 
 FRAME_TYPES = ("start", "sources", "token", "done", "stopped", "error")
 NATIVE_EVENTS = EventStream("The same JSON as the websocket frame.", events=FRAME_TYPES, with_ids=True)
 OPENAI_CHUNKS = EventStream('A chat.completion.chunk, {"error": ...}, or [DONE].')
+ANTHROPIC_EVENTS = EventStream(
+    "An Anthropic stream event (its `type` is the event name).",
+    events=(
+        "message_start",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+        "error",
+    ),
+)
 UI_PARTS = EventStream("A UI message stream part, or [DONE].")
 UPSTREAM = (502, 503, 504)  # a provider or the vector store failed, or a stage ran past its deadline

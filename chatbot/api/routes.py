@@ -35,7 +35,7 @@ Method = Literal["GET", "POST", "DELETE", "WEBSOCKET"]
 Admission = Literal["hook", "service", "none"]
 """hook: the app's before_request hook applies the per-caller rate limit; service: the chat service admits the
 request (rate limit, concurrency, budget) when it starts an answer; none: no rate limit (public routes)."""
-ErrorShape = Literal["native", "openai"]
+ErrorShape = Literal["native", "openai", "anthropic"]
 BodyLimit = Literal["frame", "chat", "upload"]
 """The most a route reads of a request body, named by the setting it comes from: frame (limits.max_frame_bytes,
 JSON bodies), chat (limits.max_chat_body_bytes, bodies that carry a history), upload (limits.max_upload_bytes

@@ -33,6 +33,7 @@ from chatbot.rag.events import (
     StartEvent,
     StoppedEvent,
     TokenEvent,
+    ToolCallEvent,
 )
 
 UI_STREAM_HEADERS = {**SSE_HEADERS, "x-vercel-ai-ui-message-stream": "v1"}
@@ -129,6 +130,8 @@ class UIStream:
                 out.append(sse({"type": "text-start", "id": self.text_id}))
             out.append(sse({"type": "text-delta", "id": self.text_id, "delta": event.delta}))
             return out
+        if isinstance(event, ToolCallEvent):
+            return []  # never produced here: useChat asks send no tools (the OpenAI route's feature)
         self.ended = True
         out = [sse({"type": "text-end", "id": self.text_id})] if self.text_open else []
         if isinstance(event, DoneEvent):

@@ -33,7 +33,7 @@ from chatbot.errors import (
     status_for_code,
 )
 from chatbot.ops.observability import message_context
-from chatbot.providers.base import ChatMessage
+from chatbot.providers.base import PLAIN, ChatMessage, GenerationOptions
 from chatbot.rag.events import (
     ChatEvent,
     DoneEvent,
@@ -43,6 +43,7 @@ from chatbot.rag.events import (
     StartEvent,
     StoppedEvent,
     TokenEvent,
+    ToolCallEvent,
     Usage,
     is_terminal,
 )
@@ -56,15 +57,17 @@ Events = AsyncGenerator[tuple[int, ChatEvent], None]
 @dataclass(frozen=True, slots=True)
 class Ask:
     """A question in a stored conversation (a new one when conversation_id is None), or, with `messages`,
-    a history the client keeps (OpenAI-compatible API, AI SDK useChat): its last message is the question,
-    earlier user/assistant messages are the history, system messages are dropped (our prompts define the
-    assistant), and nothing is stored server-side."""
+    a history the client keeps (OpenAI-compatible API, AI SDK useChat): its last user message is the
+    question, earlier messages are the history, system messages are dropped (our prompts define the
+    assistant), and nothing is stored server-side. After the question may come an agent loop's exchange
+    (assistant tool calls, then 'tool' results): it goes to the model after the question."""
 
     message: str = ""
     conversation_id: str | None = None
     messages: Sequence[ChatMessage] | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+    options: GenerationOptions = PLAIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,7 @@ class Collected:
     model: str = ""
     timings: dict[str, float] | None = None
     cached: bool = False
+    tool_calls: tuple[ToolCallEvent, ...] = ()
 
 
 def check_message(message: str, max_chars: int) -> str:
@@ -99,6 +103,8 @@ def check_message(message: str, max_chars: int) -> str:
 
 def error_of(event: ErrorEvent, **details: str) -> ChatbotError:
     """An answer's error event as the error it reports (its status found by its code)."""
+    if event.param is not None:
+        details = {**details, "param": event.param}
     err = ChatbotError(event.message, code=event.code, retry_after=event.retry_after, details=details or None)
     err.status = status_for_code(event.code)  # type: ignore[misc]
     return err
@@ -172,6 +178,7 @@ class ChatService:
         error (with the message and conversation ids in its details)."""
         text: list[str] = []
         sources: tuple[Source, ...] = ()
+        calls: list[ToolCallEvent] = []
         conversation_id = ""
         async with contextlib.aclosing(await self.follow(caller, message_id, stop_on_leave=True)) as events:
             async for _seq, event in events:
@@ -181,10 +188,13 @@ class ChatService:
                     text.append(event.delta)
                 elif isinstance(event, SourcesEvent):
                     sources = event.sources
+                elif isinstance(event, ToolCallEvent):
+                    calls.append(event)
                 elif isinstance(event, DoneEvent):
                     return Collected(
                         message_id, conversation_id, "".join(text), sources, event.finish_reason,
                         usage=event.usage, model=event.model, timings=event.timings, cached=event.cached,
+                        tool_calls=tuple(calls),
                     )  # fmt: skip
                 elif isinstance(event, StoppedEvent):
                     return Collected(
@@ -222,17 +232,23 @@ class ChatService:
         turns = [m for m in ask.messages if m.role != "system"]
         if not turns:
             raise BadRequest("Send at least one user message.", code="no_messages")
-        *earlier, last = turns
-        if last.role != "user":
-            raise BadRequest("The last message must come from the user.", code="last_message_not_user")
+        asked = max((i for i, m in enumerate(turns) if m.role == "user"), default=-1)
+        continuation = turns[asked + 1 :]
+        if asked < 0 or (continuation and continuation[-1].role != "tool"):
+            raise BadRequest(
+                "The last message must come from the user (or be a tool result).",
+                code="last_message_not_user",
+            )
         return AnswerRequest(
             tenant=caller.tenant,
-            question=check_message(last.content, limit),
+            question=check_message(turns[asked].content, limit),
             message_id=message_id,
-            history=tuple(m for m in earlier if m.content.strip()),
+            history=tuple(m for m in turns[:asked] if m.content.strip() or m.tool_calls or m.role == "tool"),
             max_tokens=ask.max_tokens,
             temperature=ask.temperature,
             untrusted=caller.untrusted,
+            options=ask.options,
+            continuation=tuple(continuation),
         )
 
     async def _stopped_on_leave(self, events: Events, message_id: str) -> Events:

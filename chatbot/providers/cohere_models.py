@@ -30,7 +30,14 @@ from chatbot.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from chatbot.providers.base import ChatChunk, ChatMessage, ChatRequest, EmbedKind, RankedPassage
+from chatbot.providers.base import (
+    ChatChunk,
+    ChatMessage,
+    ChatRequest,
+    EmbedKind,
+    RankedPassage,
+    check_options,
+)
 from chatbot.providers.upstream_http import (
     SSEEvents,
     aclose_iterator,
@@ -41,6 +48,7 @@ from chatbot.providers.upstream_http import (
 from chatbot.settings import CohereSettings
 
 PROVIDER = "cohere"
+SUPPORTED_OPTIONS = frozenset({"stop", "seed"})  # passed as stop_sequences and seed
 DEFAULT_BASE_URL = "https://api.cohere.com"
 EMBED_BATCH = 96  # the API's limit on texts per embed request
 DRAIN_SECONDS = (
@@ -202,7 +210,9 @@ class CohereChatModel:
 
     async def _open_stream(self, stack: contextlib.AsyncExitStack, request: ChatRequest) -> httpx.Response:
         """Send the request; retry 429, 5xx and refused connections before any of the body is read."""
+        check_options(request, self.name, SUPPORTED_OPTIONS)  # tools and formats: not mapped to Cohere's yet
         messages = [_message(m) for m in request.messages]
+        options = request.options
         for attempt in range(self._max_retries + 1):
             try:
                 raw = await stack.enter_async_context(
@@ -211,6 +221,8 @@ class CohereChatModel:
                         messages=messages,
                         max_tokens=request.max_tokens if request.max_tokens is not None else OMIT,
                         temperature=request.temperature if request.temperature is not None else OMIT,
+                        stop_sequences=list(options.stop) if options.stop else OMIT,
+                        seed=options.seed if options.seed is not None else OMIT,
                     )
                 )
                 return raw.response

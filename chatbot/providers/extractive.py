@@ -13,7 +13,7 @@ import re
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
-from chatbot.providers.base import ChatChunk, ChatRequest, Passage
+from chatbot.providers.base import ChatChunk, ChatRequest, Passage, check_options
 from chatbot.providers.local_models import TermAnalyzer, bm25_idf
 from chatbot.settings import LocalModelSettings
 
@@ -284,6 +284,23 @@ def pieces(text: str) -> list[str]:
 # -- the model -------------------------------------------------------------------------------------
 
 
+# Deterministic already, so a seed is honoured; stop sequences and max_tokens cut the answer (finish_reason
+# "stop" / "length" as OpenAI defines them). Tools, response formats and tool messages cannot be honoured.
+SUPPORTED_OPTIONS = frozenset({"stop", "seed"})
+
+
+def truncate(text: str, stop: Sequence[str], max_tokens: int | None) -> tuple[str, str]:
+    """(the text up to, not including, the first stop sequence and at most max_tokens pieces,
+    finish_reason): "length" when max_tokens cut it, else "stop"."""
+    cut = min((i for i in (text.find(s) for s in stop if s) if i >= 0), default=len(text))
+    text = text[:cut]
+    if max_tokens is not None:
+        kept = pieces(text)
+        if len(kept) > max_tokens:
+            return "".join(kept[:max_tokens]), "length"
+    return text, "stop"
+
+
 class ExtractiveChatModel:
     """ChatModel that answers from the passages alone: no API key, no network, deterministic."""
 
@@ -300,15 +317,17 @@ class ExtractiveChatModel:
         return compose_answer(picks)
 
     async def stream_reply(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        """Stream the answer in word-sized pieces, yielding to the loop between them; usage at the end."""
+        """Stream the answer in word-sized pieces, yielding to the loop between them; usage at the end.
+        A piece is a token here: max_tokens counts pieces."""
+        check_options(request, self.name, SUPPORTED_OPTIONS)
         if sum(len(p.text) for p in request.passages) > _INLINE_CHARS:
             text = await asyncio.to_thread(self.answer, request)
         else:
             text = self.answer(request)
-        for piece in pieces(text):
+        text, finish_reason = truncate(text, request.options.stop, request.max_tokens)
+        sent = pieces(text)
+        for piece in sent:
             yield ChatChunk(delta=piece)
             await asyncio.sleep(0)
         prompt_tokens = count_words(request.question) + sum(count_words(p.text) for p in request.passages)
-        yield ChatChunk(
-            finish_reason="stop", prompt_tokens=prompt_tokens, completion_tokens=count_words(text)
-        )
+        yield ChatChunk(finish_reason=finish_reason, prompt_tokens=prompt_tokens, completion_tokens=len(sent))

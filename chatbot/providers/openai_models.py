@@ -18,7 +18,7 @@ from typing import Any, Literal
 import httpx2  # openai 3.x's transport: what a raw stream raises mid-body is an httpx2 error, not httpx
 import openai
 from openai import AsyncOpenAI
-from openai.types.chat import ChatCompletionMessageParam
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionToolParam
 
 from chatbot.errors import (
     ConfigError,
@@ -27,7 +27,15 @@ from chatbot.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from chatbot.providers.base import ChatChunk, ChatMessage, ChatRequest, EmbedKind
+from chatbot.providers.base import (
+    ChatChunk,
+    ChatMessage,
+    ChatRequest,
+    EmbedKind,
+    GenerationOptions,
+    Tool,
+    ToolCall,
+)
 from chatbot.providers.upstream_http import SSEEvents, aclose_iterator, error_for_status, shared_limiter
 from chatbot.settings import OpenAISettings
 
@@ -120,12 +128,13 @@ class OpenAIChatModel:
                 response = await stack.enter_async_context(
                     create(
                         model=self._model,
-                        messages=[_message(m) for m in request.messages],
+                        messages=[_message(m) for m in [*request.messages, *request.continuation]],
                         stream=True,
                         stream_options={"include_usage": True},
                         # max_tokens, not max_completion_tokens: every OpenAI-compatible server knows it
                         max_tokens=request.max_tokens if request.max_tokens is not None else openai.omit,
                         temperature=request.temperature if request.temperature is not None else openai.omit,
+                        **_options(request.options),
                     )
                 )
                 body = response.http_response.aiter_bytes()
@@ -133,13 +142,14 @@ class OpenAIChatModel:
                 events = SSEEvents(PROVIDER)
                 finish_reason: str | None = None
                 usage: Any = None
+                calls = _ToolCalls()
                 done = False
                 async for received in body:
                     for payload in events.feed(received):
                         if payload == b"[DONE]":
                             done = True
                             break
-                        delta, finish, event_usage = _read_event(payload)
+                        delta, finish, event_usage = _read_event(payload, calls)
                         if finish is not None:
                             finish_reason = finish
                         if event_usage is not None:
@@ -158,6 +168,7 @@ class OpenAIChatModel:
                             pass
                 prompt_tokens, completion_tokens = _usage(usage)
                 yield ChatChunk(
+                    tool_calls=calls.finished(),
                     finish_reason=finish_reason,
                     prompt_tokens=prompt_tokens,
                     completion_tokens=completion_tokens,
@@ -166,16 +177,80 @@ class OpenAIChatModel:
                 raise translate_error(exc) from exc
 
 
+def _options(options: GenerationOptions) -> dict[str, Any]:
+    """The request's generation options as create() keywords; an unset option is not sent."""
+    out: dict[str, Any] = {}
+    if options.stop:
+        out["stop"] = list(options.stop)
+    if options.seed is not None:
+        out["seed"] = options.seed
+    if options.response_format is not None:
+        out["response_format"] = dict(options.response_format)
+    if options.tools:
+        out["tools"] = [_tool(t) for t in options.tools]
+    if options.tool_choice is not None:
+        choice = options.tool_choice
+        out["tool_choice"] = choice if isinstance(choice, str) else dict(choice)
+    return out
+
+
+def _tool(tool: Tool) -> ChatCompletionToolParam:
+    function: dict[str, Any] = {"name": tool.name}
+    if tool.description is not None:
+        function["description"] = tool.description
+    if tool.parameters is not None:
+        function["parameters"] = dict(tool.parameters)
+    if tool.strict is not None:
+        function["strict"] = tool.strict
+    return {"type": "function", "function": function}  # type: ignore[typeddict-item]  # built field by field
+
+
 def _message(message: ChatMessage) -> ChatCompletionMessageParam:
     if message.role == "system":
         return {"role": "system", "content": message.content}
+    if message.role == "tool":
+        return {"role": "tool", "content": message.content, "tool_call_id": message.tool_call_id or ""}
     if message.role == "assistant":
+        if message.tool_calls:
+            return {
+                "role": "assistant",
+                "content": message.content or None,
+                "tool_calls": [
+                    {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                    for c in message.tool_calls
+                ],
+            }
         return {"role": "assistant", "content": message.content}
     return {"role": "user", "content": message.content}
 
 
-def _read_event(payload: bytes) -> tuple[str | None, str | None, Any]:
-    """One chat.completion.chunk -> (content delta, finish_reason, usage)."""
+class _ToolCalls:
+    """Assembles streamed tool-call fragments (by index: the id and name once, arguments in pieces)."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, list[str]] = {}  # index -> [id, name, arguments]
+
+    def feed(self, fragments: Any) -> None:
+        for fragment in fragments:
+            index = fragment["index"]
+            call = self._calls.setdefault(int(index), ["", "", ""])
+            function = fragment.get("function") or {}
+            call[0] = fragment.get("id") or call[0]
+            call[1] = function.get("name") or call[1]
+            call[2] += function.get("arguments") or ""
+            if not all(isinstance(part, str) for part in call):
+                raise TypeError("a tool call fragment is not text")
+
+    def finished(self) -> tuple[ToolCall, ...]:
+        calls = tuple(ToolCall(c[0], c[1], c[2], index=i) for i, c in sorted(self._calls.items()))
+        if any(not call.id or not call.name for call in calls):
+            log.warning("openai stream: a tool call without id or name")
+            raise UpstreamBadResponse(provider=PROVIDER)
+        return calls
+
+
+def _read_event(payload: bytes, calls: _ToolCalls) -> tuple[str | None, str | None, Any]:
+    """One chat.completion.chunk -> (content delta, finish_reason, usage); tool-call fragments go to calls."""
     try:
         event = json.loads(payload)
         if event.get("error"):
@@ -184,10 +259,13 @@ def _read_event(payload: bytes) -> tuple[str | None, str | None, Any]:
         delta = finish = None
         if choices := event.get("choices"):
             choice = choices[0]
-            delta = (choice.get("delta") or {}).get("content")
+            message = choice.get("delta") or {}
+            delta = message.get("content")
+            if fragments := message.get("tool_calls"):
+                calls.feed(fragments)
             finish = choice.get("finish_reason")
         usage = event.get("usage")
-    except (ValueError, TypeError, AttributeError, IndexError) as exc:
+    except (ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
         log.warning("openai stream: unreadable event: %.200r", payload)
         raise UpstreamBadResponse(provider=PROVIDER) from exc
     if not isinstance(delta, str | None) or not isinstance(finish, str | None):

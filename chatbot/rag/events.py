@@ -100,8 +100,19 @@ class TokenEvent(_Event):
     delta: str
 
 
+class ToolCallEvent(_Event):
+    """The model asks the client to call a function (OpenAI-compatible clients that sent `tools`); the
+    answer then ends with finish_reason 'tool_calls'. `arguments` is the JSON text the model wrote."""
+
+    type: Literal["tool_call"] = "tool_call"
+    index: int
+    id: str
+    name: str
+    arguments: str
+
+
 class DoneEvent(_Event):
-    """The answer finished normally. finish_reason is 'stop' or 'length'."""
+    """The answer finished normally. finish_reason is 'stop', 'length' or 'tool_calls'."""
 
     type: Literal["done"] = "done"
     usage: Usage
@@ -132,9 +143,10 @@ class ErrorEvent(_Event):
     code: str
     message: str
     retry_after: float | None = None
+    param: str | None = None  # the request field at fault, when one is (unsupported_option)
 
 
-ChatEvent = StartEvent | SourcesEvent | TokenEvent | DoneEvent | StoppedEvent | ErrorEvent
+ChatEvent = StartEvent | SourcesEvent | TokenEvent | ToolCallEvent | DoneEvent | StoppedEvent | ErrorEvent
 AnyEvent = Annotated[ChatEvent, Field(discriminator="type")]
 EVENTS: TypeAdapter[ChatEvent] = TypeAdapter(AnyEvent)
 """Validates and dumps any event by its `type` (the event log codec and the wire frames use it)."""

@@ -27,10 +27,12 @@ from typing import TypeVar
 
 from chatbot.errors import ChatbotError, DeadlineExceeded
 from chatbot.providers.base import (
+    PLAIN,
     ChatMessage,
     ChatModel,
     ChatRequest,
     Embedder,
+    GenerationOptions,
     Passage,
     Reranker,
     SparseEmbedder,
@@ -42,6 +44,7 @@ from chatbot.rag.events import (
     SourcesEvent,
     StartEvent,
     TokenEvent,
+    ToolCallEvent,
     Usage,
 )
 from chatbot.rag.followups import fallback_rewrite, looks_like_followup
@@ -74,12 +77,17 @@ class AnswerRequest:
     temperature: float | None = None
     # An untrusted caller (a widget visitor): its answers enter the shared cache only with default parameters.
     untrusted: bool = False
+    options: GenerationOptions = PLAIN
+    # After the question, in a client-kept history: the assistant's tool calls and the tool results.
+    continuation: Sequence[ChatMessage] = ()
 
 
 # AnswerRequest fields that do not change the answer's text: every other field (temperature, max_tokens, and
 # any generation parameter added later) is part of the cache key, so a new one splits the cache, never
-# poisons it. A history makes a request uncacheable (cacheable below).
-_NOT_GENERATION = frozenset({"tenant", "question", "message_id", "conversation_id", "history", "untrusted"})
+# poisons it. A history, tool options or a tool continuation make a request uncacheable (cacheable below).
+_NOT_GENERATION = frozenset(
+    {"tenant", "question", "message_id", "conversation_id", "history", "untrusted", "options", "continuation"}
+)
 
 
 def generation_params(req: AnswerRequest) -> dict[str, object]:
@@ -155,7 +163,13 @@ class Pipeline:
         except ChatbotError as exc:
             log.info("answer %s failed: %s", req.message_id, exc.code, exc_info=exc.status >= 500)
             await save("error", exc.code)
-            yield ErrorEvent(code=exc.code, message=exc.message, retry_after=exc.retry_after)
+            param = exc.details.get("param")
+            yield ErrorEvent(
+                code=exc.code,
+                message=exc.message,
+                retry_after=exc.retry_after,
+                param=param if isinstance(param, str) else None,
+            )
         except Exception:
             log.exception("answer %s failed unexpectedly", req.message_id)
             await save("error", "internal_error")
@@ -172,9 +186,10 @@ class Pipeline:
 
         history_task: Awaitable[list[ChatMessage]]
         if req.history is not None:
-            history_task = _ready(
-                list(req.history)[-limits.max_history_messages :] if limits.max_history_messages else []
-            )
+            kept = list(req.history)[-limits.max_history_messages :] if limits.max_history_messages else []
+            while kept and kept[0].role == "tool":  # cut from the assistant message that called it
+                kept.pop(0)
+            history_task = _ready(kept)
         else:
             history_task = self._load_history(req)
         raw_vectors, history, generation = await asyncio.gather(
@@ -182,7 +197,13 @@ class Pipeline:
             history_task,
             self._cache_generation(req.tenant),
         )
-        cacheable = self.cache is not None and not history and raw_vectors.dense is not None
+        cacheable = (
+            self.cache is not None
+            and not history
+            and raw_vectors.dense is not None
+            and req.options.plain  # a cached text answer would ignore tools, stop, a format, a seed
+            and not req.continuation
+        )
         variant = cache_variant(req, model=self.chat.name, prompts_version=self.prompts.version)
         # a visitor's answer at temperature 2 is for that visitor only: never served to the tenant's others
         shareable = not (req.untrusted and any(v is not None for v in generation_params(req).values()))
@@ -196,7 +217,7 @@ class Pipeline:
         queries = [raw_vectors]
         search_text = req.question
         if history and self.settings.retrieval.rewrite_followups and looks_like_followup(req.question):
-            search_text = await self._rewrite(req.question, history)
+            search_text = await self._rewrite(req.question, [m for m in history if _is_text(m)])
             if search_text != req.question:
                 queries.append(await self.retriever.embed(search_text, timings))
 
@@ -210,6 +231,8 @@ class Pipeline:
             passages=passages,
             max_tokens=req.max_tokens,
             temperature=req.temperature,
+            options=req.options,
+            continuation=req.continuation,
         )
         gen_started = time.perf_counter()
         usage = Usage()
@@ -238,6 +261,10 @@ class Pipeline:
                             deadline.move(answer_deadline)
                     progress.parts.append(chunk.delta)
                     yield TokenEvent(delta=chunk.delta)
+                for call in chunk.tool_calls:
+                    yield ToolCallEvent(
+                        index=call.index, id=call.id, name=call.name, arguments=call.arguments
+                    )
                 if chunk.finish_reason:
                     finish_reason = chunk.finish_reason
                 if chunk.model:
@@ -410,6 +437,11 @@ class _StreamDeadline:
         finally:
             self._waiting = False
             self._cancelled = False
+
+
+def _is_text(message: ChatMessage) -> bool:
+    """A plain user or assistant turn (not a tool call or a tool result)."""
+    return message.role in ("user", "assistant") and not message.tool_calls
 
 
 async def _ready(value: T) -> T:

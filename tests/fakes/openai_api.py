@@ -1,4 +1,9 @@
-"""The OpenAI wire shapes the fake speaks: /v1/embeddings and /v1/chat/completions (plain and SSE)."""
+"""The OpenAI wire shapes the fake speaks: /v1/embeddings and /v1/chat/completions (plain and SSE).
+
+Tool calling: offered `tools` (and tool_choice not "none") with no tool result after the last user message,
+the fake calls the chosen tool (or the first) with TOOL_ARGUMENTS, streamed as OpenAI does (the id and name
+first, then the arguments in fragments) with finish_reason "tool_calls"; once the tool results are in the
+messages, it answers with the scripted reply (an agent loop's two turns)."""
 
 from __future__ import annotations
 
@@ -73,6 +78,53 @@ def _chunk(
     return chunk
 
 
+TOOL_ARGUMENTS = '{"city": "Paris", "unit": "celsius"}'
+TOOL_CALL_ID = "call_fake_1"
+
+
+def tool_call_for(body: dict[str, Any]) -> str | None:
+    """The name of the tool the fake calls for this request, or None when it answers with text."""
+    tools = body.get("tools") or []
+    choice = body.get("tool_choice")
+    if not tools or choice == "none":
+        return None
+    messages = body.get("messages") or []
+    last_user = max((i for i, m in enumerate(messages) if m.get("role") == "user"), default=-1)
+    if any(m.get("role") == "tool" for m in messages[last_user + 1 :]):
+        return None
+    if isinstance(choice, dict):
+        return str(choice["function"]["name"])
+    return str(tools[0]["function"]["name"])
+
+
+def tool_call_frames(body: dict[str, Any], name: str, prompt_tokens: int) -> list[Frame]:
+    model = str(body.get("model", ""))
+    usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    head = {"index": 0, "id": TOOL_CALL_ID, "type": "function", "function": {"name": name, "arguments": ""}}
+    middle = len(TOOL_ARGUMENTS) // 2
+    fragments = [TOOL_ARGUMENTS[:middle], TOOL_ARGUMENTS[middle:]]
+    frames: list[Frame] = [
+        ("meta", _event(_chunk(model, {"role": "assistant", "content": None}, with_usage=usage))),
+        ("meta", _event(_chunk(model, {"tool_calls": [head]}, with_usage=usage))),
+    ]
+    frames += [
+        (
+            "meta",
+            _event(
+                _chunk(model, {"tool_calls": [{"index": 0, "function": {"arguments": f}}]}, with_usage=usage)
+            ),
+        )
+        for f in fragments
+    ]
+    frames.append(("meta", _event(_chunk(model, {}, "tool_calls", with_usage=usage))))
+    if usage:
+        final = _chunk(model, {}, with_usage=True, usage=_usage(prompt_tokens, 9))
+        final["choices"] = []
+        frames.append(("meta", _event(final)))
+    frames.append(("meta", b"data: [DONE]\n\n"))
+    return frames
+
+
 def _event(obj: Any) -> bytes:
     return b"data: " + json.dumps(obj).encode() + b"\n\n"
 
@@ -89,6 +141,8 @@ def chat_frames(
     *,
     send_usage: bool = True,
 ) -> list[Frame]:
+    if (tool := tool_call_for(body)) is not None:
+        return tool_call_frames(body, tool, prompt_tokens)
     model = str(body.get("model", ""))
     usage = send_usage and bool((body.get("stream_options") or {}).get("include_usage"))
     frames: list[Frame] = [

@@ -9,7 +9,7 @@ import cohere
 import pytest
 
 from chatbot.errors import ConfigError, UpstreamRateLimited, UpstreamUnavailable
-from chatbot.providers.base import Reranker
+from chatbot.providers.base import GenerationOptions, Reranker, Tool, UnsupportedOption
 from chatbot.providers.cohere_models import CohereReranker, build_cohere_client
 from chatbot.settings import CohereSettings
 from tests.fakes import FakeUpstream, Fault, Reply, embed_text
@@ -185,3 +185,29 @@ async def _sdk_stream(client: cohere.AsyncClientV2) -> tuple[str, str | None, tu
             if tokens is not None:
                 usage = (int(tokens.input_tokens or 0), int(tokens.output_tokens or 0))
     return text, finish, usage
+
+
+class TestGenerationOptions:
+    async def test_stop_and_seed_are_sent(self, vendor: Vendor) -> None:
+        """stop becomes stop_sequences and seed is passed as is."""
+        await collect(vendor.chat, ask(options=GenerationOptions(stop=("END",), seed=5)))
+        body = vendor.fake.requests[-1].json()
+        assert (body["stop_sequences"], body["seed"]) == (["END"], 5)
+
+    @pytest.mark.parametrize(
+        ("options", "param"),
+        [
+            (GenerationOptions(tools=(Tool("f"),)), "tools"),
+            (GenerationOptions(response_format={"type": "json_object"}), "response_format"),
+        ],
+        ids=["tools", "response-format"],
+    )
+    async def test_unmapped_options_are_refused_by_name(
+        self, vendor: Vendor, options: GenerationOptions, param: str
+    ) -> None:
+        """Tools and response formats are not mapped to Cohere's: a 400 naming the option, nothing sent."""
+        sent = len(vendor.fake.requests)
+        with pytest.raises(UnsupportedOption) as info:
+            await collect(vendor.chat, ask(options=options))
+        assert info.value.details == {"param": param}
+        assert len(vendor.fake.requests) == sent

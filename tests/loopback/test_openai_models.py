@@ -13,9 +13,11 @@ import pytest
 from openai import AsyncOpenAI
 
 from chatbot.errors import ConfigError, UpstreamBadResponse
-from chatbot.providers.openai_models import OpenAIChatModel, build_openai_client
+from chatbot.providers.base import ChatMessage, GenerationOptions, Tool, ToolCall
+from chatbot.providers.openai_models import OpenAIChatModel, _read_event, _ToolCalls, build_openai_client
 from chatbot.settings import OpenAISettings
 from tests.fakes import FakeOpenAI, Reply, embed_text
+from tests.fakes.openai_api import TOOL_ARGUMENTS, TOOL_CALL_ID
 from tests.loopback.contract import API_KEY, ProviderContract, Vendor, ask, collect
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -185,3 +187,85 @@ class TestFakeModes:
             process.terminate()
             await process.wait()
         assert chunks[-1].completion_tokens == 7
+
+
+class TestToolsAndOptions:
+    async def test_streamed_tool_call_fragments_are_assembled(self, vendor: Vendor) -> None:
+        """The id and name, then the arguments in fragments, come out as one whole ToolCall at the end."""
+        tools = (Tool("get_weather", "The weather.", {"type": "object"}),)
+        chunks = await collect(vendor.chat, ask(options=GenerationOptions(tools=tools)))
+        assert [c.delta for c in chunks if c.delta] == []
+        assert chunks[-1].tool_calls == (ToolCall(TOOL_CALL_ID, "get_weather", TOOL_ARGUMENTS, index=0),)
+        assert chunks[-1].finish_reason == "tool_calls"
+
+    async def test_options_and_tool_messages_are_sent(self, vendor: Vendor) -> None:
+        """stop, seed, response_format, tools, tool_choice and the continuation reach the request body."""
+        call = ToolCall("call_9", "get_weather", '{"city":"Oslo"}')
+        options = GenerationOptions(
+            stop=("END",),
+            seed=3,
+            response_format={"type": "json_object"},
+            tools=(Tool("get_weather", parameters={"type": "object"}, strict=True),),
+            tool_choice="required",
+        )
+        continuation = (
+            ChatMessage("assistant", "", tool_calls=(call,)),
+            ChatMessage("tool", "rain", tool_call_id="call_9"),
+        )
+        chunks = await collect(vendor.chat, ask(options=options, continuation=continuation))
+        body = vendor.fake.requests[-1].json()
+        assert (body["stop"], body["seed"], body["response_format"], body["tool_choice"]) == (
+            ["END"],
+            3,
+            {"type": "json_object"},
+            "required",
+        )
+        assert body["tools"] == [
+            {
+                "type": "function",
+                "function": {"name": "get_weather", "parameters": {"type": "object"}, "strict": True},
+            }
+        ]
+        assert body["messages"][-2:] == [
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_9",
+                        "type": "function",
+                        "function": {"name": "get_weather", "arguments": '{"city":"Oslo"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "content": "rain", "tool_call_id": "call_9"},
+        ]
+        assert "".join(c.delta for c in chunks)  # the tool result is in: the fake answers with text
+
+    async def test_plain_requests_send_no_options(self, vendor: Vendor) -> None:
+        """Without options, none of stop, seed, response_format, tools or tool_choice is sent."""
+        await collect(vendor.chat, ask())
+        body = vendor.fake.requests[-1].json()
+        assert not {"stop", "seed", "response_format", "tools", "tool_choice"} & set(body)
+
+    @pytest.mark.parametrize(
+        "fragments",
+        [
+            b'[{"function": {"arguments": "{}"}}]',  # no index
+            b'[{"index": 0, "function": {"arguments": 5}}]',  # arguments not text
+            b'"not a list of fragments"',
+            b'[{"index": 0, "function": {"arguments": "{}"}}]',  # never an id or a name
+        ],
+        ids=["no-index", "number-arguments", "not-a-list", "no-id"],
+    )
+    def test_malformed_tool_fragments_are_bad_responses(self, fragments: bytes) -> None:
+        """A tool-call fragment that is not OpenAI's shape is UpstreamBadResponse, never a crash."""
+        payload = b'{"choices": [{"delta": {"tool_calls": ' + fragments + b'}, "finish_reason": null}]}'
+
+        def read() -> tuple[ToolCall, ...]:
+            calls = _ToolCalls()
+            _read_event(payload, calls)
+            return calls.finished()
+
+        with pytest.raises(UpstreamBadResponse):
+            read()

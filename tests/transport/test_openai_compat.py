@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -21,6 +22,7 @@ from chatbot.rag.events import StoppedEvent
 from chatbot.stores.base import VectorStore
 from chatbot.wiring import Services, build_services
 from tests.conftest import make_settings
+from tests.openai_schema import check_chunk, check_completion
 from tests.serving import serve_app
 
 QUESTION = "How do I upload documents over HTTP?"
@@ -386,3 +388,129 @@ class TestStopAndDisconnect:
             await asyncio.wait_for(chat.closed.wait(), 2)
             events = [event async for _seq, event in svc.answers.log.read(first.id, "public")]
         assert events[-1] == StoppedEvent(reason="disconnected")
+
+
+WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+TOOL_LOOP = [
+    *ASK,
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+        ],
+    },
+    {"role": "tool", "tool_call_id": "call_1", "content": "sunny"},
+]
+
+
+class TestOfflineOptions:
+    """The extractive model honours max_tokens, stop and seed; it refuses what it cannot do, naming it."""
+
+    @pytest.mark.parametrize(
+        ("kwargs", "param"),
+        [
+            ({"tools": [WEATHER_TOOL]}, "tools"),
+            ({"tools": [WEATHER_TOOL], "tool_choice": "required"}, "tools"),
+            ({"tool_choice": "required"}, "tool_choice"),
+            ({"response_format": {"type": "json_object"}}, "response_format"),
+            (
+                {"response_format": {"type": "json_schema", "json_schema": {"name": "a", "schema": {}}}},
+                "response_format",
+            ),
+            ({"n": 2}, "n"),
+            ({"messages": TOOL_LOOP}, "messages"),
+        ],
+        ids=["tools", "tools-required", "tool-choice", "json-object", "json-schema", "n", "tool-messages"],
+    )
+    async def test_unsupported_options_are_named_400s(
+        self, served: str, kwargs: dict[str, Any], param: str
+    ) -> None:
+        """Each option the extractive model cannot honour is a BadRequestError whose param names it."""
+        async with client_for(served) as client:
+            for stream in (False, True):
+                with pytest.raises(openai.BadRequestError) as info:
+                    await client.chat.completions.create(
+                        **{"model": "chatbot", "messages": ASK, "stream": stream, **kwargs}
+                    )
+                assert info.value.param == param
+                assert info.value.type == "invalid_request_error"
+                assert param in info.value.message
+
+    async def test_max_tokens_truncates_with_length(self, served: str) -> None:
+        """max_tokens cuts the answer to that many word pieces, finish_reason 'length', streamed or not."""
+        async with client_for(served) as client:
+            whole = await client.chat.completions.create(model="chatbot", messages=ASK)
+            cut = await client.chat.completions.create(model="chatbot", messages=ASK, max_tokens=5)
+            stream = await client.chat.completions.create(
+                model="chatbot", messages=ASK, max_completion_tokens=5, stream=True
+            )
+            chunks = [c async for c in stream if c.choices]
+        full = whole.choices[0].message.content or ""
+        text = cut.choices[0].message.content or ""
+        assert len(text.split()) == 5
+        assert full.startswith(text)
+        assert cut.choices[0].finish_reason == "length"
+        assert cut.usage is not None
+        assert cut.usage.completion_tokens == 5
+        assert "".join(c.choices[0].delta.content or "" for c in chunks) == text
+        assert chunks[-1].choices[0].finish_reason == "length"
+
+    async def test_a_long_enough_limit_stops_normally(self, served: str) -> None:
+        """A max_tokens the answer fits in changes nothing: whole text, finish_reason 'stop'."""
+        async with client_for(served) as client:
+            whole = await client.chat.completions.create(model="chatbot", messages=ASK)
+            roomy = await client.chat.completions.create(model="chatbot", messages=ASK, max_tokens=100_000)
+        assert roomy.choices[0].message.content == whole.choices[0].message.content
+        assert roomy.choices[0].finish_reason == "stop"
+
+    async def test_stop_sequence_ends_before_it(self, served: str) -> None:
+        """The answer ends right before the first stop sequence (not included), finish_reason 'stop'."""
+        async with client_for(served) as client:
+            whole = await client.chat.completions.create(model="chatbot", messages=ASK)
+            full = whole.choices[0].message.content or ""
+            stop = full[40:48]
+            cut = await client.chat.completions.create(
+                model="chatbot", messages=ASK, stop=["never there", stop]
+            )
+            stream = await client.chat.completions.create(
+                model="chatbot", messages=ASK, stop=stop, stream=True
+            )
+            streamed = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
+        assert cut.choices[0].message.content == full[: full.index(stop)]
+        assert cut.choices[0].finish_reason == "stop"
+        assert streamed == full[: full.index(stop)]
+
+    async def test_seed_is_honoured(self, served: str) -> None:
+        """The extractive model is deterministic: a seed is accepted and two seeded answers are equal."""
+        async with client_for(served) as client:
+            answers = [
+                await client.chat.completions.create(model="chatbot", messages=ASK, seed=7) for _ in range(2)
+            ]
+        assert answers[0].choices[0].message.content == answers[1].choices[0].message.content
+
+    async def test_completions_and_chunks_are_schema_valid(self, served: str) -> None:
+        """Every offline response and chunk (with usage, with a length cut) passes OpenAI's chat schema."""
+        body = {"model": "chatbot", "messages": ASK}
+        async with httpx.AsyncClient(base_url=served) as http:
+            for extra in ({}, {"max_tokens": 3}):
+                check_completion((await http.post("/v1/chat/completions", json={**body, **extra})).json())
+                streamed = {**body, **extra, "stream": True, "stream_options": {"include_usage": True}}
+                async with http.stream("POST", "/v1/chat/completions", json=streamed) as r:
+                    text = (await r.aread()).decode()
+                blocks = [b[len("data: ") :] for b in text.split("\n\n") if b.startswith("data: {")]
+                assert blocks
+                for block in blocks:
+                    check_chunk(json.loads(block))
+
+
+class TestOpenAPIDocument:
+    async def test_served_model_id_is_an_enum(self, served: str) -> None:
+        """/openapi.json gives the request's `model` as the enum ['chatbot'] and documents the new options."""
+        async with httpx.AsyncClient(base_url=served) as http:
+            document = (await http.get("/openapi.json")).json()
+        body = document["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]
+        name = body["schema"]["$ref"].rsplit("/", 1)[-1]
+        properties = document["components"]["schemas"][name]["properties"]
+        assert properties["model"]["enum"] == ["chatbot"]
+        assert {"tools", "tool_choice", "stop", "seed", "response_format", "n"} <= set(properties)

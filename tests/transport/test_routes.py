@@ -55,12 +55,14 @@ class TestDeclarations:
         }
 
     def test_routes_that_start_answers_are_admitted_by_the_service(self) -> None:
-        """POST /v1/chat, /v1/chat/completions, /v1/ui/chat and the websocket declare admission="service"."""
+        """POST /v1/chat, /v1/chat/completions, /v1/messages, /v1/ui/chat and the websocket declare
+        admission="service"."""
         table: dict[str, Route] = declared_app().extensions[ROUTES]
         service = {(d.method, d.path) for d in table.values() if d.admission == "service"}
         assert service == {
             ("POST", "/v1/chat"),
             ("POST", "/v1/chat/completions"),
+            ("POST", "/v1/messages"),
             ("POST", "/v1/ui/chat"),
             ("WEBSOCKET", "/v1/ws"),
         }
@@ -150,6 +152,14 @@ class TestResponsesMatchTheirModels:
                 "openai_compat.chat_completions": await client.post(
                     "/v1/chat/completions",
                     json={"model": MODEL_ID, "messages": [{"role": "user", "content": "How do I stop?"}]},
+                ),
+                "anthropic_compat.create_message": await client.post(
+                    "/v1/messages",
+                    json={
+                        "model": MODEL_ID,
+                        "max_tokens": 100,
+                        "messages": [{"role": "user", "content": "How do I stop?"}],
+                    },
                 ),
                 "debug.looplag": await client.get("/debug/looplag"),
                 "widget.create_widget_token": await client.post(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.chat import ChatCompletionChunk
 from openai.types.model import Model
 
 from chatbot.api.openai_wire import (
@@ -33,7 +33,7 @@ from chatbot.errors import (
     UpstreamUnavailable,
     ValidationFailed,
 )
-from chatbot.providers.base import ChatMessage
+from chatbot.providers.base import PLAIN, ChatMessage, GenerationOptions, Tool, ToolCall
 from chatbot.rag.events import (
     DoneEvent,
     ErrorEvent,
@@ -42,8 +42,10 @@ from chatbot.rag.events import (
     StartEvent,
     StoppedEvent,
     TokenEvent,
+    ToolCallEvent,
     Usage,
 )
+from tests.openai_schema import check_chunk, check_completion
 
 SOURCE = Source(1, "d1", "guide/setup.md", "Setup", ("Setup", "Install"), 0, "Run it.", 0.5)
 SOURCE_JSON = (
@@ -56,7 +58,7 @@ DONE_EVENT = DoneEvent(usage=Usage(10, 3), timings={}, finish_reason="stop", mod
 
 def line(delta: str, finish_reason: str) -> bytes:
     """One chunk line, written out by hand."""
-    choice = f'{{"index":0,"delta":{delta},"finish_reason":{finish_reason}}}'
+    choice = f'{{"index":0,"delta":{delta},"logprobs":null,"finish_reason":{finish_reason}}}'
     return f"data: {HEAD}[{choice}]}}\n\n".encode()
 
 
@@ -108,14 +110,87 @@ class TestRequestBody:
         assert error_status(info.value) == 400
         assert error_body(info.value)["error"]["param"] == "messages"
 
-    def test_tool_role_is_a_validation_error(self) -> None:
-        """A tool message fails validation (rendered as a 400 naming the field)."""
+    def test_an_agent_loop_history_is_read(self) -> None:
+        """An assistant message with tool_calls and the tool message answering it become ChatMessages."""
+        call = {"id": "call_1", "type": "function", "function": {"name": "weather", "arguments": '{"c":"P"}'}}
+        body = self.parse(
+            messages=[
+                {"role": "user", "content": "Weather in Paris?"},
+                {"role": "assistant", "content": None, "tool_calls": [call]},
+                {"role": "tool", "content": "sunny", "tool_call_id": "call_1"},
+            ]
+        )
+        assert body.chat_messages()[1:] == [
+            ChatMessage("assistant", "", tool_calls=(ToolCall("call_1", "weather", '{"c":"P"}'),)),
+            ChatMessage("tool", "sunny", tool_call_id="call_1"),
+        ]
+
+    @pytest.mark.parametrize(
+        ("message", "param"),
+        [
+            ({"role": "tool", "content": "x"}, "messages.0"),
+            (
+                {
+                    "role": "user",
+                    "content": "x",
+                    "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": ""}}],
+                },
+                "messages.0",
+            ),
+            ({"role": "tool", "content": "x", "tool_call_id": ""}, "messages.0.tool_call_id"),
+            ({"role": "robot", "content": "x"}, "messages.0.role"),
+        ],
+        ids=["tool-without-call-id", "user-with-tool-calls", "empty-call-id", "unknown-role"],
+    )
+    def test_malformed_tool_messages_are_400s(self, message: dict[str, object], param: str) -> None:
+        """A tool message without its call id, tool_calls on a non-assistant message: a 400 naming the field."""
         with pytest.raises(ValidationFailed) as info:
-            self.parse(messages=[{"role": "tool", "content": "x", "tool_call_id": "t"}])
+            self.parse(messages=[message])
         body = error_body(info.value)["error"]
         assert error_status(info.value) == 400
-        assert body["param"] == "messages.0.role"
+        assert body["param"] == param
         assert body["type"] == "invalid_request_error"
+
+    def test_generation_options(self) -> None:
+        """stop (string or list), seed, response_format, tools and tool_choice become GenerationOptions."""
+        tool = {"type": "function", "function": {"name": "weather", "parameters": {"type": "object"}}}
+        body = self.parse(
+            messages=[],
+            stop="END",
+            seed=7,
+            response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": {}}},
+            tools=[tool],
+            tool_choice={"type": "function", "function": {"name": "weather"}},
+        )
+        assert body.options == GenerationOptions(
+            stop=("END",),
+            seed=7,
+            response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": {}}},
+            tools=(Tool("weather", None, {"type": "object"}),),
+            tool_choice={"type": "function", "function": {"name": "weather"}},
+        )
+        assert self.parse(messages=[], stop=["a", "b"]).options.stop == ("a", "b")
+
+    def test_defaults_ask_nothing(self) -> None:
+        """No options, response_format text, an empty tool list and stop list: the PLAIN options."""
+        body = self.parse(messages=[], response_format={"type": "text"}, tools=[], stop=[])
+        assert body.options is PLAIN
+
+    @pytest.mark.parametrize(
+        "extra",
+        [
+            {"stop": ["a", "b", "c", "d", "e"]},
+            {"tools": [{"type": "function", "function": {"name": "no spaces allowed"}}]},
+            {"tool_choice": "sometimes"},
+            {"response_format": {"type": "yaml"}},
+        ],
+        ids=["five-stops", "bad-tool-name", "bad-tool-choice", "bad-format"],
+    )
+    def test_malformed_options_are_400s(self, extra: dict[str, object]) -> None:
+        """Too many stop sequences, a tool name outside OpenAI's pattern, unknown choices: 400s."""
+        with pytest.raises(ValidationFailed) as info:
+            self.parse(messages=[], **extra)
+        assert error_body(info.value)["error"]["param"].split(".")[0] == next(iter(extra))
 
     def test_options(self) -> None:
         """max_completion_tokens wins over max_tokens; include_usage is read; other fields are ignored."""
@@ -159,7 +234,25 @@ class TestChunkStream:
             + b"data: [DONE]\n\n"
         )
         for obj in data_objects(raw):
-            ChatCompletionChunk.model_validate(obj)  # the SDK's strict model accepts every chunk
+            check_chunk(obj)  # OpenAI's schema and the SDK's strict model accept every chunk
+
+    def test_tool_calls_stream_in_openai_shape(self) -> None:
+        """Each tool call is one chunk with delta.tool_calls (index, id, function); the finish says tool_calls."""
+        stream = ChunkStream("msg_1", 7, include_usage=True)
+        raw = frames(
+            stream,
+            StartEvent(message_id="msg_1", conversation_id=""),
+            ToolCallEvent(index=0, id="call_1", name="weather", arguments='{"city":"Paris"}'),
+            ToolCallEvent(index=1, id="call_2", name="time", arguments="{}"),
+            DoneEvent(usage=Usage(10, 3), timings={}, finish_reason="tool_calls"),
+        )
+        chunks = [check_chunk(obj) for obj in data_objects(raw)]
+        calls = [c.choices[0].delta.tool_calls for c in chunks if c.choices and c.choices[0].delta.tool_calls]
+        assert [(t[0].index, t[0].id, t[0].function.name, t[0].function.arguments) for t in calls if t] == [
+            (0, "call_1", "weather", '{"city":"Paris"}'),
+            (1, "call_2", "time", "{}"),
+        ]
+        assert chunks[-2].choices[0].finish_reason == "tool_calls"
 
     def test_usage_chunk_comes_last_before_done(self) -> None:
         """With include_usage, a chunk with empty choices and usage precedes [DONE]."""
@@ -186,6 +279,8 @@ class TestChunkStream:
         raw = frames(ChunkStream("msg_1", 7, include_usage=True), TokenEvent(delta="Run"), StoppedEvent())
         assert raw.endswith(line('{"sources":[]}', '"cancelled"') + b"data: [DONE]\n\n")
         assert b"usage" not in raw
+        for obj in data_objects(raw):
+            check_chunk(obj, allow_cancelled=True)  # valid but for that one value
 
     def test_an_error_after_tokens_is_an_error_object_and_no_done(self) -> None:
         """A failure after tokens is `data: {"error": ...}` with no finish chunk and no [DONE]."""
@@ -215,16 +310,38 @@ class TestCompletion:
         body = completion_of(answer, 7)
         assert json.dumps(body, separators=(",", ":")) == (
             '{"id":"msg_1","object":"chat.completion","created":7,"model":"chatbot","choices":[{"index":0,'
-            f'"message":{{"role":"assistant","content":"Run it.","sources":[{SOURCE_JSON}]}},'
-            '"finish_reason":"stop"}],'
+            '"message":{"role":"assistant","content":"Run it.","refusal":null,"annotations":[],'
+            f'"sources":[{SOURCE_JSON}]}},'
+            '"logprobs":null,"finish_reason":"stop"}],'
             '"usage":{"prompt_tokens":10,"completion_tokens":3,"total_tokens":13}}'
         )
-        parsed = ChatCompletion.model_validate(body)
+        parsed = check_completion(body)
         assert parsed.choices[0].message.model_extra == {"sources": [SOURCE.to_dict()]}
+
+    def test_every_required_field_is_checked(self) -> None:
+        """The schema oracle itself refuses a completion that omits a required nullable field."""
+        body = completion_of(Collected("msg_1", "", "Run it.", (), "stop", usage=Usage(1, 1)), 7)
+        del body["choices"][0]["message"]["refusal"]
+        with pytest.raises(AssertionError, match="refusal"):
+            check_completion(body)
+
+    def test_tool_calls_answer(self) -> None:
+        """An answer that only called tools: content null, tool_calls in OpenAI's shape, finish tool_calls."""
+        call = ToolCallEvent(index=0, id="call_1", name="weather", arguments='{"city":"Paris"}')
+        answer = Collected("msg_1", "", "", (), "tool_calls", usage=Usage(5, 2), tool_calls=(call,))
+        parsed = check_completion(completion_of(answer, 7))
+        message = parsed.choices[0].message
+        assert message.content is None
+        assert message.tool_calls is not None
+        assert [(c.id, c.function.name, c.function.arguments) for c in message.tool_calls] == [  # type: ignore[union-attr]
+            ("call_1", "weather", '{"city":"Paris"}')
+        ]
+        assert parsed.choices[0].finish_reason == "tool_calls"
 
     def test_a_stopped_answer(self) -> None:
         """A stopped answer keeps its text, ends 'cancelled' and has no usage."""
         body = completion_of(Collected("msg_1", "", "Run", (), "stopped", stopped=True), 7)
+        check_completion(body, allow_cancelled=True)
         assert body["choices"][0]["finish_reason"] == "cancelled"
         assert body["choices"][0]["message"]["content"] == "Run"
         assert "usage" not in body
