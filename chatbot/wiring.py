@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatbot.chat.answers import AnswerManager
+from chatbot.chat.feedback import FeedbackRecorder, FeedbackService
 from chatbot.chat.quotas import Quotas
 from chatbot.chat.service import ChatService
 from chatbot.ingest.service import Ingestor
@@ -48,6 +49,7 @@ class Services:
     quotas: Quotas | None = None  # the limits of settings.quotas, counted in `counters`
     redis: RedisConnection | None = None  # the one Redis client when settings.redis.url is set (/readyz)
     metrics: Metrics = field(default_factory=Metrics)  # this process's Prometheus series (GET /metrics)
+    feedback: FeedbackService | None = None  # ratings of answers (POST /v1/messages/<id>/feedback, export)
 
 
 @asynccontextmanager
@@ -113,6 +115,15 @@ async def build_services(
         answers.observers.append(quotas.observe)
         stack.push_async_callback(quotas.aclose)
         chat_service = ChatService(answers, conversations, settings, quotas)
+        recorder = FeedbackRecorder(stores.feedback, max_answer_chars=settings.feedback.max_answer_chars)
+        answers.observers.append(recorder.observe)
+        stack.push_async_callback(recorder.aclose)
+        feedback = FeedbackService(
+            stores.feedback,
+            recorder,
+            max_comment_chars=settings.feedback.max_comment_chars,
+            observers=[metrics.observe_feedback],
+        )
         ingestor = Ingestor(
             embedder=providers.embedder,
             sparse=providers.sparse,
@@ -141,6 +152,7 @@ async def build_services(
             redis=redis.connection if redis is not None else None,
             connections=connections,
             metrics=metrics,
+            feedback=feedback,
         )
         log.info(
             "services ready: embedder=%s chat=%s store=%s mode=%s",

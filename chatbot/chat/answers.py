@@ -42,6 +42,7 @@ class Answer:
     message_id: str
     tenant: str
     conversation_id: str
+    question: str = ""  # for observers that keep what was asked (feedback)
     task: asyncio.Task[None] | None = None
     readers: int = 0
     stop_reason: str | None = None
@@ -163,7 +164,7 @@ class AnswerManager:
             raise ShuttingDown()
         if self.running >= self.max_answers:
             raise Busy(retry_after=1.0)
-        answer = Answer(req.message_id, req.tenant, req.conversation_id)
+        answer = Answer(req.message_id, req.tenant, req.conversation_id, req.question)
         self.log.create(req.message_id, req.tenant)
         self._answers[req.message_id] = answer
         answer.task = asyncio.create_task(self._run(answer, req), name=f"answer-{req.message_id}")

@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from chatbot.chat.answers import Answer
     from chatbot.rag.events import ChatEvent
     from chatbot.settings import Settings
+    from chatbot.stores.base import Feedback
 
 # -- metrics ------------------------------------------------------------------------------------------------
 
@@ -121,6 +122,14 @@ class Metrics:
             buckets=HTTP_BUCKETS,
             registry=r,
         )
+        self.feedback = Counter(
+            "chatbot_feedback",
+            "Ratings given to answers (a changed vote counts again), by rating (up, down).",
+            ["rating"],
+            registry=r,
+        )
+        for rating in ("up", "down"):
+            self.feedback.labels(rating)  # both series exist from the start, at 0
         self._running = running_answers
         self._connections = open_connections
         self.active_answers = Gauge("chatbot_active_answers", "Answers running in this process.", registry=r)
@@ -155,6 +164,10 @@ class Metrics:
         tokens = event.usage.completion_tokens
         if not event.cached and tokens > 0 and generate_ms > 0:
             self.tokens_per_second.observe(tokens / (generate_ms / 1000))
+
+    def observe_feedback(self, feedback: Feedback) -> None:
+        """A FeedbackService observer: one rating given."""
+        self.feedback.labels(feedback.rating).inc()
 
     def cache_hit(self) -> None:
         self.cache_hits.inc()
