@@ -15,6 +15,7 @@ from chatbot.chat.service import ChatService
 from chatbot.ingest.service import Ingestor
 from chatbot.ops.looplag import LoopLagMonitor
 from chatbot.ops.observability import Metrics, upstream_provider_label
+from chatbot.ops.tracing import tracing_from_env
 from chatbot.providers.base import ChatModel, Embedder, Reranker, SparseEmbedder
 from chatbot.providers.registry import Providers, build_providers
 from chatbot.rag.pipeline import Pipeline
@@ -59,6 +60,9 @@ async def build_services(
     """Build (or adopt) every dependency. Providers and a store passed in are used as they are and left
     open: their owner closes them (tests share one loaded model and one store across many apps)."""
     async with AsyncExitStack() as stack:
+        stack.enter_context(
+            tracing_from_env(settings.tracing)
+        )  # OTEL_* variables; off unless an exporter is set
         if providers is None:
             providers = build_providers(settings, stack)
         warm_up = getattr(providers.embedder, "warm_up", None)

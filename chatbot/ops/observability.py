@@ -32,6 +32,7 @@ from prometheus_client import (
 )
 
 from chatbot.errors import ConfigError
+from chatbot.ops import tracing
 from chatbot.ops.redaction import STANDARD_ATTRS, RedactingFilter, Redactor
 from chatbot.rag.events import DoneEvent, ErrorEvent, StoppedEvent
 
@@ -241,16 +242,22 @@ def message_context(message_id: str) -> Iterator[None]:
 
 
 class ContextFilter(logging.Filter):
-    """Copies request_id and message_id from the contextvars onto each record (None when unknown)."""
+    """Copies request_id and message_id from the contextvars onto each record (None when unknown), and the
+    trace_id and span_id of the current span while tracing is on (ops/tracing.py)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         for key, var in (("request_id", request_id_var), ("message_id", message_id_var)):
             if getattr(record, key, None) is None:
                 setattr(record, key, var.get())
+        if getattr(record, "trace_id", None) is None:
+            ids = tracing.current_ids()
+            record.trace_id, record.span_id = ids if ids is not None else (None, None)
         return True
 
 
 # -- formatters ---------------------------------------------------------------------------------------------
+
+LOG_IDS: Final = ("request_id", "message_id", "trace_id", "span_id")
 
 
 class JsonFormatter(logging.Formatter):
@@ -263,7 +270,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key in ("request_id", "message_id"):
+        for key in LOG_IDS:
             value = getattr(record, key, None)
             if value is not None:
                 line[key] = value
@@ -287,9 +294,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        ids = [
-            f"{k}={v}" for k in ("request_id", "message_id") if (v := getattr(record, k, None)) is not None
-        ]
+        ids = [f"{k}={v}" for k in LOG_IDS if (v := getattr(record, k, None)) is not None]
         if not ids:
             return text
         first, sep, rest = text.partition("\n")
