@@ -1,4 +1,4 @@
-"""Command line: serve, ask, ingest, documents, eval. The only place that reads the environment implicitly."""
+"""Command line: serve, ask, ingest, documents, eval, feedback. The only place that reads the environment implicitly."""
 
 from __future__ import annotations
 
@@ -62,6 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     eval_p.add_argument("--modes", help="Comma-separated: dense,sparse,hybrid,rerank (default: all usable).")
     eval_p.add_argument("--limit-queries", type=int, help="Evaluate only the first N judged queries.")
     eval_p.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+    feedback_p = sub.add_parser(
+        "feedback", help="Export rated answers as JSONL (an evaluation regression set)."
+    )
+    feedback_p.add_argument("action", choices=["export"])
+    feedback_p.add_argument("--tenant", help="Only this tenant's ratings (default: every tenant).")
+    feedback_p.add_argument("--out", type=Path, help="Write to this file (default: standard output).")
     args = parser.parse_args(argv)
 
     if args.command == "keys":
@@ -114,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
                 ),
                 settings,
             )
+        elif args.command == "feedback":
+            run(export_feedback(settings, args.tenant, args.out), settings)
     except ConfigError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
@@ -300,6 +308,28 @@ async def documents(settings: Settings, action: str, doc_id: str | None, tenant:
             if not doc_id:
                 raise ConfigError("documents delete needs a doc_id")
             print(f"deleted {await services.ingestor.delete(tenant, doc_id)} chunks")
+
+
+async def export_feedback(settings: Settings, tenant: str | None, out: Path | None) -> None:
+    """Every rating (of `tenant`, or all) as JSONL: question, answer, sources, rating, comment, reasons."""
+    from contextlib import AsyncExitStack
+
+    from chatbot.chat.feedback import export_rows, write_jsonl
+    from chatbot.stores.factory import open_feedback_store
+
+    if not settings.redis.url:
+        print(
+            "warning: without CHATBOT_REDIS__URL ratings live in the server's memory: nothing to export",
+            file=sys.stderr,
+        )
+    async with AsyncExitStack() as stack:
+        store = await open_feedback_store(settings, stack)
+        if out is None:
+            count = await write_jsonl(export_rows(store, tenant), sys.stdout)
+        else:
+            with out.open("w", encoding="utf-8") as f:
+                count = await write_jsonl(export_rows(store, tenant), f)
+    print(f"exported {count} ratings", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,18 @@ from quart import Blueprint, Quart, g, jsonify, request, websocket
 from quart.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from chatbot.api import anthropic_compat, debug, http, metrics, openai_compat, openapi, vercel, widget, ws
+from chatbot.api import (
+    anthropic_compat,
+    debug,
+    feedback,
+    http,
+    metrics,
+    openai_compat,
+    openapi,
+    vercel,
+    widget,
+    ws,
+)
 from chatbot.api.auth import KeyRing, allowed_hosts, authorize, bind, check_host, client_address, identify
 from chatbot.api.bodies import RouteHTTPConnection, RouteRequest, limit_body
 from chatbot.api.context import EXTENSION, KEYRING, caller
@@ -51,6 +62,7 @@ def blueprints() -> list[Blueprint]:
         anthropic_compat.bp,
         vercel.bp,
         openapi.bp,
+        feedback.bp,
     ]
 
 

@@ -88,6 +88,29 @@ class RedisSettings(BaseModel):
     )
 
 
+class FeedbackSettings(BaseModel):
+    max_answers: int = Field(
+        10_000,
+        ge=1,
+        description="Answered turns kept in memory (no Redis) so they can be rated; oldest first out.",
+    )
+    ttl_seconds: int = Field(
+        90 * 86_400, ge=60, description="An answered turn and its ratings expire this long after it (Redis)."
+    )
+    max_comment_chars: int = Field(2_000, ge=0, le=20_000, description="Longest feedback comment accepted.")
+    max_answer_chars: int = Field(
+        20_000, ge=100, description="An answer is kept for feedback up to this many characters."
+    )
+
+
+class TracingSettings(BaseModel):
+    capture_content: bool = Field(
+        False,
+        description="Put the question and answer text on OpenTelemetry spans (off: spans never carry text). "
+        "Tracing itself is configured by the standard OTEL_* variables and is off unless an exporter is set.",
+    )
+
+
 class RetrievalSettings(BaseModel):
     top_k: int = Field(5, ge=1, le=50, description="Passages given to the model.")
     score_threshold: float | None = Field(
@@ -315,6 +338,8 @@ class Settings(BaseSettings):
     local: LocalModelSettings = Field(default_factory=LocalModelSettings)
     qdrant: QdrantSettings = Field(default_factory=QdrantSettings)
     redis: RedisSettings = Field(default_factory=RedisSettings)
+    feedback: FeedbackSettings = Field(default_factory=FeedbackSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)

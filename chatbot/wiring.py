@@ -9,11 +9,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from chatbot.chat.answers import AnswerManager
+from chatbot.chat.feedback import FeedbackRecorder, FeedbackService
 from chatbot.chat.quotas import Quotas
 from chatbot.chat.service import ChatService
 from chatbot.ingest.service import Ingestor
 from chatbot.ops.looplag import LoopLagMonitor
 from chatbot.ops.observability import Metrics, upstream_provider_label
+from chatbot.ops.tracing import tracing_from_env
 from chatbot.providers.base import ChatModel, Embedder, Reranker, SparseEmbedder
 from chatbot.providers.registry import Providers, build_providers
 from chatbot.rag.pipeline import Pipeline
@@ -48,6 +50,7 @@ class Services:
     quotas: Quotas | None = None  # the limits of settings.quotas, counted in `counters`
     redis: RedisConnection | None = None  # the one Redis client when settings.redis.url is set (/readyz)
     metrics: Metrics = field(default_factory=Metrics)  # this process's Prometheus series (GET /metrics)
+    feedback: FeedbackService | None = None  # ratings of answers (POST /v1/messages/<id>/feedback, export)
 
 
 @asynccontextmanager
@@ -57,6 +60,9 @@ async def build_services(
     """Build (or adopt) every dependency. Providers and a store passed in are used as they are and left
     open: their owner closes them (tests share one loaded model and one store across many apps)."""
     async with AsyncExitStack() as stack:
+        stack.enter_context(
+            tracing_from_env(settings.tracing)
+        )  # OTEL_* variables; off unless an exporter is set
         if providers is None:
             providers = build_providers(settings, stack)
         warm_up = getattr(providers.embedder, "warm_up", None)
@@ -113,6 +119,15 @@ async def build_services(
         answers.observers.append(quotas.observe)
         stack.push_async_callback(quotas.aclose)
         chat_service = ChatService(answers, conversations, settings, quotas)
+        recorder = FeedbackRecorder(stores.feedback, max_answer_chars=settings.feedback.max_answer_chars)
+        answers.observers.append(recorder.observe)
+        stack.push_async_callback(recorder.aclose)
+        feedback = FeedbackService(
+            stores.feedback,
+            recorder,
+            max_comment_chars=settings.feedback.max_comment_chars,
+            observers=[metrics.observe_feedback],
+        )
         ingestor = Ingestor(
             embedder=providers.embedder,
             sparse=providers.sparse,
@@ -141,6 +156,7 @@ async def build_services(
             redis=redis.connection if redis is not None else None,
             connections=connections,
             metrics=metrics,
+            feedback=feedback,
         )
         log.info(
             "services ready: embedder=%s chat=%s store=%s mode=%s",

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from chatbot.errors import Busy, ChatbotError, QuotaExceeded, ShuttingDown, UnknownMessage
+from chatbot.ops import tracing
 from chatbot.rag.events import ChatEvent, ErrorEvent, StoppedEvent, TokenEvent, is_terminal
 from chatbot.rag.pipeline import AnswerRequest, Pipeline
 from chatbot.settings import StreamSettings
@@ -42,6 +43,7 @@ class Answer:
     message_id: str
     tenant: str
     conversation_id: str
+    question: str = ""  # for observers that keep what was asked (feedback)
     task: asyncio.Task[None] | None = None
     readers: int = 0
     stop_reason: str | None = None
@@ -163,7 +165,7 @@ class AnswerManager:
             raise ShuttingDown()
         if self.running >= self.max_answers:
             raise Busy(retry_after=1.0)
-        answer = Answer(req.message_id, req.tenant, req.conversation_id)
+        answer = Answer(req.message_id, req.tenant, req.conversation_id, req.question)
         self.log.create(req.message_id, req.tenant)
         self._answers[req.message_id] = answer
         answer.task = asyncio.create_task(self._run(answer, req), name=f"answer-{req.message_id}")
@@ -354,13 +356,24 @@ class AnswerManager:
             interval=self.settings.coalesce_ms / 1000,
             max_chars=self.settings.coalesce_chars,
         )
+        turn = (
+            tracing.turn_attributes(
+                model=self.pipeline.chat.name,
+                message_id=req.message_id,
+                conversation_id=req.conversation_id,
+                question=req.question,
+            )
+            if tracing.enabled()
+            else None
+        )
         try:
-            events = self.pipeline.stream_answer(req)
-            try:
-                async for event in events:
-                    coalescer.push(event)
-            finally:
-                await events.aclose()  # type: ignore[attr-defined]  # saves the turn, closes the model stream
+            with tracing.span("chatbot.turn", turn):
+                events = self.pipeline.stream_answer(req)
+                try:
+                    async for event in events:
+                        coalescer.push(event)
+                finally:
+                    await events.aclose()  # type: ignore[attr-defined]  # saves the turn, closes the model stream
         except asyncio.CancelledError:
             coalescer.flush()
             self._emit(answer, self._cancelled_event(answer))

@@ -20,6 +20,7 @@ from typing import Any
 from chatbot.errors import PayloadTooLarge
 from chatbot.ingest.chunking import chunk_document
 from chatbot.ingest.loaders import SUPPORTED_SUFFIXES, load_document
+from chatbot.ops import tracing
 from chatbot.providers.base import Embedder, SparseEmbedder
 from chatbot.stores.base import AnswerCache, ChunkRecord, VectorStore, document_id, point_id
 
@@ -66,6 +67,15 @@ class Ingestor:
 
     async def ingest_bytes(
         self, tenant: str, source: str, data: bytes, *, on_chunks: Callable[[int], None] | None = None
+    ) -> IngestResult:
+        with tracing.span("chatbot.ingest", {"chatbot.stage": "ingest", "chatbot.bytes": len(data)}) as span:
+            result = await self._ingest_bytes(tenant, source, data, on_chunks)
+            if span is not None:
+                span.set_attributes({"chatbot.chunks": result.chunks, "chatbot.unchanged": result.unchanged})
+            return result
+
+    async def _ingest_bytes(
+        self, tenant: str, source: str, data: bytes, on_chunks: Callable[[int], None] | None
     ) -> IngestResult:
         if len(data) > self.max_bytes:
             raise PayloadTooLarge(f"{source} is larger than {self.max_bytes} bytes.")

@@ -32,6 +32,7 @@ from prometheus_client import (
 )
 
 from chatbot.errors import ConfigError
+from chatbot.ops import tracing
 from chatbot.ops.redaction import STANDARD_ATTRS, RedactingFilter, Redactor
 from chatbot.rag.events import DoneEvent, ErrorEvent, StoppedEvent
 
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from chatbot.chat.answers import Answer
     from chatbot.rag.events import ChatEvent
     from chatbot.settings import Settings
+    from chatbot.stores.base import Feedback
 
 # -- metrics ------------------------------------------------------------------------------------------------
 
@@ -121,6 +123,14 @@ class Metrics:
             buckets=HTTP_BUCKETS,
             registry=r,
         )
+        self.feedback = Counter(
+            "chatbot_feedback",
+            "Ratings given to answers (a changed vote counts again), by rating (up, down).",
+            ["rating"],
+            registry=r,
+        )
+        for rating in ("up", "down"):
+            self.feedback.labels(rating)  # both series exist from the start, at 0
         self._running = running_answers
         self._connections = open_connections
         self.active_answers = Gauge("chatbot_active_answers", "Answers running in this process.", registry=r)
@@ -155,6 +165,10 @@ class Metrics:
         tokens = event.usage.completion_tokens
         if not event.cached and tokens > 0 and generate_ms > 0:
             self.tokens_per_second.observe(tokens / (generate_ms / 1000))
+
+    def observe_feedback(self, feedback: Feedback) -> None:
+        """A FeedbackService observer: one rating given."""
+        self.feedback.labels(feedback.rating).inc()
 
     def cache_hit(self) -> None:
         self.cache_hits.inc()
@@ -228,16 +242,22 @@ def message_context(message_id: str) -> Iterator[None]:
 
 
 class ContextFilter(logging.Filter):
-    """Copies request_id and message_id from the contextvars onto each record (None when unknown)."""
+    """Copies request_id and message_id from the contextvars onto each record (None when unknown), and the
+    trace_id and span_id of the current span while tracing is on (ops/tracing.py)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         for key, var in (("request_id", request_id_var), ("message_id", message_id_var)):
             if getattr(record, key, None) is None:
                 setattr(record, key, var.get())
+        if getattr(record, "trace_id", None) is None:
+            ids = tracing.current_ids()
+            record.trace_id, record.span_id = ids if ids is not None else (None, None)
         return True
 
 
 # -- formatters ---------------------------------------------------------------------------------------------
+
+LOG_IDS: Final = ("request_id", "message_id", "trace_id", "span_id")
 
 
 class JsonFormatter(logging.Formatter):
@@ -250,7 +270,7 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key in ("request_id", "message_id"):
+        for key in LOG_IDS:
             value = getattr(record, key, None)
             if value is not None:
                 line[key] = value
@@ -274,9 +294,7 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
-        ids = [
-            f"{k}={v}" for k in ("request_id", "message_id") if (v := getattr(record, k, None)) is not None
-        ]
+        ids = [f"{k}={v}" for k in LOG_IDS if (v := getattr(record, k, None)) is not None]
         if not ids:
             return text
         first, sep, rest = text.partition("\n")

@@ -120,6 +120,7 @@ class DoneEvent(_Event):
     finish_reason: str = "stop"
     model: str = ""
     cached: bool = False
+    trace_id: str | None = None  # the turn's OpenTelemetry trace id (32 hex digits) while tracing is on
 
     @field_serializer("usage")
     def _usage(self, usage: Usage, info: FieldSerializationInfo) -> dict[str, int]:

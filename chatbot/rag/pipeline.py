@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from chatbot.errors import ChatbotError, DeadlineExceeded
+from chatbot.ops import tracing
 from chatbot.providers.base import (
     PLAIN,
     ChatMessage,
@@ -235,6 +236,15 @@ class Pipeline:
             continuation=req.continuation,
         )
         gen_started = time.perf_counter()
+        generate_span = tracing.start(
+            f"chat {self.chat.name}",
+            {
+                "gen_ai.operation.name": "chat",
+                "gen_ai.request.model": self.chat.name,
+                "chatbot.stage": "generate",
+            },
+        )
+        first_token_span = tracing.start("chatbot.first_token", {"chatbot.stage": "first_token"})
         usage = Usage()
         finish_reason = "stop"
         answered_by = self.chat.name
@@ -257,6 +267,8 @@ class Pipeline:
                 if chunk.delta:
                     if not progress.parts:
                         timings["first_token"] = elapsed_ms(gen_started)
+                        tracing.end(first_token_span)
+                        first_token_span = None
                         if first_deadline < answer_deadline:
                             deadline.move(answer_deadline)
                     progress.parts.append(chunk.delta)
@@ -271,16 +283,20 @@ class Pipeline:
                     answered_by = chunk.model
                 if chunk.prompt_tokens is not None or chunk.completion_tokens is not None:
                     usage = Usage(chunk.prompt_tokens or 0, chunk.completion_tokens or 0)
+        except BaseException as exc:  # an error, a stop, or the consumer closing early: the span ends here
+            tracing.fail(generate_span, exc)
+            raise
         finally:
             deadline.close()
             await stream.aclose()  # type: ignore[attr-defined]  # async generators; closes the upstream stream
+            tracing.end(first_token_span)
         timings["generate"] = elapsed_ms(gen_started)
         timings["total"] = elapsed_ms(started)
         if usage.total_tokens == 0:
             usage = Usage(
                 _estimate_tokens(m.content for m in request.messages), _estimate_tokens(progress.parts)
             )
-        yield DoneEvent(usage=usage, timings=timings, finish_reason=finish_reason, model=answered_by)
+        yield self._done(usage, timings, finish_reason, answered_by, progress, generate_span)
         if cacheable and shareable and sources and finish_reason == "stop" and self.cache is not None:
             try:  # after done: the client does not wait for this
                 await self.cache.store_answer(
@@ -329,7 +345,44 @@ class Pipeline:
             yield TokenEvent(delta=piece)
         timings["total"] = elapsed_ms(started)
         words = _estimate_tokens(progress.parts)
-        yield DoneEvent(usage=Usage(0, words), timings=timings, model=hit.model, cached=True)
+        yield self._done(Usage(0, words), timings, "stop", hit.model, progress, None, cached=True)
+
+    def _done(
+        self,
+        usage: Usage,
+        timings: dict[str, float],
+        finish_reason: str,
+        model: str,
+        progress: _Progress,
+        generate_span: tracing.Span | None,
+        *,
+        cached: bool = False,
+    ) -> DoneEvent:
+        """The done event, its usage and finish reason also on the turn's span (and the model call's)."""
+        if tracing.enabled():
+            attributes: dict[str, str | int | bool | list[str]] = {
+                **tracing.usage_attributes(
+                    model=model,
+                    input_tokens=usage.prompt_tokens,
+                    output_tokens=usage.completion_tokens,
+                    finish_reason=finish_reason,
+                ),
+                "chatbot.cached": cached,
+            }
+            tracing.end(generate_span, attributes)
+            if tracing.capture_content():
+                attributes["gen_ai.output.messages"] = tracing.messages_attribute(
+                    "assistant", "".join(progress.parts)
+                )
+            tracing.annotate(attributes)
+        return DoneEvent(
+            usage=usage,
+            timings=timings,
+            finish_reason=finish_reason,
+            model=model,
+            cached=cached,
+            trace_id=tracing.current_trace_id(),
+        )
 
     async def _load_history(self, req: AnswerRequest) -> list[ChatMessage]:
         if not req.conversation_id:

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
 from chatbot.errors import DeadlineExceeded, UpstreamError
+from chatbot.ops import tracing
 from chatbot.providers.base import Embedder, Reranker, SparseEmbedder
 from chatbot.rag.events import Source
 from chatbot.settings import DeadlineSettings, RetrievalSettings
@@ -175,8 +176,9 @@ async def staged(stage: str, seconds: float, aw: Awaitable[T], timings: dict[str
     """Await `aw` within `seconds` (else DeadlineExceeded(stage)); adds its milliseconds to timings[stage]."""
     started = time.perf_counter()
     try:
-        async with asyncio.timeout(seconds):
-            result = await aw
+        with tracing.stage(stage):
+            async with asyncio.timeout(seconds):
+                result = await aw
     except TimeoutError:
         raise DeadlineExceeded(stage, seconds) from None
     timings[stage] = timings.get(stage, 0.0) + elapsed_ms(started)

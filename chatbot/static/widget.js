@@ -28,6 +28,7 @@ const STYLE = ":host{all:initial}*{box-sizing:border-box}" +
   "textarea{flex:1;resize:none;border:1px solid #ccc;border-radius:10px;padding:8px 10px;font:inherit;color:inherit;height:40px;max-height:120px}" +
   ".go,.stop{border:0;border-radius:10px;padding:0 16px;font:inherit;font-weight:600;cursor:pointer;background:var(--a);color:var(--t)}" +
   ".stop{background:#fff;color:#b91c1c;border:1px solid #fca5a5}:focus-visible{outline:2px solid var(--a);outline-offset:2px}.hd :focus-visible{outline-color:var(--t);outline-offset:-2px}" +
+  ".fb button{margin:6px 4px 0 0;border:1px solid #ddd;background:#fff;border-radius:8px}.fb [aria-pressed=true]{background:var(--a)}" +
   "@media (max-width:480px){.p{position:fixed;inset:0;width:auto;height:auto;border-radius:0}}" +
   "@media (prefers-reduced-motion:reduce){*,::after{animation:none!important}}";
 const CHAT = "M6 3h12a3 3 0 0 1 3 3v8a3 3 0 0 1-3 3h-8l-5 4v-4H6a3 3 0 0 1-3-3V6a3 3 0 0 1 3-3z";
@@ -216,6 +217,7 @@ function finish(ans, note, cls) {
   ans.body.classList.remove("typing");
   ans.box.removeAttribute("aria-busy");
   if (note) pinned(() => ans.box.append(el("div", cls, note)));
+  else if (ans.id) pinned(() => ans.box.append(thumbs(ans)));
   if (root.activeElement === stop) input.focus();
   stop.hidden = true; send.hidden = false;
 }
@@ -236,6 +238,21 @@ function onFrame(f) {
     const m = f.message || "Something went wrong.";
     finish(ans, f.retry_after ? `${m} Try again in ${Math.ceil(f.retry_after)} s.` : m, "n err");
   }
+}
+
+// -- thumbs (cid: one vote per browser) --
+const cid = ((r) => { try { return localStorage.chatbotCid ||= r; } catch (e) { return r; } })(Math.random().toString(36).slice(2));
+function thumbs(ans) {
+  const bar = el("div", "fb", null, { role: "group", "aria-label": "Rate this answer" });
+  for (const [rating, label, face] of [["up", "Helpful", "👍"], ["down", "Not helpful", "👎"]]) {
+    const b = bar.appendChild(el("button", null, face, { type: "button", "aria-label": label, "aria-pressed": false }));
+    b.onclick = async () => {
+      const t = await token(), ok = await fetch(`${server}/v1/messages/${ans.id}/feedback` + (t ? "?token=" + encodeURIComponent(t) : ""), { method: "POST", body: JSON.stringify({ rating, client_id: cid }) }).then((r) => r.ok, () => 0);
+      if (ok) for (const x of bar.children) x.setAttribute("aria-pressed", x === b);
+      say(ok ? "" : "Feedback not sent.");
+    };
+  }
+  return bar;
 }
 
 // -- connection: opened on demand; after a drop, reconnect with backoff and resume after the last seq --

@@ -4,6 +4,7 @@
                  settings.qdrant.memory_index is on
 - event_log, conversations, counters
                  in memory (one process), or on Redis when settings.redis.url is set (instances share them)
+- feedback       answered turns and their ratings: in memory (bounded), or on Redis when it is set
 - cache          the answer cache (a second Qdrant collection) when settings.cache.enabled
 """
 
@@ -14,12 +15,26 @@ from dataclasses import dataclass
 
 from chatbot.errors import ConfigError
 from chatbot.settings import QdrantSettings, Settings
-from chatbot.stores.base import AnswerCache, ConversationStore, Counters, EventLog, VectorStore
-from chatbot.stores.memory import MemoryConversationStore, MemoryCounters, MemoryEventLog
+from chatbot.stores.base import (
+    AnswerCache,
+    ConversationStore,
+    Counters,
+    EventLog,
+    FeedbackStore,
+    VectorStore,
+)
+from chatbot.stores.memory import (
+    MemoryConversationStore,
+    MemoryCounters,
+    MemoryEventLog,
+    MemoryFeedbackStore,
+)
 from chatbot.stores.qdrant.answer_cache import QdrantAnswerCache
 from chatbot.stores.qdrant.mirror import MirroredStore
 from chatbot.stores.qdrant.store import QdrantStore
 from chatbot.stores.redis.backends import RedisBackends, open_redis_backends
+from chatbot.stores.redis.client import RedisConnection
+from chatbot.stores.redis.feedback import RedisFeedbackStore
 
 
 def vector_store(settings: QdrantSettings) -> QdrantStore | MirroredStore:
@@ -34,6 +49,7 @@ class Stores:
     event_log: EventLog
     conversations: ConversationStore
     counters: Counters
+    feedback: FeedbackStore
     cache: AnswerCache | None = None
     redis: RedisBackends | None = None  # its bus carries stop signals, its connection answers /readyz
 
@@ -81,4 +97,20 @@ async def open_stores(
             vectors.qdrant, similarity=settings.cache.similarity, ttl_seconds=settings.cache.ttl_seconds
         )
         await cache.open(dimensions)
-    return Stores(vectors, event_log, conversations, counters, cache, redis)
+    return Stores(vectors, event_log, conversations, counters, feedback_store(settings, redis), cache, redis)
+
+
+def feedback_store(settings: Settings, redis: RedisBackends | None) -> FeedbackStore:
+    """Ratings on Redis when it is set (every instance, and `feedback export`, sees them), else in memory."""
+    if redis is not None:
+        return RedisFeedbackStore(redis.connection, ttl_seconds=settings.feedback.ttl_seconds)
+    return MemoryFeedbackStore(max_answers=settings.feedback.max_answers)
+
+
+async def open_feedback_store(settings: Settings, stack: AsyncExitStack) -> FeedbackStore:
+    """The feedback store alone, for `python -m chatbot feedback export` (Redis: what every instance kept)."""
+    if not settings.redis.url:
+        return MemoryFeedbackStore(max_answers=settings.feedback.max_answers)
+    conn = RedisConnection(settings.redis)
+    stack.push_async_callback(conn.aclose)
+    return RedisFeedbackStore(conn, ttl_seconds=settings.feedback.ttl_seconds)

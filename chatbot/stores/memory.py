@@ -1,4 +1,4 @@
-"""The in-process implementations: one process's event logs, conversations and counters (bounded).
+"""The in-process implementations: one process's event logs, conversations, counters and feedback (bounded).
 
 Redis implements the same Protocols (stores/redis/) when several instances must behave as one.
 """
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from chatbot.errors import UnknownConversation, UnknownMessage
 from chatbot.rag.events import ChatEvent, is_terminal
-from chatbot.stores.base import Turn, check_limit, new_conversation_id
+from chatbot.stores.base import AnsweredTurn, Feedback, Turn, check_limit, new_conversation_id
 
 # -- event log --------------------------------------------------------------------------------------
 
@@ -221,3 +221,42 @@ class MemoryCounters:
             del self._totals[key]  # totals are tiny; only windows older than any sane budget period go
         for key in [k for k, slots in self._slots.items() if all(exp <= mono for exp in slots.values())]:
             del self._slots[key]
+
+
+# -- feedback ---------------------------------------------------------------------------------------
+
+
+class MemoryFeedbackStore:
+    """The last `max_answers` answered turns of the process and their ratings (the oldest answer is forgotten
+    first, with its ratings: this store is for one process and a development box; use Redis to keep them)."""
+
+    def __init__(self, *, max_answers: int) -> None:
+        self._max = max(1, max_answers)
+        self._turns: OrderedDict[tuple[str, str], tuple[AnsweredTurn, dict[str, Feedback]]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._turns)
+
+    async def record(self, turn: AnsweredTurn) -> None:
+        key = (turn.tenant, turn.message_id)
+        old = self._turns.pop(key, None)
+        self._turns[key] = (turn, old[1] if old is not None else {})
+        while len(self._turns) > self._max:
+            self._turns.popitem(last=False)
+
+    async def turn(self, tenant: str, message_id: str) -> AnsweredTurn | None:
+        found = self._turns.get((tenant, message_id))
+        return found[0] if found is not None else None
+
+    async def rate(self, tenant: str, feedback: Feedback) -> bool:
+        found = self._turns.get((tenant, feedback.message_id))
+        if found is None:
+            raise UnknownMessage()
+        replaced = feedback.user in found[1]
+        found[1][feedback.user] = feedback
+        return replaced
+
+    async def rated(self, tenant: str | None = None) -> AsyncIterator[tuple[AnsweredTurn, list[Feedback]]]:
+        for (owner, _), (turn, votes) in list(self._turns.items()):
+            if votes and (tenant is None or owner == tenant):
+                yield turn, list(votes.values())

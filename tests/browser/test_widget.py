@@ -326,3 +326,37 @@ class TestReconnect:
             assert seqs == list(range(1, len(seqs) + 1)), "every seq exactly once, in order"
             assert got[-1]["type"] == "done"
             await expect(page.get_by_role("status")).to_be_hidden()
+
+
+class TestFeedback:
+    async def test_thumbs_by_keyboard_reach_the_server_and_the_export(
+        self, serve_chat: ServeFactory, page: Page
+    ) -> None:
+        """Under a finished answer, Tab to 'Not helpful' and press Enter: the rating is stored (a changed vote
+        replaces it) and the export has the question, answer and sources."""
+        async with serve_chat() as (url, svc):
+            await page.goto(url + "/")
+            await open_chat(page)
+            await ask(page, QUESTION)
+            await wait_answer_end(page)
+            group = page.get_by_role("group", name="Rate this answer")
+            up = group.get_by_role("button", name="Helpful", exact=True)
+            down = group.get_by_role("button", name="Not helpful")
+            await expect(up).to_have_attribute("aria-pressed", "false")
+            await up.click()
+            await expect(up).to_have_attribute("aria-pressed", "true")
+            await up.focus()
+            await page.keyboard.press("Tab")
+            assert await page.evaluate(f"{SHADOW}.activeElement.getAttribute('aria-label')") == "Not helpful"
+            await page.keyboard.press("Enter")
+            await expect(down).to_have_attribute("aria-pressed", "true")
+            await expect(up).to_have_attribute("aria-pressed", "false")
+            await screenshot(page, "widget-feedback")
+            assert svc.feedback is not None
+            rows = [row async for row in svc.feedback.export()]
+            answer_text = await page.locator(".m.b").last.locator(".md").inner_text()
+        assert len(rows) == 1, "one browser, one vote: the second replaced the first"
+        row = rows[0]
+        assert (row["question"], row["rating"]) == (QUESTION, "down")
+        assert row["sources"], "the answer's sources are kept with the rating"
+        assert row["answer"].split()[:3] == answer_text.split()[:3]
