@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Literal
 
@@ -36,9 +37,10 @@ class JobSettings(BaseModel):
 
 
 class FetchSettings(BaseModel):
-    allow_private: bool = Field(
-        False,
-        description="Let `ingest URL` and URL sync reach loopback, private and link-local addresses.",
+    allowed_networks: list[IPv4Network | IPv6Network] = Field(
+        default_factory=list,
+        description="Networks (CIDR) `ingest URL` and URL sync may reach although not public: loopback, private "
+        'and link-local addresses are refused otherwise (e.g. ["10.1.0.0/16"] for an intranet wiki).',
     )
     max_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="Largest page or sitemap fetched.")
     max_redirects: int = Field(5, ge=0, le=20, description="Redirects followed per URL.")

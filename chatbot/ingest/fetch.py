@@ -1,7 +1,8 @@
 """Fetch a web page, or every page of a sitemap, for ingestion: httpx, bounded in every direction.
 
 A URL a stranger gives us is hostile until checked: only http(s); its host is resolved and refused when any
-address is loopback, private, link-local, multicast or otherwise not global (unless fetch.allow_private), and
+address is loopback, private, link-local, multicast or otherwise not global (unless inside one of
+fetch.allowed_networks), and
 the address the connection actually reached is checked again (a DNS answer that changes between our lookup
 and httpx's is caught); redirects are followed by hand, each hop checked the same way, at most
 fetch.max_redirects; the Content-Type must be a page type (or XML, for a sitemap) before the body is read;
@@ -48,10 +49,13 @@ class AddressNotAllowed(BadRequest):
     default_message = "That URL points to a private or local network address, which is not allowed."
 
 
-def is_public(address: str) -> bool:
+def is_allowed(address: str, settings: FetchSettings) -> bool:
+    """A public unicast address, or one inside fetch.allowed_networks."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
+    if any(ip in net for net in settings.allowed_networks if net.version == ip.version):
+        return True
     return ip.is_global and not ip.is_multicast
 
 
@@ -60,24 +64,20 @@ async def check_host(url: str, settings: FetchSettings) -> None:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise BadRequest("Only http:// and https:// URLs can be fetched.", code="unsupported_url")
-    if settings.allow_private:
-        return
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(parts.hostname, port, type=socket.SOCK_STREAM)
     except OSError:
         raise UnreadableDocument(f"{parts.hostname} could not be resolved.", code="fetch_failed") from None
-    if not infos or not all(is_public(str(info[4][0])) for info in infos):
+    if not infos or not all(is_allowed(str(info[4][0]), settings) for info in infos):
         raise AddressNotAllowed()
 
 
 def _check_peer(response: httpx.Response, settings: FetchSettings) -> None:
-    """The address the connection reached (not the one we looked up) must be public too."""
-    if settings.allow_private:
-        return
+    """The address the connection reached (not the one we looked up) must be allowed too."""
     stream: Any = response.extensions.get("network_stream")
     peer = stream.get_extra_info("server_addr") if stream is not None else None
-    if not peer or not is_public(str(peer[0])):
+    if not peer or not is_allowed(str(peer[0]), settings):
         raise AddressNotAllowed()
 
 

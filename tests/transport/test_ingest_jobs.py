@@ -176,3 +176,12 @@ class TestSyncRoute:
         assert outside.status_code == 403
         assert done["status"] == "done"
         assert [x["source"] for x in done["results"]] == ["a.md"]
+
+    async def test_url_sync_to_a_private_address_fails_the_job(self, job_url: str) -> None:
+        """A URL job aimed at this server's own loopback address ends failed with address_not_allowed."""
+        async with httpx.AsyncClient(base_url=job_url) as client:
+            r = await client.post("/v1/ingest/sync", json={"url": job_url + "/healthz"})
+            assert r.status_code == 202, r.text
+            done = await wait_done(client, r.json()["job_id"], {})
+        assert done["status"] == "failed"
+        assert done["error"]["code"] == "address_not_allowed"
