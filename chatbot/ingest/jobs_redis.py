@@ -141,9 +141,6 @@ async def ingest_job(ctx: dict[str, Any], *, tenant: str, job_id: str, spec: dic
 
 async def run_worker(settings: Any) -> None:
     """`python -m chatbot worker`: build the services once, then take ingestion jobs until SIGTERM/SIGINT."""
-    import contextlib
-    import signal
-
     from chatbot.wiring import build_services
 
     async with build_services(settings) as services:
@@ -156,18 +153,9 @@ async def run_worker(settings: Any) -> None:
         worker = Worker(  # type: ignore[type-var]  # saq's Context TypedDict: we add services and redis
             queue, functions=[(FUNCTION, ingest_job)], concurrency=settings.jobs.concurrency, startup=startup
         )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        task = asyncio.create_task(worker.start(), name="saq-worker")
         log.info("worker: taking ingestion jobs from %s", queue_name(settings))
         try:
-            await stop.wait()
+            await worker.start()  # saq handles SIGTERM/SIGINT itself: returns once they stopped its jobs
         finally:
-            await worker.stop()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             await queue.disconnect()
             await redis.aclose()
