@@ -138,10 +138,12 @@ def main(argv: list[str] | None = None) -> int:
                 settings,
             )
     except StoreInUse as exc:
-        print(
-            f"error: {exc.message}{'' if 'server' in exc.message else cli_ingest.NO_SERVER_HINT}",
-            file=sys.stderr,
+        hint = (  # ingest, sync and documents have said how to use the server already
+            ""
+            if "server" in exc.message
+            else " Stop the other process first, or share a Qdrant server (CHATBOT_QDRANT__URL)."
         )
+        print(f"error: {exc.message}{hint}", file=sys.stderr)
         return 2
     except ConfigError as exc:
         print(f"error: {exc.message}", file=sys.stderr)

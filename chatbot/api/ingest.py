@@ -11,10 +11,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Response, jsonify, request
 
 from chatbot.api.context import services, tenant
+from chatbot.api.http import json_body
 from chatbot.api.responses import UPSTREAM, Count, IngestResultDoc, IngestResults, UploadForm, _Reply
 from chatbot.api.routes import EventStream, route
 from chatbot.api.streaming import HEARTBEAT, SSE_HEADERS, Heartbeat, sse_event, with_heartbeats
-from chatbot.api.wire import dumps, parse_json, validate
+from chatbot.api.wire import dumps, validate
 from chatbot.errors import BadRequest, Forbidden, PayloadTooLarge
 from chatbot.ingest.filenames import safe_filename
 from chatbot.ingest.jobs import JobProgress, JobSpec
@@ -130,10 +131,7 @@ def _accepted(job: JobProgress) -> Any:
 )
 async def sync() -> Any:
     svc = services()
-    raw = await request.get_data()
-    if len(raw) > svc.settings.limits.max_frame_bytes:
-        raise PayloadTooLarge()
-    body: SyncBody = validate(SyncBody, parse_json(raw or b"null"))
+    body: SyncBody = validate(SyncBody, await json_body())
     if (body.url is None) == (body.path is None):
         raise BadRequest("Send exactly one of url and path.", code="invalid_sync")
     if body.url is not None:

@@ -89,7 +89,9 @@ async def instances(
 ) -> AsyncIterator[tuple[str, str]]:
     """Two app instances whose jobs go to Redis (their own store is unused by jobs)."""
     settings = make_settings(
-        redis=redis_settings.model_dump(), jobs={"backend": "redis", "upload_job_bytes": 64}
+        redis=redis_settings.model_dump(),
+        jobs={"backend": "redis", "upload_job_bytes": 64},
+        limits={"max_files_per_upload": 100},
     )
     async with contextlib.AsyncExitStack() as stack:
         urls = []
@@ -161,6 +163,22 @@ class TestRedisJobs:
         assert r.status_code == 200, r.text
         assert r.json()["status"] == "cancelled"
         assert (await wait_end(a, job_id, TENANT))["status"] == "cancelled"
+
+    async def test_cancel_a_running_job(self, instances: tuple[str, str], worker: WorkerProcess) -> None:
+        """A job the worker is running stops at cancel: cancelled, with files left undone."""
+        a, b = instances
+        async with httpx.AsyncClient(base_url=a, headers=TENANT) as client:
+            job_id = (await client.post("/v1/documents", files=files(60))).json()["job_id"]
+            for _ in range(1200):
+                body = (await client.get(f"/v1/ingest/jobs/{job_id}")).json()
+                if body["files_done"] >= 1:
+                    break
+                await asyncio.sleep(0.1)
+        assert body["status"] == "running", body
+        async with httpx.AsyncClient(base_url=b, headers=TENANT, timeout=30) as client:
+            r = await client.post(f"/v1/ingest/jobs/{job_id}/cancel")
+        assert r.json()["status"] == "cancelled"
+        assert r.json()["files_done"] < 60
 
 
 class TestWorkerStore:

@@ -147,6 +147,14 @@ class TestCliWithServer:
         finally:
             announced.write_text(saved)
 
+    def test_ask_while_the_server_holds_the_store(self, server: tuple[str, dict[str, str]]) -> None:
+        """`ask` needs the store itself: a one-line 'in use' error, exit 2, no traceback."""
+        _, env = server
+        done = cli(env, "ask", "hello?")
+        assert done.returncode == 2, done.stderr
+        assert "Traceback" not in done.stderr
+        assert "in use by another process" in done.stderr
+
     def test_an_unreachable_server_is_a_clear_error(self, tmp_path: Path) -> None:
         """--server naming nothing that listens: a one-line error, exit 2, no traceback."""
         env = cli_env(tmp_path / "qdrant")
