@@ -91,7 +91,7 @@ async def instances(
     settings = make_settings(
         redis=redis_settings.model_dump(),
         jobs={"backend": "redis", "upload_job_bytes": 64},
-        limits={"max_files_per_upload": 100},
+        limits={"max_files_per_upload": 100, "max_upload_bytes": 1 << 20},
     )
     async with contextlib.AsyncExitStack() as stack:
         urls = []
@@ -103,11 +103,14 @@ async def instances(
         yield urls[0], urls[1]
 
 
-def files(count: int) -> list[tuple[str, tuple[str, bytes, str]]]:
-    return [
-        ("file", (f"r{n}.md", f"# Doc {n}\n\nRedis job document number {n}.\n".encode(), "text/markdown"))
-        for n in range(count)
-    ]
+def files(count: int, paragraphs: int = 1) -> list[tuple[str, tuple[str, bytes, str]]]:
+    def text(n: int) -> bytes:
+        body = "\n\n".join(
+            f"Redis job document {n}, paragraph {p}: " + "words " * 60 for p in range(paragraphs)
+        )
+        return f"# Doc {n}\n\n{body}\n".encode()
+
+    return [("file", (f"r{n}.md", text(n), "text/markdown")) for n in range(count)]
 
 
 async def wait_end(url: str, job_id: str, headers: dict[str, str]) -> dict[str, Any]:
@@ -168,7 +171,7 @@ class TestRedisJobs:
         """A job the worker is running stops at cancel: cancelled, with files left undone."""
         a, b = instances
         async with httpx.AsyncClient(base_url=a, headers=TENANT) as client:
-            job_id = (await client.post("/v1/documents", files=files(60))).json()["job_id"]
+            job_id = (await client.post("/v1/documents", files=files(100, paragraphs=20))).json()["job_id"]
             for _ in range(1200):
                 body = (await client.get(f"/v1/ingest/jobs/{job_id}")).json()
                 if body["files_done"] >= 1:
@@ -178,7 +181,7 @@ class TestRedisJobs:
         async with httpx.AsyncClient(base_url=b, headers=TENANT, timeout=30) as client:
             r = await client.post(f"/v1/ingest/jobs/{job_id}/cancel")
         assert r.json()["status"] == "cancelled"
-        assert r.json()["files_done"] < 60
+        assert r.json()["files_done"] < 100
 
 
 class TestWorkerStore:
