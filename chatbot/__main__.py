@@ -1,4 +1,5 @@
-"""Command line: serve, ask, ingest, documents, eval, feedback. The only place that reads the environment implicitly."""
+"""Command line: serve, ask, ingest, sync, documents, worker, eval, feedback.
+The only place that reads the environment implicitly."""
 
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from chatbot.errors import ChatbotError, ConfigError
+from chatbot import cli_ingest
+from chatbot.cli_remote import announced
+from chatbot.errors import ChatbotError, ConfigError, StoreInUse
 from chatbot.ops.observability import configure_logging, wants_json_logs
 from chatbot.ops.redaction import known_secrets
 from chatbot.settings import Settings, load_settings
@@ -40,10 +43,20 @@ def main(argv: list[str] | None = None) -> int:
     ask_p.add_argument(
         "--conversation", help="Continue this conversation (kept across runs only with CHATBOT_REDIS__URL)."
     )
-    ingest_p = sub.add_parser("ingest", help="Ingest files or directories (.md .txt .html .pdf).")
-    ingest_p.add_argument("paths", nargs="+", type=Path)
+    ingest_p = sub.add_parser(
+        "ingest", help="Ingest files, directories, or URLs (a page or a sitemap), here or through a server."
+    )
+    ingest_p.add_argument("paths", nargs="+", metavar="PATH_OR_URL")
     ingest_p.add_argument(
         "--tenant", help="Tenant that owns the documents (default: CHATBOT_DEFAULT_TENANT)."
+    )
+    sync_p = sub.add_parser(
+        "sync", help="Mirror a folder: ingest new and changed files, remove deleted ones (incremental)."
+    )
+    sync_p.add_argument("folder", type=Path)
+    sync_p.add_argument("--tenant", help="Tenant that owns the documents (default: CHATBOT_DEFAULT_TENANT).")
+    sub.add_parser(
+        "worker", help="Run ingestion jobs from Redis (CHATBOT_JOBS__BACKEND=redis) until stopped."
     )
     keys_p = sub.add_parser("keys", help="Make an API key (prints the key once and its settings entry).")
     keys_p.add_argument("action", choices=["new"])
@@ -55,6 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     docs_p.add_argument("action", choices=["list", "delete"])
     docs_p.add_argument("doc_id", nargs="?")
     docs_p.add_argument("--tenant")
+    for store_p in (ingest_p, sync_p, docs_p):  # commands that open the store, or use the server holding it
+        store_p.add_argument(
+            "--server",
+            help="Send the work to this server's API (default: CHATBOT_SERVER_URL, else the server that "
+            "holds the embedded store; key: CHATBOT_API_KEY).",
+        )
     eval_p = sub.add_parser("eval", help="Measure retrieval (nDCG@10, Recall@100, MRR@10) on BEIR data.")
     eval_p.add_argument("--corpus", type=Path, required=True, help="corpus.jsonl: {_id, title, text} a line.")
     eval_p.add_argument("--queries", type=Path, required=True, help="queries.jsonl: {_id, text} a line.")
@@ -96,12 +115,17 @@ def main(argv: list[str] | None = None) -> int:
                 "CHATBOT_LOCAL__THREADS" not in os.environ
             ):  # a batch job may use both cores; serving keeps one
                 settings.local = settings.local.model_copy(update={"threads": min(2, os.cpu_count() or 1)})
-            run(ingest(settings, args.paths, args.tenant or settings.default_tenant), settings)
+            run(cli_ingest.ingest(settings, args.paths, args.tenant, server(args)), settings)
+        elif args.command == "sync":
+            run(cli_ingest.sync(settings, args.folder, args.tenant, server(args)), settings)
         elif args.command == "documents":
-            run(
-                documents(settings, args.action, args.doc_id, args.tenant or settings.default_tenant),
-                settings,
-            )
+            run(cli_ingest.documents(settings, args.action, args.doc_id, args.tenant, server(args)), settings)
+        elif args.command == "worker":
+            from chatbot.ingest.jobs_redis import run_worker
+
+            if settings.jobs.backend != "redis":
+                raise ConfigError("worker needs CHATBOT_JOBS__BACKEND=redis and CHATBOT_REDIS__URL")
+            run(run_worker(settings), settings)
         elif args.command == "eval":
             from chatbot.eval.harness import eval_command
 
@@ -122,6 +146,14 @@ def main(argv: list[str] | None = None) -> int:
             )
         elif args.command == "feedback":
             run(export_feedback(settings, args.tenant, args.out), settings)
+    except StoreInUse as exc:
+        hint = (  # ingest, sync and documents have said how to use the server already
+            ""
+            if "server" in exc.message
+            else " Stop the other process first, or share a Qdrant server (CHATBOT_QDRANT__URL)."
+        )
+        print(f"error: {exc.message}{hint}", file=sys.stderr)
+        return 2
     except ConfigError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
@@ -129,6 +161,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
         return 1
     return 0
+
+
+def server(args: argparse.Namespace) -> cli_ingest.Server:
+    """Which server a store command may use: --server or CHATBOT_SERVER_URL (else the one holding the store),
+    with CHATBOT_API_KEY."""
+    return cli_ingest.Server(
+        args.server or os.environ.get("CHATBOT_SERVER_URL"), os.environ.get("CHATBOT_API_KEY")
+    )
 
 
 def run(coro: Any, settings: Settings) -> None:
@@ -199,7 +239,8 @@ async def serve(settings: Settings) -> None:
             ),
             flush=True,
         )
-        await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)
+        with announced(settings):  # `ingest` and friends find this server while it holds the store
+            await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)
     finally:
         left = exit_by[0] - loop.time() if exit_by else budget
         try:  # stores and clients close in what is left of the budget; past it the process exits anyway
@@ -273,41 +314,6 @@ async def ask(settings: Settings, question: str, tenant: str, conversation_id: s
         for source in sources:
             print(f"[{source.n}] {' > '.join(source.heading_path) or source.title} ({source.source})")
         print(f"conversation: {started.conversation_id}", file=sys.stderr)
-
-
-async def ingest(settings: Settings, paths: list[Path], tenant: str) -> None:
-    from tqdm import tqdm
-
-    from chatbot.ingest.service import expand_paths
-    from chatbot.wiring import build_services
-
-    files = expand_paths(paths)
-    missing = [p for p in files if not p.is_file()]
-    if missing:
-        raise ConfigError(f"No such file: {missing[0]}")
-    async with build_services(settings) as services:
-        with tqdm(total=len(files), unit="file", desc="ingest") as bar:
-            chunks = written = 0
-            for path in files:
-                result = (await services.ingestor.ingest_paths(tenant, [path]))[0]
-                chunks += result.chunks
-                written += result.written
-                bar.set_postfix(chunks=chunks, written=written)
-                bar.update(1)
-        print(f"{len(files)} files, {chunks} chunks, {written} written, {chunks - written} unchanged")
-
-
-async def documents(settings: Settings, action: str, doc_id: str | None, tenant: str) -> None:
-    from chatbot.wiring import build_services
-
-    async with build_services(settings) as services:
-        if action == "list":
-            for d in await services.store.list_documents(tenant):
-                print(f"{d.doc_id}  {d.chunks:5d} chunks  {d.source}")
-        else:
-            if not doc_id:
-                raise ConfigError("documents delete needs a doc_id")
-            print(f"deleted {await services.ingestor.delete(tenant, doc_id)} chunks")
 
 
 async def export_feedback(settings: Settings, tenant: str | None, out: Path | None) -> None:

@@ -17,6 +17,7 @@ from chatbot.api import (
     debug,
     feedback,
     http,
+    ingest,
     metrics,
     openai_compat,
     openapi,
@@ -54,6 +55,7 @@ def blueprints() -> list[Blueprint]:
     their routes is declared with chatbot.api.routes.route (role, models, admission)."""
     return [
         http.bp,
+        ingest.bp,
         ws.bp,
         debug.bp,
         metrics.bp,
@@ -63,6 +65,7 @@ def blueprints() -> list[Blueprint]:
         vercel.bp,
         openapi.bp,
         feedback.bp,
+        ingest.bp,
     ]
 
 

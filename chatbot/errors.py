@@ -47,6 +47,13 @@ class ConfigError(ChatbotError):
     default_message = "The server is misconfigured."
 
 
+class StoreInUse(ConfigError):
+    """The embedded vector store is open in another process (a running server): one process at a time."""
+
+    code = "store_in_use"
+    default_message = "The embedded vector store is in use by another process."
+
+
 class BadRequest(ChatbotError):
     code = "bad_request"
     status = 400
@@ -134,6 +141,11 @@ class UnknownMessage(NotFound):
 class UnknownDocument(NotFound):
     code = "unknown_document"
     default_message = "No document with that id."
+
+
+class UnknownJob(NotFound):
+    code = "unknown_job"
+    default_message = "No ingestion job with that id."
 
 
 class Conflict(ChatbotError):

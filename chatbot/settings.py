@@ -29,6 +29,7 @@ from chatbot.settings_providers import (
     OpenAISettings as OpenAISettings,
     SdkEnvSource,
 )
+from chatbot.settings_ingest import FetchSettings as FetchSettings, JobSettings as JobSettings
 # isort: on
 
 
@@ -346,6 +347,8 @@ class Settings(BaseSettings):
     deadlines: DeadlineSettings = Field(default_factory=DeadlineSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
+    jobs: JobSettings = Field(default_factory=JobSettings)
+    fetch: FetchSettings = Field(default_factory=FetchSettings)
     prompts_dir: Path | None = Field(None, description="Directory of prompt templates (default: ./prompts).")
     docs_dir: Path | None = Field(
         None, description="Documents `serve` ingests when empty (default: ./docs/guide)."
@@ -380,6 +383,12 @@ class Settings(BaseSettings):
                 "set CHATBOT_QDRANT__URL (a server) or CHATBOT_QDRANT__PATH (embedded), not both"
             )
         return value
+
+    @model_validator(mode="after")
+    def _redis_jobs_have_redis(self) -> Settings:
+        if self.jobs.backend == "redis" and not self.redis.url:
+            raise ValueError("CHATBOT_JOBS__BACKEND=redis needs CHATBOT_REDIS__URL")
+        return self
 
     @model_validator(mode="after")
     def _prod_has_a_token_secret(self) -> Settings:

@@ -12,6 +12,7 @@ from chatbot.chat.answers import AnswerManager
 from chatbot.chat.feedback import FeedbackRecorder, FeedbackService
 from chatbot.chat.quotas import Quotas
 from chatbot.chat.service import ChatService
+from chatbot.ingest.jobs import JobRunner, LocalJobs
 from chatbot.ingest.service import Ingestor
 from chatbot.ops.looplag import LoopLagMonitor
 from chatbot.ops.observability import Metrics, upstream_provider_label
@@ -44,6 +45,7 @@ class Services:
     answers: AnswerManager
     chat_service: ChatService  # start / follow / stop / collect answers: what every transport calls
     ingestor: Ingestor
+    jobs: JobRunner  # ingestion jobs: in-process tasks, or saq workers over Redis (jobs.backend)
     connections: set[Any] = field(default_factory=set)  # open websocket connections (api.ws.Connection)
     looplag: LoopLagMonitor = field(default_factory=LoopLagMonitor)  # sampling the serving loop's lag
     counters: Counters = field(default_factory=MemoryCounters)  # rate limits, budgets (Redis: all instances)
@@ -136,6 +138,8 @@ async def build_services(
             max_bytes=settings.limits.max_upload_bytes,
             cache=cache,
         )
+        jobs = await open_job_runner(settings, ingestor)
+        stack.push_async_callback(jobs.aclose)
         services = Services(
             settings=settings,
             store=store,
@@ -150,6 +154,7 @@ async def build_services(
             answers=answers,
             chat_service=chat_service,
             ingestor=ingestor,
+            jobs=jobs,
             looplag=looplag,
             counters=counters,
             quotas=quotas,
@@ -169,3 +174,12 @@ async def build_services(
             yield services
         finally:
             await answers.shutdown(settings.server.shutdown_seconds)
+
+
+async def open_job_runner(settings: Settings, ingestor: Ingestor) -> JobRunner:
+    """In-process jobs, or (jobs.backend = redis, with CHATBOT_REDIS__URL) jobs queued for `worker` processes."""
+    if settings.jobs.backend == "redis":
+        from chatbot.ingest.jobs_redis import RedisJobs
+
+        return await RedisJobs.open(settings)
+    return LocalJobs(ingestor, settings)

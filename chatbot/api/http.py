@@ -15,17 +15,14 @@ from chatbot.api.responses import (
     DeleteResult,
     DocumentList,
     Health,
-    IngestResults,
     Ready,
     StopResult,
-    UploadForm,
 )
 from chatbot.api.routes import Param, route
 from chatbot.api.streaming import SSE_HEADERS, EventStream, native
 from chatbot.api.wire import ChatBody, parse_json, validate
 from chatbot.chat.service import Ask, Collected
 from chatbot.errors import BadRequest, UnknownDocument
-from chatbot.ingest.filenames import safe_filename
 
 bp = Blueprint("http", __name__)
 
@@ -178,38 +175,6 @@ async def conversation(conversation_id: str) -> Any:
 async def list_documents() -> Any:
     docs = await services().store.list_documents(tenant())
     return {"documents": [d.to_dict() for d in docs]}
-
-
-@route(
-    bp,
-    "POST",
-    "/v1/documents",
-    role="ingest",
-    body=UploadForm,
-    body_media_type="multipart/form-data",
-    response=IngestResults,
-    status=201,
-    errors=(413, 415, 422, *UPSTREAM),
-    summary="Ingest documents (.md .txt .html .pdf); idempotent: a changed file replaces its old one.",
-)
-async def upload_documents() -> Any:
-    svc = services()
-    limits = svc.settings.limits
-    files = await request.files
-    uploads = files.getlist("file") + files.getlist("files")
-    if not uploads:
-        raise BadRequest("Send one or more files as multipart/form-data field 'file'.", code="no_files")
-    if len(uploads) > limits.max_files_per_upload:
-        raise BadRequest(f"At most {limits.max_files_per_upload} files per request.", code="too_many_files")
-    results = []
-    for upload in uploads:
-        if not upload.filename:
-            raise BadRequest("Every file needs a file name.", code="missing_filename")
-        name = safe_filename(upload.filename)  # the one place a client-chosen name enters the store
-        data = upload.read()
-        result = await svc.ingestor.ingest_bytes(tenant(), name, data)
-        results.append(result.to_dict())
-    return jsonify({"documents": results}), 201
 
 
 @route(

@@ -43,7 +43,16 @@ class TestDeclarations:
         roles = {endpoint: decl.role for endpoint, decl in table.items()}
         assert roles["debug.looplag_reset"] == roles["debug.looplag"] == roles["metrics.metrics"] == "admin"
         assert {
-            roles[e] for e in ("http.upload_documents", "http.delete_document", "http.list_documents")
+            roles[e]
+            for e in (
+                "ingest.upload_documents",
+                "http.delete_document",
+                "http.list_documents",
+                "ingest.sync",
+                "ingest.job_status",
+                "ingest.job_events",
+                "ingest.job_cancel",
+            )
         } == {"ingest"}
         assert roles["ws.ws_endpoint"] == roles["http.chat"] == "chat"
         assert {e for e, r in roles.items() if r == "public"} == {

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from chatbot.errors import ChatbotError, EmbeddingMismatch, VectorStoreUnavailable
+from chatbot.errors import ChatbotError, EmbeddingMismatch, StoreInUse, VectorStoreUnavailable
 from chatbot.providers.base import SparseVector
 from chatbot.settings import QdrantSettings
 from chatbot.stores.base import (
@@ -95,7 +95,12 @@ class QdrantStore:
     async def open(self) -> None:
         if self.settings.is_local:
             self._loop_thread = LoopThread("qdrant-local")
-            self._client = await self._loop_thread.run(self._make_client())
+            try:
+                self._client = await self._loop_thread.run(self._make_client())
+            except BaseException:
+                self._loop_thread.stop()  # or the process cannot exit
+                self._loop_thread = None
+                raise
         else:
             self._client = await self._make_client()
 
@@ -108,7 +113,12 @@ class QdrantStore:
         location = s.location
         if location == ":memory:":
             return AsyncQdrantClient(location=":memory:")
-        return AsyncQdrantClient(path=location)
+        try:
+            return AsyncQdrantClient(path=location)
+        except RuntimeError as exc:  # qdrant-client's lock on the folder: another process holds it
+            if "already accessed" not in str(exc):
+                raise
+            raise StoreInUse(f"The embedded store {location} is in use by another process.") from None
 
     async def aclose(self) -> None:
         if self._client is not None:
