@@ -210,8 +210,12 @@ async def bootstrap_documents(services: Any, settings: Settings) -> None:
     if not docs_dir.is_dir() or await services.store.count(settings.default_tenant) > 0:
         return
     log.info("collection is empty: ingesting %s", docs_dir)
-    results = await services.ingestor.ingest_paths(settings.default_tenant, [docs_dir], root=docs_dir)
-    log.info("ingested %d documents, %d chunks", len(results), sum(r.chunks for r in results))
+    report = await services.ingestor.ingest_paths(settings.default_tenant, [docs_dir], root=docs_dir)
+    log.info(
+        "ingested %d documents, %d chunks", len(report.documents), sum(r.chunks for r in report.documents)
+    )
+    for skipped in report.skipped:
+        log.warning("skipped %s: %s (%s)", skipped.source, skipped.reason, skipped.code)
 
 
 async def ask(settings: Settings, question: str, tenant: str, conversation_id: str | None) -> None:
@@ -260,13 +264,21 @@ async def ingest(settings: Settings, paths: list[Path], tenant: str) -> None:
     async with build_services(settings) as services:
         with tqdm(total=len(files), unit="file", desc="ingest") as bar:
             chunks = written = 0
+            skipped = []
             for path in files:
-                result = (await services.ingestor.ingest_paths(tenant, [path]))[0]
-                chunks += result.chunks
-                written += result.written
+                report = await services.ingestor.ingest_paths(tenant, [path])
+                skipped.extend(report.skipped)
+                for result in report.documents:
+                    chunks += result.chunks
+                    written += result.written
                 bar.set_postfix(chunks=chunks, written=written)
                 bar.update(1)
-        print(f"{len(files)} files, {chunks} chunks, {written} written, {chunks - written} unchanged")
+        for item in skipped:
+            print(f"skipped {item.source}: {item.reason} ({item.code})")
+        print(
+            f"{len(files) - len(skipped)} files, {chunks} chunks, {written} written, "
+            f"{chunks - written} unchanged, {len(skipped)} skipped"
+        )
 
 
 async def documents(settings: Settings, action: str, doc_id: str | None, tenant: str) -> None:

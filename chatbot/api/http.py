@@ -24,7 +24,13 @@ from chatbot.api.routes import Param, route
 from chatbot.api.streaming import SSE_HEADERS, EventStream, native
 from chatbot.api.wire import ChatBody, parse_json, validate
 from chatbot.chat.service import Ask, Collected
-from chatbot.errors import BadRequest, PayloadTooLarge, UnknownDocument
+from chatbot.errors import (
+    BadRequest,
+    PayloadTooLarge,
+    UnknownDocument,
+    UnreadableDocument,
+    UnsupportedMediaType,
+)
 from chatbot.ingest.filenames import safe_filename
 
 bp = Blueprint("http", __name__)
@@ -196,7 +202,7 @@ async def list_documents() -> Any:
     response=IngestResults,
     status=201,
     errors=(413, 415, 422, *UPSTREAM),
-    summary="Ingest documents (.md .txt .html .pdf); idempotent: a changed file replaces its old one.",
+    summary="Ingest documents (text, Markdown, HTML, PDF, Office, EPUB, CSV, JSON); failed files are in skipped.",
 )
 async def upload_documents() -> Any:
     svc = services()
@@ -207,15 +213,22 @@ async def upload_documents() -> Any:
         raise BadRequest("Send one or more files as multipart/form-data field 'file'.", code="no_files")
     if len(uploads) > limits.max_files_per_upload:
         raise BadRequest(f"At most {limits.max_files_per_upload} files per request.", code="too_many_files")
-    results = []
+    results, skipped, first_error = [], [], None
     for upload in uploads:
         if not upload.filename:
             raise BadRequest("Every file needs a file name.", code="missing_filename")
         name = safe_filename(upload.filename)  # the one place a client-chosen name enters the store
         data = upload.read()
-        result = await svc.ingestor.ingest_bytes(tenant(), name, data)
+        try:
+            result = await svc.ingestor.ingest_bytes(tenant(), name, data)
+        except (PayloadTooLarge, UnsupportedMediaType, UnreadableDocument) as exc:  # this file's own fault
+            first_error = first_error or exc
+            skipped.append({"source": name, "code": exc.code, "reason": exc.message})
+            continue
         results.append(result.to_dict())
-    return jsonify({"documents": results}), 201
+    if not results and first_error is not None:  # nothing ingested: the request failed, as for one file
+        raise first_error
+    return jsonify({"documents": results, "skipped": skipped}), 201
 
 
 @route(

@@ -60,7 +60,8 @@ class TestPacking:
     def test_small_section_is_one_chunk(self) -> None:
         """A section that fits is a single chunk with its exact text and path."""
         [chunk] = chunk_document(doc_of((("Guide", "Intro"), "Hello there.\n\nSecond paragraph.")))
-        assert chunk == Chunk(0, "Hello there.\n\nSecond paragraph.", ("Guide", "Intro"), chunk.content_hash)
+        text = "Hello there.\n\nSecond paragraph."
+        assert chunk == Chunk(0, text, ("Guide", "Intro"), chunk.content_hash, 0, len(text))
 
     def test_whole_paragraphs_are_packed_up_to_max_chars(self) -> None:
         """Paragraphs fill a chunk while they fit and are never cut when they fit on their own."""

@@ -62,7 +62,7 @@ class TestDispatch:
     def test_unknown_suffix_lists_supported_types(self) -> None:
         """An unknown suffix is refused with the supported suffixes in the message and details."""
         with pytest.raises(UnsupportedMediaType) as caught:
-            load_document("report.docx", b"whatever")
+            load_document("report.xyz", b"whatever")
         assert all(suffix in caught.value.message for suffix in SUPPORTED_SUFFIXES)
         assert caught.value.details["supported"] == sorted(SUPPORTED_SUFFIXES)
 
@@ -175,10 +175,15 @@ class TestTextDecoding:
         with pytest.raises(UnsupportedMediaType, match="control characters"):
             load_document("blob.md", bytes(range(1, 32)) * 10)
 
+    def test_binary_content_decides_over_the_name(self) -> None:
+        """A PDF named .md is read as the PDF it is (detection by content, not only by suffix)."""
+        doc = load_document("renamed.md", make_pdf(["Real PDF text."]))
+        assert doc.media_type == "application/pdf"
+        assert doc.text == "Real PDF text."
+
     @pytest.mark.parametrize(
         ("data", "kind"),
         [
-            (b"%PDF-1.7\n...", "PDF"),
             (b"\x89PNG\r\n\x1a\n....", "PNG"),
             (b"PK\x03\x04rest", "ZIP"),
             (b"\x1f\x8b\x08\x00", "gzip"),
@@ -484,13 +489,13 @@ class TestHtml:
 
 class TestPdf:
     def test_text_per_page_with_metadata_title(self) -> None:
-        """Each page with text is a section headed (title, 'Page N'); the metadata title wins."""
+        """Each page with text is a section under the title with its page number as data; metadata title wins."""
         doc = load_document("manual.pdf", make_pdf(["First page text.", "", "Third (page)."], title="Manual"))
         assert doc.title == "Manual"
         assert doc.media_type == "application/pdf"
         assert doc.sections == (
-            Section(("Manual", "Page 1"), "First page text."),
-            Section(("Manual", "Page 3"), "Third (page)."),
+            Section(("Manual",), "First page text.", 1),
+            Section(("Manual",), "Third (page).", 3),
         )
 
     def test_file_stem_is_the_title_without_metadata(self) -> None:
@@ -499,7 +504,7 @@ class TestPdf:
 
     @pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9])
     def test_truncated_pdf_is_unreadable(self, fraction: float) -> None:
-        """A PDF cut short is UnreadableDocument, with pypdf's error chained, never a raw exception."""
+        """A PDF cut short is UnreadableDocument, with the parser's error chained, never a raw exception."""
         data = make_pdf(["Some text here.", "More."])
         with pytest.raises(UnreadableDocument) as caught:
             load_document("cut.pdf", data[: int(len(data) * fraction)])

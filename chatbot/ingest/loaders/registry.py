@@ -1,7 +1,8 @@
-"""Which loader reads an upload: the name's suffix picks a format, and the content has to agree with it.
+"""Which loader reads an upload: its content when that says (PDF magic, the members of a ZIP), else its suffix.
 
 A format family adds itself with one ``Format`` line in FORMATS; everything else (size limit, suffix
-lookup, content sniffing, the empty-document check) is shared here.
+lookup, content sniffing, the empty-document check) is shared here. Binary content decides over the name:
+a PDF called "notes.txt" is read as a PDF, a .docx that is really a workbook as a workbook.
 """
 
 from __future__ import annotations
@@ -13,11 +14,17 @@ from types import MappingProxyType
 from typing import Final
 
 from chatbot.errors import PayloadTooLarge, UnreadableDocument, UnsupportedMediaType
-from chatbot.ingest.loaders import pdf
+from chatbot.ingest.loaders import pdf, zipped
 from chatbot.ingest.loaders.document import Limits, Loaded, ParsedDocument, label
+from chatbot.ingest.loaders.epub import load_epub
 from chatbot.ingest.loaders.html import load_html
 from chatbot.ingest.loaders.markdown import load_markdown
-from chatbot.ingest.loaders.text import load_text
+from chatbot.ingest.loaders.records import load_json, load_jsonl
+from chatbot.ingest.loaders.rst import load_rst
+from chatbot.ingest.loaders.sheets import load_csv, load_xlsx
+from chatbot.ingest.loaders.slides import load_pptx
+from chatbot.ingest.loaders.text import CODE_SUFFIXES, load_text
+from chatbot.ingest.loaders.word import load_docx
 
 MAX_BYTES: Final = 20 * 1024 * 1024
 MAX_PDF_PAGES: Final = 2000
@@ -34,11 +41,21 @@ class Format:
     signature: bytes | None = None  # what a binary format's content starts with; None for text formats
 
 
+_OOXML: Final = "application/vnd.openxmlformats-officedocument"
 FORMATS: Final = (
     Format("text/markdown", (".md", ".markdown"), load_markdown),
-    Format("text/plain", (".txt",), load_text),
-    Format("text/html", (".html", ".htm"), load_html),
+    Format("text/plain", (".txt", ".text", ".log"), load_text),
+    Format("text/x-source", CODE_SUFFIXES, load_text),
+    Format("text/html", (".html", ".htm", ".xhtml"), load_html),
+    Format("text/x-rst", (".rst",), load_rst),
+    Format("text/csv", (".csv", ".tsv"), load_csv),
+    Format("application/json", (".json",), load_json),
+    Format("application/jsonl", (".jsonl", ".ndjson"), load_jsonl),
     Format("application/pdf", (".pdf",), pdf.load_pdf, signature=pdf.SIGNATURE),
+    Format(f"{_OOXML}.wordprocessingml.document", (".docx",), load_docx, signature=zipped.SIGNATURE),
+    Format(f"{_OOXML}.presentationml.presentation", (".pptx",), load_pptx, signature=zipped.SIGNATURE),
+    Format(f"{_OOXML}.spreadsheetml.sheet", (".xlsx",), load_xlsx, signature=zipped.SIGNATURE),
+    Format("application/epub+zip", (".epub",), load_epub, signature=zipped.SIGNATURE),
 )
 _BY_SUFFIX: Final = MappingProxyType({suffix: fmt for fmt in FORMATS for suffix in fmt.suffixes})
 SUPPORTED_SUFFIXES: Final = frozenset(_BY_SUFFIX)
@@ -63,6 +80,7 @@ def load_document(
     max_bytes: int = MAX_BYTES,
     max_pdf_pages: int = MAX_PDF_PAGES,
     max_pdf_chars: int = MAX_PDF_CHARS,
+    limits: Limits | None = None,
 ) -> ParsedDocument:
     """Parse ``data`` as the file type that ``name``'s suffix (any case) names, checking the content agrees.
 
@@ -78,7 +96,8 @@ def load_document(
         )
     stem, suffix = split_name(name)
     fmt = detect(suffix, data)
-    title, sections = fmt.load(data, label(stem)[0] or "Untitled", Limits(max_pdf_pages, max_pdf_chars))
+    limits = limits or Limits(max_pdf_pages, max_pdf_chars)
+    title, sections = fmt.load(data, label(stem)[0] or "Untitled", limits)
     if not sections:
         hint = (
             " A scanned PDF needs OCR before it can be ingested."
@@ -90,7 +109,14 @@ def load_document(
 
 
 def detect(suffix: str, data: bytes) -> Format:
-    """The format ``suffix`` names; a text format refuses content that sniffs as binary."""
+    """The format the content is (PDF, a ZIP-based office file or e-book), else the one ``suffix`` names.
+
+    A text format refuses content that sniffs as binary.
+    """
+    if data.startswith(pdf.SIGNATURE):
+        return _BY_SUFFIX[".pdf"]
+    if data.startswith(zipped.SIGNATURE) and (found := zipped.kind(data)) is not None:
+        return _BY_SUFFIX[found]
     fmt = _BY_SUFFIX.get(suffix)
     if fmt is None:
         supported = sorted(SUPPORTED_SUFFIXES)
@@ -101,6 +127,9 @@ def detect(suffix: str, data: bytes) -> Format:
         )
     if fmt.signature is None and (kind := sniff(data)) is not None:
         raise UnsupportedMediaType(f"The file is named {suffix} but its content is {kind}.")
+    if fmt.signature is not None and not data.startswith(fmt.signature):
+        start = fmt.signature.decode("latin-1")
+        raise UnreadableDocument(f"The file is named {suffix} but is not one: it does not start with {start}.")
     return fmt
 
 
