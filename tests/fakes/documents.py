@@ -16,7 +16,7 @@ FACTS = {
     "report.pdf": ("The blue heron migrates every October to the Camargue marshes.", 3),
     "handbook.docx": ("Expense claims must be filed within forty days of travel.", None),
     "deck.pptx": ("The quarterly revenue of the glacier division rose by eleven percent.", 2),
-    "prices.xlsx": ("Tungsten", None),
+    "prices.xlsx": ("Molybdenum", None),
     "scan.pdf": ("The lighthouse keeper logs the fog signal hourly.", 1),
 }
 
@@ -142,7 +142,7 @@ def xlsx(rows: int = 5) -> bytes:
     assert sheet is not None
     sheet.title = "Metals"
     sheet.append(["Metal", "Price per kg", "Supplier"])
-    sheet.append(["Tungsten", 31, "Northern Forge"])
+    sheet.append(["Molybdenum", 31, "Northern Forge"])
     for i in range(rows):
         sheet.append([f"Alloy {i}", 10 + i, f"Supplier {i}"])
     out = io.BytesIO()

@@ -100,7 +100,7 @@ def load_document(
     title, sections = fmt.load(data, label(stem)[0] or "Untitled", limits)
     if not sections:
         hint = (
-            " A scanned PDF needs OCR before it can be ingested."
+            " The PDF has no text layer and no page image to read with OCR."
             if fmt.media_type == "application/pdf"
             else ""
         )
