@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
-from chatbot.errors import PayloadTooLarge, UnreadableDocument, UnsupportedMediaType
+from chatbot.errors import ChatbotError, PayloadTooLarge, UnreadableDocument, UnsupportedMediaType
 from chatbot.ingest.loaders import pdf, zipped
 from chatbot.ingest.loaders.document import Limits, Loaded, ParsedDocument, label
 from chatbot.ingest.loaders.epub import load_epub
@@ -97,7 +97,15 @@ def load_document(
     stem, suffix = split_name(name)
     fmt = detect(suffix, data)
     limits = limits or Limits(max_pdf_pages, max_pdf_chars)
-    title, sections = fmt.load(data, label(stem)[0] or "Untitled", limits)
+    try:
+        title, sections = fmt.load(data, label(stem)[0] or "Untitled", limits)
+    except (ChatbotError, MemoryError):
+        raise
+    except Exception as exc:
+        if fmt.signature is None:  # our own text parsers: a failure there is a bug to see, not hide
+            raise
+        # The office, e-book and PDF libraries raise many types on damaged files; the client sees one.
+        raise UnreadableDocument("The file is damaged or uses features we cannot read.") from exc
     if not sections:
         hint = (
             " The PDF has no text layer and no page image to read with OCR."
@@ -129,7 +137,9 @@ def detect(suffix: str, data: bytes) -> Format:
         raise UnsupportedMediaType(f"The file is named {suffix} but its content is {kind}.")
     if fmt.signature is not None and not data.startswith(fmt.signature):
         start = fmt.signature.decode("latin-1")
-        raise UnreadableDocument(f"The file is named {suffix} but is not one: it does not start with {start}.")
+        raise UnreadableDocument(
+            f"The file is named {suffix} but is not one: it does not start with {start}."
+        )
     return fmt
 
 
