@@ -82,10 +82,11 @@ def scanned_pdf(text: str | None = None, *, pages: int = 1) -> bytes:
     text = text or FACTS["scan.pdf"][0]
     font = ImageFont.truetype(FONT, 28)
     images = []
-    for _ in range(pages):
+    for number in range(pages):
+        page_text = text if number == 0 else f"Page {number + 1} of the log: {text}"
         image = Image.new("L", (1240, 400), 255)
         draw = ImageDraw.Draw(image)
-        words, line, y = text.split(), "", 40
+        words, line, y = page_text.split(), "", 40
         for word in words:
             if draw.textlength(line + " " + word, font=font) > 1140:
                 draw.text((50, y), line, fill=0, font=font)

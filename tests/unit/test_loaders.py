@@ -613,6 +613,11 @@ class TestPdfCleaning:
         [fact] = [s for s in report.sections if "blue heron" in s.text]
         assert fact.page == 3
 
+    def test_pages_of_only_repeated_lines_keep_their_text(self) -> None:
+        """Three pages that each hold the same one line are not all "running headers" (found by the bench)."""
+        doc = load_document("same.pdf", make_pdf(["Same line.", "Same line.", "Same line."]))
+        assert [s.page for s in doc.sections] == [1, 2, 3]
+
 
 class TestOfficeFormats:
     def test_docx_headings_make_the_heading_path(self) -> None:

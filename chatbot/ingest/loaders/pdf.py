@@ -88,12 +88,14 @@ def _load(pdf: Any, data: bytes, stem: str, limits: Limits) -> Loaded:
     sections: list[Section] = []
     for number, text in enumerate(texts):
         lines = text.split("\n")
-        keep = [
+        keep = [line for line in lines if not _DOT_LEADER.search(line)]
+        body_lines = [
             line
-            for i, line in enumerate(lines)
-            if not _DOT_LEADER.search(line)
-            and not (_is_edge(i, lines) and _DIGITS.sub("#", line.strip()) in running)
+            for i, line in enumerate(keep)
+            if not (_is_edge(i, keep) and _DIGITS.sub("#", line.strip()) in running)
         ]
+        if any(line.strip() for line in body_lines):  # a page that is all "running" lines is its own text
+            keep = body_lines
         page_tables = tables.get(number, [])
         body = _HYPHEN_BREAK.sub(r"\1", tidy(_without_tables("\n".join(keep), page_tables)))
         if body.strip():
