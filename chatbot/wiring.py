@@ -11,6 +11,7 @@ from typing import Any
 from chatbot.chat.answers import AnswerManager
 from chatbot.chat.quotas import Quotas
 from chatbot.chat.service import ChatService
+from chatbot.ingest.parsing import parser_pool
 from chatbot.ingest.service import Ingestor
 from chatbot.ops.looplag import LoopLagMonitor
 from chatbot.ops.observability import Metrics, upstream_provider_label
@@ -120,6 +121,7 @@ async def build_services(
             batch_size=settings.local.batch_size,
             max_bytes=settings.limits.max_upload_bytes,
             cache=cache,
+            parser=parser_pool(settings.parsing),
         )
         services = Services(
             settings=settings,

@@ -29,6 +29,7 @@ from chatbot.errors import ChatbotError, PayloadTooLarge, UnreadableDocument, Un
 from chatbot.ingest.chunking import Chunk, chunk_document
 from chatbot.ingest.loaders import ParsedDocument, load_document
 from chatbot.ingest.loaders.document import Limits
+from chatbot.settings import ParsingSettings
 
 _ERRORS: Final = {cls.__name__: cls for cls in (PayloadTooLarge, UnsupportedMediaType, UnreadableDocument)}
 _PRELOAD: Final = ["chatbot.ingest.loaders.preload"]
@@ -57,6 +58,22 @@ def parse_and_chunk(source: str, data: bytes, limits: Limits, max_bytes: int) ->
     """Load and chunk in this process: what a worker runs, and what tests of loaders call directly."""
     doc: ParsedDocument = load_document(source, data, max_bytes=max_bytes, limits=limits)
     return Parsed(doc.source, doc.title, doc.media_type, chunk_document(doc))
+
+
+def parser_pool(settings: ParsingSettings) -> ParserPool:
+    """The pool ``settings.parsing`` describes."""
+    return ParserPool(
+        workers=settings.workers,
+        per_tenant=settings.per_tenant,
+        budget=Budget(settings.cpu_seconds, settings.memory_mb * 1024**2, settings.wall_seconds),
+        limits=Limits(
+            settings.max_pdf_pages,
+            settings.max_chars,
+            max_unpacked_bytes=settings.max_unpacked_mb * 1024**2,
+            json_text_field=settings.json_text_field,
+            ocr=settings.ocr,
+        ),
+    )
 
 
 class ParserPool:

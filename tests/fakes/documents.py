@@ -38,6 +38,10 @@ def text_pdf(pages: int = 4, *, running_header: str = "Shared Manual of Herons",
         pdf.set_xy(10, 285)
         pdf.cell(0, 6, f"Confidential - page {number}")
         pdf.set_xy(10, 25)
+        if number == 2:
+            pdf.start_section("Migration")
+        if number == fact_page:
+            pdf.start_section("Camargue", level=1)
         if number == 1 and toc:
             pdf.cell(0, 8, "Contents", new_x="LMARGIN", new_y="NEXT")
             for i, name in enumerate(("Introduction", "Migration", "Prices"), start=1):

@@ -613,6 +613,12 @@ class TestPdfCleaning:
         [fact] = [s for s in report.sections if "blue heron" in s.text]
         assert fact.page == 3
 
+    def test_pdf_outline_is_the_heading_path(self, report: ParsedDocument) -> None:
+        """The PDF's bookmarks (Migration > Camargue) head the pages they cover, under the title."""
+        [fact] = [s for s in report.sections if "blue heron" in s.text]
+        assert fact.heading_path == ("report", "Migration", "Camargue")
+        assert report.sections[0].heading_path == ("report",)
+
     def test_pages_of_only_repeated_lines_keep_their_text(self) -> None:
         """Three pages that each hold the same one line are not all "running headers" (found by the bench)."""
         doc = load_document("same.pdf", make_pdf(["Same line.", "Same line.", "Same line."]))

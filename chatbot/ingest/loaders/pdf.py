@@ -10,12 +10,14 @@ table replaces the table's lines in the page text as a Markdown table.
 
 Cleaning: lines that repeat at the top or bottom of most pages (digits ignored: "page 3" = "page 4") are
 running headers/footers and go; table-of-contents lines (dot leaders ending in a page number) go; a word
-hyphenated at a line end is rejoined. OCR: see ocr.py.
+hyphenated at a line end is rejoined. The heading path is the title and the PDF's own outline (bookmarks)
+in force on the page, the only heading structure a PDF states reliably. OCR: see ocr.py.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import re
 from collections import Counter
 from typing import Any, Final
@@ -29,11 +31,12 @@ _EDGE_LINES: Final = 2  # lines at the top and at the bottom of a page that may 
 _DOT_LEADER: Final = re.compile(r"(?:\.\s?|\u2026\s?){4,}\s*[0-9ivxlc]{1,6}\s*$", re.I)
 _HYPHEN_BREAK: Final = re.compile(r"(\w)-\n(?=[a-z])")
 _DIGITS: Final = re.compile(r"\d+")
+_MAX_BOOKMARKS: Final = 10_000
 _MIN_TEXT: Final = 16  # characters a page needs to count as having a text layer
 
 
 def load_pdf(data: bytes, stem: str, limits: Limits) -> Loaded:
-    """One section per page with text, headed (title,) and carrying its page number."""
+    """One section per page with text, carrying its page number; headed by the title and the PDF's outline."""
     if not data.startswith(SIGNATURE):
         raise UnreadableDocument("The file is named .pdf but is not a PDF: it does not start with %PDF.")
     import pypdfium2
@@ -85,6 +88,7 @@ def _load(pdf: Any, data: bytes, stem: str, limits: Limits) -> Loaded:
             )
         texts.append(text)
     running = _running_lines(texts)
+    outline = _outline(pdf, pages)
     sections: list[Section] = []
     for number, text in enumerate(texts):
         lines = text.split("\n")
@@ -98,11 +102,36 @@ def _load(pdf: Any, data: bytes, stem: str, limits: Limits) -> Loaded:
             keep = body_lines
         page_tables = tables.get(number, [])
         body = _HYPHEN_BREAK.sub(r"\1", tidy(_without_tables("\n".join(keep), page_tables)))
+        path = (title, *outline[number])
         if body.strip():
-            sections.append(Section((title,), body, number + 1))
+            sections.append(Section(path, body, number + 1))
         for table in page_tables:
-            sections.extend(table_sections((title,), table, page=number + 1))
+            sections.extend(table_sections(path, table, page=number + 1))
     return title, tuple(sections)
+
+
+def _outline(pdf: Any, pages: int) -> list[tuple[str, ...]]:
+    """Per page, the bookmark chain (the PDF's own outline) in force at its top: its heading path."""
+    marks: list[tuple[int, int, str]] = []  # (page, level, title) in outline order
+    for mark in itertools.islice(pdf.get_toc(max_depth=6), _MAX_BOOKMARKS):
+        dest = mark.get_dest()
+        index = dest.get_index() if dest is not None else None
+        text = label(mark.get_title().translate(CLEAN))[0]
+        if index is not None and 0 <= index < pages and text:
+            marks.append((index, mark.level, text))
+    marks.sort(key=lambda m: m[0])  # stable: the outline's order within a page is kept
+    chains: list[tuple[str, ...]] = []
+    stack: list[tuple[int, str]] = []
+    k = 0
+    for number in range(pages):
+        while k < len(marks) and marks[k][0] <= number:
+            _, level, text = marks[k]
+            while stack and stack[-1][0] >= level:
+                stack.pop()
+            stack.append((level, text))
+            k += 1
+        chains.append(tuple(text for _, text in stack))
+    return chains
 
 
 def _is_edge(i: int, lines: list[str]) -> bool:
