@@ -148,6 +148,20 @@ class TestHostileFiles:
         error = await error_of(pool(), "locked.docx", bytes(data))
         assert error.code == "encrypted_document"
 
+    async def test_password_protected_office_container_says_so(self) -> None:
+        """An OLE container holding an EncryptedPackage (how Office saves a protected docx) is encrypted."""
+        header = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504)
+        directory = "EncryptedPackage".encode("utf-16-le").ljust(128, b"\0")
+        error = await error_of(pool(), "locked.docx", header + directory + bytes(4096))
+        assert error.code == "encrypted_document"
+
+    async def test_legacy_office_file_names_the_fix(self) -> None:
+        """A .doc (OLE, unencrypted) is unsupported_media_type with a message saying which format to use."""
+        header = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(504)
+        error = await error_of(pool(), "old.doc", header + bytes(4096))
+        assert error.code == "unsupported_media_type"
+        assert "save it as .docx" in error.message
+
     @pytest.mark.parametrize("name", ["cut.pdf", "cut.docx", "cut.xlsx", "cut.pptx", "cut.epub"])
     async def test_truncated_files_are_unreadable(self, name: str) -> None:
         """A file cut in half is unreadable_document (or, for a ZIP, refused as unsupported), never a crash."""

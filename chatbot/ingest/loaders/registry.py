@@ -60,6 +60,9 @@ FORMATS: Final = (
 _BY_SUFFIX: Final = MappingProxyType({suffix: fmt for fmt in FORMATS for suffix in fmt.suffixes})
 SUPPORTED_SUFFIXES: Final = frozenset(_BY_SUFFIX)
 
+_OLE: Final = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
+_ENCRYPTED_PACKAGE: Final = "EncryptedPackage".encode("utf-16-le")  # an OLE directory entry's name
+
 # Content that is plainly not text, whatever the file is called.
 _MAGIC: Final = (
     (b"%PDF-", "a PDF"),
@@ -69,7 +72,7 @@ _MAGIC: Final = (
     (b"GIF87a", "a GIF image"),
     (b"GIF89a", "a GIF image"),
     (b"\x1f\x8b", "a gzip archive"),
-    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", "a legacy Microsoft Office document"),
+    (_OLE, "a legacy Microsoft Office document (.doc, .xls, .ppt: save it as .docx, .xlsx, .pptx)"),
 )
 
 
@@ -123,6 +126,13 @@ def detect(suffix: str, data: bytes) -> Format:
     """
     if data.startswith(pdf.SIGNATURE):
         return _BY_SUFFIX[".pdf"]
+    if data.startswith(_OLE) and _ENCRYPTED_PACKAGE in data:
+        # A password-protected .docx/.xlsx/.pptx is an OLE container holding the encrypted ZIP.
+        raise UnreadableDocument(
+            "The document is password-protected; upload an unprotected copy.", code="encrypted_document"
+        )
+    if data.startswith(_OLE):
+        raise UnsupportedMediaType(f"The file is {sniff(data)}.")
     if data.startswith(zipped.SIGNATURE) and (found := zipped.kind(data)) is not None:
         return _BY_SUFFIX[found]
     fmt = _BY_SUFFIX.get(suffix)
