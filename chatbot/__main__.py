@@ -279,8 +279,12 @@ async def bootstrap_documents(services: Any, settings: Settings) -> None:
     if not docs_dir.is_dir() or await services.store.count(settings.default_tenant) > 0:
         return
     log.info("collection is empty: ingesting %s", docs_dir)
-    results = await services.ingestor.ingest_paths(settings.default_tenant, [docs_dir], root=docs_dir)
-    log.info("ingested %d documents, %d chunks", len(results), sum(r.chunks for r in results))
+    report = await services.ingestor.ingest_paths(settings.default_tenant, [docs_dir], root=docs_dir)
+    log.info(
+        "ingested %d documents, %d chunks", len(report.documents), sum(r.chunks for r in report.documents)
+    )
+    for skipped in report.skipped:
+        log.warning("skipped %s: %s (%s)", skipped.source, skipped.reason, skipped.code)
 
 
 async def ask(settings: Settings, question: str, tenant: str, conversation_id: str | None) -> None:

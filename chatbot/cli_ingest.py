@@ -63,7 +63,7 @@ class Tally:
     """The CLI summary of an ingest: files, chunks, written, unchanged, failed (same local or remote)."""
 
     def __init__(self) -> None:
-        self.files = self.chunks = self.written = self.failed = 0
+        self.files = self.chunks = self.written = self.failed = self.skipped = 0
 
     def add(self, result: IngestResult) -> None:
         self.files += 1
@@ -74,9 +74,14 @@ class Tally:
         self.failed += 1
         print(f"error: {source}: {err.code}: {err.message}", file=sys.stderr)
 
+    def skip(self, source: str, code: str, reason: str) -> None:
+        self.skipped += 1
+        print(f"skipped {source}: {reason} ({code})", file=sys.stderr)
+
     def line(self) -> str:
         unchanged = self.chunks - self.written
         text = f"{self.files} files, {self.chunks} chunks, {self.written} written, {unchanged} unchanged"
+        text += f", {self.skipped} skipped" if self.skipped else ""
         return text + (f", {self.failed} failed" if self.failed else "")
 
 
@@ -99,9 +104,14 @@ async def ingest(settings: Settings, targets: list[str], tenant: str | None, ser
         with tqdm(total=len(files), unit="file", desc="ingest", disable=not files) as bar:
             for path in files:
                 try:
-                    tally.add((await services.ingestor.ingest_paths(who, [path]))[0])
+                    report = await services.ingestor.ingest_paths(who, [path])
                 except ChatbotError as exc:
                     tally.fail(str(path), exc)
+                else:
+                    for result in report.documents:
+                        tally.add(result)
+                    for item in report.skipped:  # the file's own fault: reported, the others go on
+                        tally.skip(item.source, item.code, item.reason)
                 bar.set_postfix(chunks=tally.chunks, written=tally.written)
                 bar.update(1)
         for url in urls:

@@ -161,6 +161,27 @@ class LimitSettings(BaseModel):
     )
 
 
+class ParsingSettings(BaseModel):
+    """How uploads are parsed: worker processes, their budgets, and per-document bounds."""
+
+    workers: int = Field(2, ge=1, description="Parse worker processes at once (per server process).")
+    per_tenant: int = Field(1, ge=1, description="Parse workers one tenant may hold at once.")
+    cpu_seconds: int = Field(60, ge=1, description="CPU time one document may cost; beyond: parse_timeout.")
+    memory_mb: int = Field(
+        2048, ge=256, description="Address space of a parse worker; beyond: document_too_large."
+    )
+    wall_seconds: float = Field(
+        120.0, gt=0, description="Wall-clock limit of one parse; beyond: parse_timeout."
+    )
+    max_pdf_pages: int = Field(2000, ge=1, description="Pages a PDF may have.")
+    max_chars: int = Field(5_000_000, ge=1000, description="Characters of text a PDF may yield.")
+    max_unpacked_mb: int = Field(200, ge=1, description="What a docx/pptx/xlsx/epub may unpack to.")
+    ocr: bool = Field(True, description="Read PDF pages without a text layer with tesseract (if installed).")
+    json_text_field: str = Field(
+        "text", min_length=1, description="Field of a JSON/JSONL record holding its text."
+    )
+
+
 class StreamSettings(BaseModel):
     coalesce_ms: float = Field(30.0, ge=0, description="Tokens are batched into frames at most this long.")
     coalesce_chars: int = Field(
@@ -343,6 +364,7 @@ class Settings(BaseSettings):
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
     limits: LimitSettings = Field(default_factory=LimitSettings)
+    parsing: ParsingSettings = Field(default_factory=ParsingSettings)
     stream: StreamSettings = Field(default_factory=StreamSettings)
     deadlines: DeadlineSettings = Field(default_factory=DeadlineSettings)
     server: ServerSettings = Field(default_factory=ServerSettings)

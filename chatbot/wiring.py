@@ -13,6 +13,7 @@ from chatbot.chat.feedback import FeedbackRecorder, FeedbackService
 from chatbot.chat.quotas import Quotas
 from chatbot.chat.service import ChatService
 from chatbot.ingest.jobs import JobRunner, LocalJobs
+from chatbot.ingest.parsing import parser_pool
 from chatbot.ingest.service import Ingestor
 from chatbot.ops.looplag import LoopLagMonitor
 from chatbot.ops.observability import Metrics, upstream_provider_label
@@ -137,6 +138,7 @@ async def build_services(
             batch_size=settings.local.batch_size,
             max_bytes=settings.limits.max_upload_bytes,
             cache=cache,
+            parser=parser_pool(settings.parsing),
         )
         jobs = await open_job_runner(settings, ingestor)
         stack.push_async_callback(jobs.aclose)

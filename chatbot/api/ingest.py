@@ -16,7 +16,14 @@ from chatbot.api.responses import UPSTREAM, Count, IngestResultDoc, IngestResult
 from chatbot.api.routes import EventStream, route
 from chatbot.api.streaming import HEARTBEAT, SSE_HEADERS, Heartbeat, sse_event, with_heartbeats
 from chatbot.api.wire import dumps, validate
-from chatbot.errors import BadRequest, Forbidden, PayloadTooLarge
+from chatbot.errors import (
+    BadRequest,
+    ChatbotError,
+    Forbidden,
+    PayloadTooLarge,
+    UnreadableDocument,
+    UnsupportedMediaType,
+)
 from chatbot.ingest.filenames import safe_filename
 from chatbot.ingest.jobs import JobProgress, JobSpec
 
@@ -108,8 +115,18 @@ async def upload_documents() -> Any:
                 raise PayloadTooLarge(f"{name} is larger than {limits.max_upload_bytes} bytes.")
         job = await svc.jobs.submit(tenant(), JobSpec(kind="upload", files=tuple(named)))
         return _accepted(job)
-    results = [(await svc.ingestor.ingest_bytes(tenant(), name, data)).to_dict() for name, data in named]
-    return jsonify({"documents": results}), 201
+    results: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    first_error: ChatbotError | None = None
+    for name, data in named:
+        try:
+            results.append((await svc.ingestor.ingest_bytes(tenant(), name, data)).to_dict())
+        except (PayloadTooLarge, UnsupportedMediaType, UnreadableDocument) as exc:  # this file's own fault
+            first_error = first_error or exc
+            skipped.append({"source": name, "code": exc.code, "reason": exc.message})
+    if not results and first_error is not None:  # nothing ingested: the request failed, as for one file
+        raise first_error
+    return jsonify({"documents": results, "skipped": skipped}), 201
 
 
 def _accepted(job: JobProgress) -> Any:

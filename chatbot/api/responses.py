@@ -168,14 +168,23 @@ class IngestResultDoc(_Reply):
     unchanged: bool
 
 
+class SkippedFile(_Reply):
+    source: NonEmpty
+    code: NonEmpty = Field(description="unsupported_media_type, unreadable_document, encrypted_document, ...")
+    reason: str
+
+
 class IngestResults(_Reply):
-    documents: list[IngestResultDoc] = Field(min_length=1, description="One result per uploaded file.")
+    documents: list[IngestResultDoc] = Field(min_length=1, description="One result per ingested file.")
+    skipped: list[SkippedFile] = Field(
+        default_factory=list, description="Files of the request that were not ingested, and why."
+    )
 
 
 class UploadForm(_Reply):
     """multipart/form-data: one or more files in the field `file` (or `files`)."""
 
-    file: bytes = Field(description="A .md, .txt, .html or .pdf file.")
+    file: bytes = Field(description="A document: text, Markdown, HTML, PDF, Office, EPUB, CSV or JSON.")
 
 
 class DeleteResult(_Reply):

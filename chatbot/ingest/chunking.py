@@ -35,12 +35,20 @@ Span = tuple[int, int]
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
-    """One retrievable passage: its position in the document, its text and the headings above it."""
+    """One retrievable passage: its position in the document, its text and the headings above it.
+
+    ``char_start``/``char_end`` locate the text in the document's extracted text (``ParsedDocument.text``);
+    ``page_start``/``page_end`` are the PDF page or slide it is on (None for unpaged formats).
+    """
 
     index: int
     text: str
     heading_path: tuple[str, ...]
     content_hash: str
+    char_start: int = 0
+    char_end: int = 0
+    page_start: int | None = None
+    page_end: int | None = None
 
     @property
     def embed_text(self) -> str:
@@ -74,20 +82,35 @@ def chunk_document(doc: ParsedDocument, *, max_chars: int = 1000, overlap_chars:
     if not 0 <= overlap_chars < max_chars:
         raise ValueError("overlap_chars must be at least 0 and less than max_chars")
     chunks: list[Chunk] = []
+    offset = 0  # where the section starts in doc.text, which joins sections with a blank line
     for section in doc.sections:
-        for text in _chunk_text(section.text, max_chars, overlap_chars):
+        for start, end in _chunk_spans(section.text, max_chars, overlap_chars):
+            text = section.text[start:end]
+            digest = _content_hash(section.heading_path, text, section.page)
             chunks.append(
-                Chunk(len(chunks), text, section.heading_path, _content_hash(section.heading_path, text))
+                Chunk(
+                    len(chunks),
+                    text,
+                    section.heading_path,
+                    digest,
+                    offset + start,
+                    offset + end,
+                    section.page,
+                    section.page,
+                )
             )
+        offset += len(section.text) + 2
     return chunks
 
 
-def _content_hash(heading_path: tuple[str, ...], text: str) -> str:
+def _content_hash(heading_path: tuple[str, ...], text: str, page: int | None = None) -> str:
     material = "\x1f".join(heading_path) + "\x1e" + text
+    if page is not None:  # the page is stored with the chunk: a moved passage must get a new point id
+        material += f"\x1d{page}"
     return hashlib.sha256(material.encode("utf-8", errors="surrogatepass")).hexdigest()
 
 
-def _chunk_text(text: str, max_chars: int, overlap_chars: int) -> Iterator[str]:
+def _chunk_spans(text: str, max_chars: int, overlap_chars: int) -> Iterator[Span]:
     blocks = _blocks(text)
     spans: list[Span] = []
     for block in blocks:
@@ -107,7 +130,7 @@ def _chunk_text(text: str, max_chars: int, overlap_chars: int) -> Iterator[str]:
         while i < len(spans) and spans[i][1] - start <= max_chars:
             end = spans[i][1]
             i += 1
-        yield text[start:end]
+        yield start, end
         previous = (start, end)
 
 

@@ -4,7 +4,9 @@ Point ids are uuid5(tenant, source, chunk index, chunk hash) and a document's `v
 chunk ids, so re-ingesting the same content writes nothing. A changed document is written new-version-first
 (missing chunks embedded and upserted, kept chunks re-labelled), then older versions' chunks are deleted:
 a crash at any point leaves the previous version searchable, and a re-run converges.
-Parsing and chunking run in a worker thread; embedding runs in the embedder's own worker.
+Parsing and chunking run in a budgeted worker process (parsing.py; small text files in a thread); embedding
+runs in the embedder's own worker. A file that cannot be ingested from a batch is reported in ``skipped``
+with its error code and reason, never dropped silently.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chatbot.errors import PayloadTooLarge
-from chatbot.ingest.chunking import chunk_document
-from chatbot.ingest.loaders import SUPPORTED_SUFFIXES, load_document
+from chatbot.errors import BadRequest, PayloadTooLarge
+from chatbot.ingest.loaders import SUPPORTED_SUFFIXES
+from chatbot.ingest.loaders.registry import split_name
+from chatbot.ingest.parsing import Parsed, ParserPool, parse_and_chunk
 from chatbot.ops import tracing
 from chatbot.providers.base import Embedder, SparseEmbedder
 from chatbot.stores.base import AnswerCache, ChunkRecord, VectorStore, document_id, point_id
@@ -47,6 +50,32 @@ class IngestResult:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A file that was not ingested, and why (code as in the API's errors: unsupported_media_type, ...)."""
+
+    source: str
+    code: str
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "code": self.code, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class IngestReport:
+    """What a batch of files came to: one result per ingested document, one entry per skipped file."""
+
+    documents: list[IngestResult]
+    skipped: list[Skipped]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "documents": [d.to_dict() for d in self.documents],
+            "skipped": [s.to_dict() for s in self.skipped],
+        }
+
+
 class Ingestor:
     def __init__(
         self,
@@ -57,6 +86,8 @@ class Ingestor:
         batch_size: int = 64,
         max_bytes: int = 20 * 1024 * 1024,
         cache: AnswerCache | None = None,
+        parser: ParserPool | None = None,
+        inline_text_bytes: int = 256 * 1024,
     ) -> None:
         self.cache = cache  # invalidated whenever a tenant's documents change
         self.embedder = embedder
@@ -64,6 +95,10 @@ class Ingestor:
         self.store = store
         self.batch_size = batch_size
         self.max_bytes = max_bytes
+        self.parser = parser or ParserPool()
+        # Text formats this small parse in a thread: their loaders are linear in the size, and a process
+        # costs ~30 ms (the eval harness ingests thousands of small markdown files).
+        self.inline_text_bytes = inline_text_bytes
 
     async def ingest_bytes(
         self, tenant: str, source: str, data: bytes, *, on_chunks: Callable[[int], None] | None = None
@@ -79,13 +114,26 @@ class Ingestor:
     ) -> IngestResult:
         if len(data) > self.max_bytes:
             raise PayloadTooLarge(f"{source} is larger than {self.max_bytes} bytes.")
-        doc, chunks = await asyncio.to_thread(_parse_and_chunk, source, data, self.max_bytes)
+        doc = await self._parse(tenant, source, data)
+        chunks = doc.chunks
         doc_id = document_id(tenant, source)
         ids = [point_id(tenant, source, c.index, c.content_hash) for c in chunks]
         version = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
         records = [
             ChunkRecord(
-                tenant, doc_id, source, doc.title, c.heading_path, c.index, c.text, c.content_hash, version
+                tenant,
+                doc_id,
+                source,
+                doc.title,
+                c.heading_path,
+                c.index,
+                c.text,
+                c.content_hash,
+                version,
+                page_start=c.page_start,
+                page_end=c.page_end,
+                char_start=c.char_start,
+                char_end=c.char_end,
             )
             for c in chunks
         ]
@@ -118,6 +166,17 @@ class Ingestor:
             on_chunks(len(records) - len(missing))
         return IngestResult(doc_id, source, doc.title, len(records), len(missing), unchanged=False)
 
+    async def _parse(self, tenant: str, source: str, data: bytes) -> Parsed:
+        """Small text files in a thread; everything else in a budgeted worker process."""
+        if (
+            len(data) <= self.inline_text_bytes
+            and split_name(source)[1] in _INLINE_SUFFIXES
+            and not _binary(data)
+        ):
+            limits = self.parser.limits
+            return await asyncio.to_thread(parse_and_chunk, source, data, limits, self.max_bytes)
+        return await self.parser.parse(tenant, source, data, self.max_bytes)
+
     async def delete(self, tenant: str, doc_id: str) -> int:
         """Delete a document's chunks (all versions); returns how many there were."""
         deleted = await self.store.delete_document(tenant, doc_id)
@@ -132,28 +191,54 @@ class Ingestor:
         *,
         on_chunks: Callable[[int], None] | None = None,
         root: Path | None = None,
-    ) -> list[IngestResult]:
-        results = []
+    ) -> IngestReport:
+        """Every file given and below each directory; a file that fails is reported in ``skipped``."""
+        report = IngestReport([], [])
         for path in expand_paths(paths):
-            data = await asyncio.to_thread(path.read_bytes)
             source = str(path.relative_to(root)) if root and path.is_relative_to(root) else str(path)
-            results.append(await self.ingest_bytes(tenant, source, data, on_chunks=on_chunks))
-        return results
+            try:
+                size = path.stat().st_size
+                if size > self.max_bytes:
+                    raise PayloadTooLarge(
+                        f"The file is {size:,} bytes; the limit is {self.max_bytes:,} bytes."
+                    )
+                data = await asyncio.to_thread(path.read_bytes)
+                report.documents.append(await self.ingest_bytes(tenant, source, data, on_chunks=on_chunks))
+            except BadRequest as exc:  # the file's own fault: report it and go on with the others
+                report.skipped.append(Skipped(source, exc.code, exc.message))
+            except OSError as exc:
+                report.skipped.append(
+                    Skipped(source, "unreadable_file", f"The file could not be read: {exc.strerror}.")
+                )
+        return report
 
 
 def expand_paths(paths: Sequence[Path]) -> list[Path]:
-    """Files as given, and every supported file below each directory, in a stable order."""
+    """Files as given, and every file below each directory (hidden ones excepted), in a stable order.
+
+    Files of any name are kept: content detection may recognise them, and those it cannot are reported as
+    skipped with their reason rather than left out without a word.
+    """
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
             out.extend(
-                sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in SUPPORTED_SUFFIXES)
+                sorted(
+                    f
+                    for f in p.rglob("*")
+                    if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                )
             )
         else:
             out.append(p)
     return out
 
 
-def _parse_and_chunk(source: str, data: bytes, max_bytes: int) -> tuple[Any, list[Any]]:
-    doc = load_document(source, data, max_bytes=max_bytes)
-    return doc, chunk_document(doc)
+_INLINE_SUFFIXES = frozenset(
+    s for s in SUPPORTED_SUFFIXES if s not in {".pdf", ".docx", ".pptx", ".xlsx", ".epub"}
+)
+
+
+def _binary(data: bytes) -> bool:
+    """Content a text loader would not read (a PDF or ZIP named .txt goes to a worker)."""
+    return data.startswith((b"%PDF", b"PK\x03\x04"))

@@ -81,6 +81,10 @@ class ChunkRecord:
     text: str
     content_hash: str
     version: str
+    page_start: int | None = None  # PDF page or slide number, None for unpaged formats
+    page_end: int | None = None
+    char_start: int = 0  # the chunk's span in the document's extracted text
+    char_end: int = 0
 
     @property
     def point_id(self) -> str:
@@ -97,6 +101,10 @@ class ChunkRecord:
             "text": self.text,
             "content_hash": self.content_hash,
             "version": self.version,
+            "page_start": self.page_start,
+            "page_end": self.page_end,
+            "char_start": self.char_start,
+            "char_end": self.char_end,
         }
 
 

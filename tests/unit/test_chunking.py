@@ -10,6 +10,7 @@ import pytest
 
 from chatbot.ingest.chunking import Chunk, chunk_document
 from chatbot.ingest.loaders import ParsedDocument, Section, load_document
+from chatbot.stores.base import ChunkRecord
 
 
 def doc_of(*sections: tuple[tuple[str, ...], str]) -> ParsedDocument:
@@ -60,7 +61,8 @@ class TestPacking:
     def test_small_section_is_one_chunk(self) -> None:
         """A section that fits is a single chunk with its exact text and path."""
         [chunk] = chunk_document(doc_of((("Guide", "Intro"), "Hello there.\n\nSecond paragraph.")))
-        assert chunk == Chunk(0, "Hello there.\n\nSecond paragraph.", ("Guide", "Intro"), chunk.content_hash)
+        text = "Hello there.\n\nSecond paragraph."
+        assert chunk == Chunk(0, text, ("Guide", "Intro"), chunk.content_hash, 0, len(text))
 
     def test_whole_paragraphs_are_packed_up_to_max_chars(self) -> None:
         """Paragraphs fill a chunk while they fit and are never cut when they fit on their own."""
@@ -250,3 +252,35 @@ class TestScale:
         chunks = chunk_document(load_document("guide.md", data), max_chars=500)
         assert {c.heading_path for c in chunks} == {("Guide", "Install"), ("Guide", "Use")}
         assert chunks[-1].text == "Call it."
+
+
+class TestSpansAndPages:
+    def test_char_span_locates_every_chunk_in_the_document_text(self) -> None:
+        """doc.text[char_start:char_end] is each chunk's text, across sections and overlapping chunks."""
+        long = " ".join(f"Sentence {i} is here." for i in range(200))
+        doc = doc_of((("A",), "Short first section."), (("B",), long), (("C",), "Tail."))
+        chunks = chunk_document(doc, max_chars=300, overlap_chars=60)
+        assert len(chunks) > 5
+        assert all(doc.text[c.char_start : c.char_end] == c.text for c in chunks)
+
+    def test_page_of_the_section_is_on_its_chunks(self) -> None:
+        """A paged section's chunks carry its page as page_start and page_end; unpaged ones carry None."""
+        doc = ParsedDocument("r.pdf", "R", "application/pdf", (Section(("R",), "On page two.", 2),))
+        [chunk] = chunk_document(doc)
+        assert (chunk.page_start, chunk.page_end) == (2, 2)
+        assert chunk_document(doc_of((("A",), "x")))[0].page_start is None
+
+    def test_a_passage_moved_to_another_page_gets_a_new_hash(self) -> None:
+        """The page is stored with the chunk, so the same text on another page is another point."""
+        on = [ParsedDocument("r.pdf", "R", "application/pdf", (Section(("R",), "Same.", p),)) for p in (1, 2)]
+        assert chunk_document(on[0])[0].content_hash != chunk_document(on[1])[0].content_hash
+
+    def test_page_and_span_reach_the_stored_payload(self) -> None:
+        """ChunkRecord.payload carries page_start, page_end, char_start and char_end."""
+        record = ChunkRecord("t", "d", "r.pdf", "R", ("R",), 0, "x", "h", "v", 3, 4, 10, 11)
+        assert {k: record.payload()[k] for k in ("page_start", "page_end", "char_start", "char_end")} == {
+            "page_start": 3,
+            "page_end": 4,
+            "char_start": 10,
+            "char_end": 11,
+        }

@@ -1,8 +1,10 @@
-"""load_document: dispatch, decoding, markdown, HTML, PDF and plain text, including hostile uploads."""
+"""load_document: dispatch, decoding, markdown, HTML, PDF, office formats and plain text, with hostile uploads."""
 
 from __future__ import annotations
 
 import io
+import zipfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -20,6 +22,8 @@ from chatbot.ingest.loaders import (
     Section,
     load_document,
 )
+from chatbot.ingest.loaders.document import Limits
+from tests.fakes import documents
 
 
 def make_pdf(pages: list[str], *, title: str | None = None, password: str | None = None) -> bytes:
@@ -62,7 +66,7 @@ class TestDispatch:
     def test_unknown_suffix_lists_supported_types(self) -> None:
         """An unknown suffix is refused with the supported suffixes in the message and details."""
         with pytest.raises(UnsupportedMediaType) as caught:
-            load_document("report.docx", b"whatever")
+            load_document("report.xyz", b"whatever")
         assert all(suffix in caught.value.message for suffix in SUPPORTED_SUFFIXES)
         assert caught.value.details["supported"] == sorted(SUPPORTED_SUFFIXES)
 
@@ -175,10 +179,15 @@ class TestTextDecoding:
         with pytest.raises(UnsupportedMediaType, match="control characters"):
             load_document("blob.md", bytes(range(1, 32)) * 10)
 
+    def test_binary_content_decides_over_the_name(self) -> None:
+        """A PDF named .md is read as the PDF it is (detection by content, not only by suffix)."""
+        doc = load_document("renamed.md", make_pdf(["Real PDF text."]))
+        assert doc.media_type == "application/pdf"
+        assert doc.text == "Real PDF text."
+
     @pytest.mark.parametrize(
         ("data", "kind"),
         [
-            (b"%PDF-1.7\n...", "PDF"),
             (b"\x89PNG\r\n\x1a\n....", "PNG"),
             (b"PK\x03\x04rest", "ZIP"),
             (b"\x1f\x8b\x08\x00", "gzip"),
@@ -484,13 +493,13 @@ class TestHtml:
 
 class TestPdf:
     def test_text_per_page_with_metadata_title(self) -> None:
-        """Each page with text is a section headed (title, 'Page N'); the metadata title wins."""
+        """Each page with text is a section under the title with its page number as data; metadata title wins."""
         doc = load_document("manual.pdf", make_pdf(["First page text.", "", "Third (page)."], title="Manual"))
         assert doc.title == "Manual"
         assert doc.media_type == "application/pdf"
         assert doc.sections == (
-            Section(("Manual", "Page 1"), "First page text."),
-            Section(("Manual", "Page 3"), "Third (page)."),
+            Section(("Manual",), "First page text.", 1),
+            Section(("Manual",), "Third (page).", 3),
         )
 
     def test_file_stem_is_the_title_without_metadata(self) -> None:
@@ -499,7 +508,7 @@ class TestPdf:
 
     @pytest.mark.parametrize("fraction", [0.1, 0.5, 0.9])
     def test_truncated_pdf_is_unreadable(self, fraction: float) -> None:
-        """A PDF cut short is UnreadableDocument, with pypdf's error chained, never a raw exception."""
+        """A PDF cut short is UnreadableDocument, with the parser's error chained, never a raw exception."""
         data = make_pdf(["Some text here.", "More."])
         with pytest.raises(UnreadableDocument) as caught:
             load_document("cut.pdf", data[: int(len(data) * fraction)])
@@ -566,3 +575,150 @@ class TestPlainText:
         chunks = chunk_document(doc)
         assert all(0 < len(chunk.text) <= 1000 for chunk in chunks)
         assert sum(len(chunk.text) + 1 for chunk in chunks) >= len(doc.text)
+
+
+@pytest.fixture(scope="module")
+def report() -> ParsedDocument:
+    """The generated 4-page report: TOC, running header and footer, a hyphenated word, a ruled table."""
+    return load_document("report.pdf", documents.text_pdf(4))
+
+
+class TestPdfCleaning:
+    def test_running_header_and_footer_are_removed(self, report: ParsedDocument) -> None:
+        """The header and the numbered footer on every page appear in no section."""
+        assert "Shared Manual of Herons" not in report.text
+        assert "Confidential" not in report.text
+
+    def test_toc_dot_leaders_are_dropped(self, report: ParsedDocument) -> None:
+        """Table-of-contents lines ("1 Introduction . . . . 2") are gone."""
+        assert ". . . ." not in report.text
+        assert "Introduction" not in report.text
+
+    def test_hyphenated_words_are_rejoined(self, report: ParsedDocument) -> None:
+        """A word broken across lines ("manip- / ulation") reads whole."""
+        assert "manipulation of nesting sites" in report.text
+        assert "manip-" not in report.text
+
+    def test_table_is_a_markdown_table_on_its_page(self, report: ParsedDocument) -> None:
+        """The ruled table is a Markdown table, on page 4, and its rows are not repeated as loose text."""
+        [table] = [s for s in report.sections if s.text.startswith("| Metal")]
+        assert table.page == 4
+        assert table.text.split("\n")[:3] == ["| Metal | Price per kg |", "|---|---|", "| Tungsten | 31 |"]
+        assert "Tungsten 31" not in report.text
+
+    def test_pages_are_data_not_headings(self, report: ParsedDocument) -> None:
+        """Every section carries its page number; no heading says "Page N"."""
+        assert all(s.page is not None for s in report.sections)
+        assert not any(h.startswith("Page ") for s in report.sections for h in s.heading_path)
+        [fact] = [s for s in report.sections if "blue heron" in s.text]
+        assert fact.page == 3
+
+    def test_pdf_outline_is_the_heading_path(self, report: ParsedDocument) -> None:
+        """The PDF's bookmarks (Migration > Camargue) head the pages they cover, under the title."""
+        [fact] = [s for s in report.sections if "blue heron" in s.text]
+        assert fact.heading_path == ("report", "Migration", "Camargue")
+        assert report.sections[0].heading_path == ("report",)
+
+    def test_pages_of_only_repeated_lines_keep_their_text(self) -> None:
+        """Three pages that each hold the same one line are not all "running headers" (found by the bench)."""
+        doc = load_document("same.pdf", make_pdf(["Same line.", "Same line.", "Same line."]))
+        assert [s.page for s in doc.sections] == [1, 2, 3]
+
+
+class TestOfficeFormats:
+    def test_docx_headings_make_the_heading_path(self) -> None:
+        """Title > Heading 1 > Heading 2 of a Word file is the heading path of the text under it."""
+        doc = load_document("handbook.docx", documents.docx())
+        [expenses] = [s for s in doc.sections if "Expense claims" in s.text]
+        assert expenses.heading_path == ("Staff Handbook", "Travel", "Expenses")
+        assert any(s.text.startswith("| Item | Limit |") for s in doc.sections)
+
+    def test_pptx_slide_number_is_the_page(self) -> None:
+        """Each slide is a section under its title with the slide number as page."""
+        doc = load_document("deck.pptx", documents.pptx())
+        assert [(s.heading_path[-1], s.page) for s in doc.sections] == [
+            ("Slide title 1", 1),
+            ("Slide title 2", 2),
+            ("Slide title 3", 3),
+        ]
+
+    def test_xlsx_header_row_repeats_in_every_chunk(self) -> None:
+        """A sheet too long for one chunk is cut at rows, each piece a table starting with the header."""
+        doc = load_document("prices.xlsx", documents.xlsx(rows=200))
+        chunks = chunk_document(doc)
+        assert len(chunks) > 3
+        assert all(c.text.startswith("| Metal | Price per kg | Supplier |\n|---|---|---|\n") for c in chunks)
+        assert all(c.heading_path == ("prices", "Metals") for c in chunks)
+
+    def test_csv_is_a_table(self) -> None:
+        """A semicolon CSV is sniffed and read as a Markdown table."""
+        doc = load_document("stock.csv", b"item;qty\nbolt;3\nnut;5\n")
+        assert doc.text == "| item | qty |\n|---|---|\n| bolt | 3 |\n| nut | 5 |"
+
+    def test_epub_chapters_nest_under_the_book(self) -> None:
+        """Each chapter's heading sits under the book title."""
+        doc = load_document("river.epub", documents.epub())
+        assert doc.title == "River Tales"
+        assert [s.heading_path for s in doc.sections] == [
+            ("River Tales", "Chapter 1"),
+            ("River Tales", "Chapter 2"),
+        ]
+
+    def test_jsonl_is_one_section_per_record_with_its_text_field(self) -> None:
+        """Each record is its own section, named by its id, holding its text field."""
+        doc = load_document("r.jsonl", documents.jsonl(3))
+        assert [(s.heading_path, s.text) for s in doc.sections][1] == (
+            ("r", "r1"),
+            "Record 1 mentions the number 7.",
+        )
+
+    def test_json_text_field_is_configurable(self) -> None:
+        """Limits.json_text_field picks the field; a record without it is kept as JSON."""
+        data = b'[{"id": 1, "body": "Hello."}, {"id": 2, "other": "x"}]'
+        doc = load_document("r.json", data, limits=Limits(2000, 5_000_000, json_text_field="body"))
+        assert doc.sections[0].text == "Hello."
+        assert '"other": "x"' in doc.sections[1].text
+
+    def test_rst_titles_make_the_heading_path(self) -> None:
+        """Over- and underlined titles nest in order of first appearance, as docutils reads them."""
+        data = b"=====\nGuide\n=====\n\nIntro.\n\nInstall\n-------\n\nRun pip.\n\nDetails\n~~~~~~~\n\nMore.\n"
+        doc = load_document("guide.rst", data)
+        assert [(s.heading_path, s.text) for s in doc.sections] == [
+            (("Guide",), "Intro."),
+            (("Guide", "Install"), "Run pip."),
+            (("Guide", "Install", "Details"), "More."),
+        ]
+
+    def test_source_code_is_plain_text(self) -> None:
+        """A .py file is one section of its exact text under its name."""
+        doc = load_document("tool.py", b"def f():\n    return 1\n")
+        assert doc.sections == (Section(("tool",), "def f():\n    return 1"),)
+
+
+class TestDetectionByContent:
+    @pytest.mark.parametrize(
+        ("maker", "media"),
+        [
+            (documents.docx, "wordprocessingml"),
+            (documents.xlsx, "spreadsheetml"),
+            (documents.pptx, "presentationml"),
+        ],
+    )
+    def test_zip_members_decide_the_office_format(self, maker: Callable[[], bytes], media: str) -> None:
+        """An office file is recognised by its ZIP members whatever it is called."""
+        assert media in load_document("download.bin", maker()).media_type
+
+    def test_zip_bomb_is_refused_from_the_directory(self) -> None:
+        """A member declaring more than the unpacked limit is refused before anything is inflated."""
+        bomb = documents.zip_bomb(size=8 * 1024**2)
+        with pytest.raises(PayloadTooLarge) as caught:
+            load_document("bomb.docx", bomb, limits=Limits(2000, 5_000_000, max_unpacked_bytes=1024**2))
+        assert caught.value.code == "document_too_large"
+
+    def test_other_zip_is_unsupported(self) -> None:
+        """A plain ZIP archive named .txt is refused as a ZIP, not parsed."""
+        out = io.BytesIO()
+        with zipfile.ZipFile(out, "w") as archive:
+            archive.writestr("a.txt", "x")
+        with pytest.raises(UnsupportedMediaType, match="ZIP"):
+            load_document("a.txt", out.getvalue())

@@ -15,6 +15,7 @@ from pypdf.generic import DecodedStreamObject, DictionaryObject, NameObject
 from chatbot.errors import PayloadTooLarge, UnreadableDocument, UnsupportedMediaType
 from chatbot.ingest.chunking import Chunk, chunk_document
 from chatbot.ingest.loaders import SUPPORTED_SUFFIXES, ParsedDocument, Section, load_document
+from tests.fakes import documents
 
 # Examples are small; too_slow is suppressed only so a loaded CI machine does not fail the health check.
 FUZZ = settings(
@@ -68,6 +69,28 @@ def damaged_pdfs(draw: st.DrawFn) -> bytes:
     return data[:start] + patch + data[start + len(patch) :]
 
 
+@functools.cache
+def office_files() -> tuple[tuple[str, bytes], ...]:
+    """One small generated file of each ZIP-based format, built once."""
+    return (
+        ("d.docx", documents.docx()),
+        ("d.pptx", documents.pptx()),
+        ("d.xlsx", documents.xlsx()),
+        ("d.epub", documents.epub()),
+    )
+
+
+@st.composite
+def damaged_office_files(draw: st.DrawFn) -> tuple[str, bytes]:
+    """A generated office file or e-book, truncated or with a run of its bytes overwritten."""
+    name, data = draw(st.sampled_from(office_files()))
+    start = draw(st.integers(0, len(data)))
+    if draw(st.booleans()):
+        return name, data[:start]
+    patch = draw(st.binary(min_size=1, max_size=32))
+    return name, data[:start] + patch + data[start + len(patch) :]
+
+
 MARKUP = "<>/#`~-=*_|![]()&;:.!?\"' \t\n\r\x00\x0c\u00e9\u2028abcPDF%"
 text_like = st.text(alphabet=st.sampled_from(MARKUP) | st.characters(codec="utf-8"), max_size=400)
 payloads = st.one_of(
@@ -101,6 +124,17 @@ class TestHostileBytes:
         except (UnreadableDocument, PayloadTooLarge):
             return
         assert all(section.heading_path[0] == doc.title for section in doc.sections)
+
+    @FUZZ
+    @given(file=damaged_office_files())
+    def test_damaged_office_files(self, file: tuple[str, bytes]) -> None:
+        """Truncated or patched docx/pptx/xlsx/epub files load or fail with one of our errors, nothing else."""
+        name, data = file
+        try:
+            doc = load_document(name, data)
+        except OUR_ERRORS:
+            return
+        assert all(section.heading_path and section.text.strip() for section in doc.sections)
 
 
 words = st.text(alphabet="abcdefghijXYZ0123456789.,!?'\"()-_*#`~\u00e9\u2026", min_size=1, max_size=12)

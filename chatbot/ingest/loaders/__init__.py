@@ -1,10 +1,13 @@
 """Turn an uploaded file into a titled document of heading-aware sections.
 
-One module per format family (markdown.py, text.py for plain text and decoding, html.py, pdf.py);
-registry.py picks the family from the name's suffix and checks the content agrees. Pure and synchronous:
-the ingest service calls ``load_document`` in a worker thread, and nothing here keeps mutable state between
-calls, so concurrent calls are safe. Every failure a client can cause surfaces as one of three
-``chatbot.errors`` classes: PayloadTooLarge, UnsupportedMediaType or UnreadableDocument.
+One module per format family: markdown.py, text.py (plain text, source code, decoding), html.py, rst.py,
+records.py (JSON, JSON Lines), sheets.py (xlsx, csv), word.py (docx), slides.py (pptx), epub.py, pdf.py
+(with ocr.py); zipped.py checks ZIP-based files first. registry.py picks the family from the content (PDF
+magic, ZIP members) or else the name's suffix. Pure and synchronous: parsing.py runs ``load_document`` in a
+budgeted worker process (small text files in a thread), and nothing here keeps mutable state between
+calls. Every failure a client can cause surfaces as one of three ``chatbot.errors`` classes,
+PayloadTooLarge, UnsupportedMediaType or UnreadableDocument, some with a finer code (encrypted_document,
+document_too_large).
 """
 
 from chatbot.ingest.loaders.document import MAX_HEADING_CHARS, ParsedDocument, Section

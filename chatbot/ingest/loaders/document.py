@@ -23,10 +23,11 @@ _BLANK_RUNS: Final = re.compile(r"\n{3,}")
 
 @dataclass(frozen=True, slots=True)
 class Section:
-    """A run of body text under one chain of headings."""
+    """A run of body text under one chain of headings, and the page (or slide) it is on, if paged."""
 
     heading_path: tuple[str, ...]
     text: str
+    page: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +50,9 @@ class Limits:
 
     max_pdf_pages: int
     max_pdf_chars: int
+    max_unpacked_bytes: int = 200 * 1024 * 1024  # what a ZIP-based file (docx, xlsx, epub) may inflate to
+    json_text_field: str = "text"  # the field of a JSON record that holds its text
+    ocr: bool = True  # read pages without a text layer with OCR
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,3 +119,34 @@ def assemble(blocks: Iterable[Block], title: str) -> tuple[Section, ...]:
             path = tuple(text for _, text in stack if text) or (title,)
             sections.append(Section(path, body))
     return tuple(sections)
+
+
+def table_sections(
+    heading_path: tuple[str, ...], rows: list[list[str]], *, budget: int = 900, page: int | None = None
+) -> list[Section]:
+    """A table as Markdown tables of whole rows, each under ``budget`` characters, each with the header row.
+
+    The first row is the header; repeating it in every piece keeps each chunk readable on its own.
+    """
+    rows = [[_cell(value) for value in row] for row in rows if any(str(v).strip() for v in row)]
+    if not rows:
+        return []
+    width = max(len(row) for row in rows)
+    lines = ["| " + " | ".join(row + [""] * (width - len(row))) + " |" for row in rows]
+    head = lines[0] + "\n|" + "---|" * width
+    sections: list[Section] = []
+    piece: list[str] = []
+    size = len(head)
+    for line in lines[1:] or [""]:
+        if piece and size + len(line) + 1 > budget:
+            sections.append(Section(heading_path, "\n".join([head, *piece]), page))
+            piece, size = [], len(head)
+        if line:
+            piece.append(line)
+            size += len(line) + 1
+    sections.append(Section(heading_path, "\n".join([head, *piece]), page))
+    return sections
+
+
+def _cell(value: object) -> str:
+    return collapse("" if value is None else str(value)).replace("|", "\\|")

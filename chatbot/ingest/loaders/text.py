@@ -41,6 +41,17 @@ from chatbot.errors import UnsupportedMediaType
 from chatbot.ingest.loaders.document import CLEAN, Limits, Loaded, single_section
 
 EVIDENCE_BYTES: Final = 65_536
+# Source code and configuration read as plain text (one section under the file's name).
+CODE_SUFFIXES: Final = tuple(
+    f".{ext}"
+    for ext in (
+        *("py", "pyi", "js", "mjs", "cjs", "ts", "tsx", "jsx", "java", "kt", "scala", "go", "rs", "c", "h"),
+        *("cc", "cpp", "hpp", "cs", "swift", "rb", "php", "pl", "lua", "r", "jl", "sh", "bash", "zsh", "ps1"),
+        *("sql", "css", "scss", "less", "vue", "svelte", "yaml", "yml", "toml", "ini", "cfg", "conf"),
+        *("properties", "gradle", "cmake", "mk", "tex", "proto", "graphql", "dart", "ex", "exs", "erl"),
+        *("hs", "ml", "clj", "el", "nim", "zig"),
+    )
+)
 _WINDOW: Final = 1024  # bytes of a long line kept on each side of a non-ASCII byte
 _WESTERN: Final = frozenset({"cp1252", "latin_1", "iso8859_15"})
 _HIGH_BYTE: Final = re.compile(rb"[\x80-\xff]")
