@@ -65,7 +65,6 @@ def blueprints() -> list[Blueprint]:
         vercel.bp,
         openapi.bp,
         feedback.bp,
-        ingest.bp,
     ]
 
 

@@ -37,6 +37,19 @@ HOLDS = {
 }
 
 
+_ANTHROPIC_TYPES = {
+    "authentication_error": "unauthorized",
+    "permission_error": "forbidden",
+    "not_found_error": "not_found",
+}
+
+
+def error_code(body: dict[str, Any]) -> str:
+    """The error's code: native and OpenAI bodies carry `code`; Anthropic's carry a `type` we map back."""
+    error = body["error"]
+    return str(error.get("code") or _ANTHROPIC_TYPES.get(error.get("type", ""), error.get("type")))
+
+
 @dataclass
 class Keyed:
     url: str
@@ -110,7 +123,7 @@ class TestEveryEndpointChecksItsRole:
                     continue
                 r = await call(client, decl, keyed.headers[credential])
                 assert r.status_code == 403, (decl.endpoint, r.status_code, r.text)
-                assert r.json()["error"]["code"] == "forbidden", decl.endpoint
+                assert error_code(r.json()) == "forbidden", decl.endpoint
                 assert decl.role in r.json()["error"]["message"], decl.endpoint
                 refused += 1
         assert refused >= 4
@@ -159,7 +172,7 @@ class TestEveryEndpointChecksItsRole:
                     continue
                 r = await call(client, decl, {})
                 assert r.status_code == 401, (decl.endpoint, r.status_code)
-                assert r.json()["error"]["code"] == "unauthorized"
+                assert error_code(r.json()) == "unauthorized"
 
 
 class TestLoopLagReset:
@@ -172,7 +185,7 @@ class TestLoopLagReset:
             r = await client.post("/debug/looplag/reset", headers=keyed.headers[credential])
             admin = await client.post("/debug/looplag/reset", headers=keyed.headers["admin_key"])
         assert r.status_code == 403, r.text
-        assert r.json()["error"]["code"] == "forbidden"
+        assert error_code(r.json()) == "forbidden"
         assert admin.status_code == 200
 
 
@@ -184,7 +197,7 @@ class TestUnknownAndErrorRoutes:
             for method in ("GET", "POST"):
                 r = await client.request(method, "/v1/undeclared", headers=keyed.headers[credential])
                 assert r.status_code == 403, r.text
-                assert r.json()["error"]["code"] == "forbidden"
+                assert error_code(r.json()) == "forbidden"
                 assert "reached" not in r.text
 
     @pytest.mark.parametrize("credential", ["widget", "chat_key", "admin_key"])
@@ -208,7 +221,7 @@ class TestUnknownAndErrorRoutes:
             for path in ("/static/widget.js", "/static/demo.html", "/static/../app.py"):
                 r = await client.get(path, headers=keyed.headers["widget"])
                 assert r.status_code == 404, path
-                assert r.json()["error"]["code"] == "not_found"
+                assert error_code(r.json()) == "not_found"
 
     @pytest.mark.parametrize("credential", [None, "widget", "ingest_key"])
     async def test_error_routes_answer_json_and_nothing_else(
@@ -221,7 +234,7 @@ class TestUnknownAndErrorRoutes:
             missing = await client.post("/v1/nothing-here", headers=headers, json={})
             wrong = await client.delete("/debug/looplag/reset", headers=headers)
         assert missing.status_code == 404
-        assert missing.json()["error"]["code"] == "not_found"
+        assert error_code(missing.json()) == "not_found"
         assert wrong.status_code == 405
-        assert wrong.json()["error"]["code"] == "method_not_allowed"
+        assert error_code(wrong.json()) == "method_not_allowed"
         assert wrong.headers["allow"] == "OPTIONS, POST"
