@@ -44,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     ingest_p.add_argument(
         "--tenant", help="Tenant that owns the documents (default: CHATBOT_DEFAULT_TENANT)."
     )
+    ingest_p.add_argument(
+        "--metadata",
+        help='A flat JSON object stored on every chunk, e.g. \'{"tags": ["hr"], "lang": "en", "year": 2024}\'.',
+    )
     keys_p = sub.add_parser("keys", help="Make an API key (prints the key once and its settings entry).")
     keys_p.add_argument("action", choices=["new"])
     keys_p.add_argument("--tenant", required=True)
@@ -89,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                 "CHATBOT_LOCAL__THREADS" not in os.environ
             ):  # a batch job may use both cores; serving keeps one
                 settings.local = settings.local.model_copy(update={"threads": min(2, os.cpu_count() or 1)})
-            run(ingest(settings, args.paths, args.tenant or settings.default_tenant), settings)
+            metadata = parse_metadata(args.metadata) if args.metadata else None
+            run(ingest(settings, args.paths, args.tenant or settings.default_tenant, metadata), settings)
         elif args.command == "documents":
             run(
                 documents(settings, args.action, args.doc_id, args.tenant or settings.default_tenant),
@@ -247,7 +252,23 @@ async def ask(settings: Settings, question: str, tenant: str, conversation_id: s
         print(f"conversation: {started.conversation_id}", file=sys.stderr)
 
 
-async def ingest(settings: Settings, paths: list[Path], tenant: str) -> None:
+def parse_metadata(raw: str) -> dict[str, Any]:
+    """--metadata: a JSON object validated as stores.base.Metadata (ConfigError naming the problem)."""
+    from pydantic import ValidationError
+
+    from chatbot.stores.base import Metadata
+
+    try:
+        return Metadata.model_validate_json(raw).root
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"--metadata: {first['msg']}" + (f" (at {where})" if where else "")) from None
+
+
+async def ingest(
+    settings: Settings, paths: list[Path], tenant: str, metadata: dict[str, Any] | None = None
+) -> None:
     from tqdm import tqdm
 
     from chatbot.ingest.service import expand_paths
@@ -261,7 +282,7 @@ async def ingest(settings: Settings, paths: list[Path], tenant: str) -> None:
         with tqdm(total=len(files), unit="file", desc="ingest") as bar:
             chunks = written = 0
             for path in files:
-                result = (await services.ingestor.ingest_paths(tenant, [path]))[0]
+                result = (await services.ingestor.ingest_paths(tenant, [path], metadata=metadata))[0]
                 chunks += result.chunks
                 written += result.written
                 bar.set_postfix(chunks=chunks, written=written)

@@ -12,7 +12,7 @@ from quart import Blueprint, Quart, g, jsonify, request, websocket
 from quart.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from chatbot.api import debug, http, metrics, openai_compat, openapi, vercel, widget, ws
+from chatbot.api import debug, documents, http, metrics, openai_compat, openapi, search, vercel, widget, ws
 from chatbot.api.auth import KeyRing, allowed_hosts, authorize, bind, check_host, identify
 from chatbot.api.context import EXTENSION, KEYRING, caller
 from chatbot.api.routes import ROUTES, declared, hook_rate_limits, route_table
@@ -40,7 +40,18 @@ _HTTP_CODES = {
 def blueprints() -> list[Blueprint]:
     """Every blueprint the app serves; a transport module adds its blueprint here (one line each). Each of
     their routes is declared with chatbot.api.routes.route (role, models, admission)."""
-    return [http.bp, ws.bp, debug.bp, metrics.bp, widget.bp, openai_compat.bp, vercel.bp, openapi.bp]
+    return [
+        http.bp,
+        documents.bp,
+        search.bp,
+        ws.bp,
+        debug.bp,
+        metrics.bp,
+        widget.bp,
+        openai_compat.bp,
+        vercel.bp,
+        openapi.bp,
+    ]
 
 
 def create_app(

@@ -12,8 +12,6 @@ from chatbot.api.responses import (
     UPSTREAM,
     ChatAnswer,
     Conversation,
-    DeleteResult,
-    DocumentList,
     Health,
     IngestResults,
     Ready,
@@ -24,8 +22,10 @@ from chatbot.api.routes import Param, route
 from chatbot.api.streaming import SSE_HEADERS, EventStream, native
 from chatbot.api.wire import ChatBody, parse_json, validate
 from chatbot.chat.service import Ask, Collected
-from chatbot.errors import BadRequest, PayloadTooLarge, UnknownDocument
+from chatbot.errors import BadRequest, PayloadTooLarge
 from chatbot.ingest.filenames import safe_filename
+from chatbot.stores.base import Metadata
+from chatbot.stores.filters import MAX_METADATA_BYTES
 
 bp = Blueprint("http", __name__)
 
@@ -91,7 +91,7 @@ async def chat() -> Any:
     body: ChatBody = validate(ChatBody, await json_body())
     wants_sse = body.stream or "text/event-stream" in request.headers.get("Accept", "")
     who = caller()
-    started = await chat_service().start(who, Ask(body.message, body.conversation_id))
+    started = await chat_service().start(who, Ask(body.message, body.conversation_id, where=body.filter))
     if wants_sse:
         return await sse_response(started.message_id, after=0)
     return answer_body(await chat_service().collect(who, started.message_id))
@@ -180,12 +180,6 @@ async def conversation(conversation_id: str) -> Any:
     return {"conversation_id": conversation_id, "turns": [t.to_dict() for t in turns]}
 
 
-@route(bp, "GET", "/v1/documents", role="ingest", response=DocumentList, summary="The tenant's documents.")
-async def list_documents() -> Any:
-    docs = await services().store.list_documents(tenant())
-    return {"documents": [d.to_dict() for d in docs]}
-
-
 @route(
     bp,
     "POST",
@@ -207,28 +201,24 @@ async def upload_documents() -> Any:
         raise BadRequest("Send one or more files as multipart/form-data field 'file'.", code="no_files")
     if len(uploads) > limits.max_files_per_upload:
         raise BadRequest(f"At most {limits.max_files_per_upload} files per request.", code="too_many_files")
+    metadata = await upload_metadata()
     results = []
     for upload in uploads:
         if not upload.filename:
             raise BadRequest("Every file needs a file name.", code="missing_filename")
         name = safe_filename(upload.filename)  # the one place a client-chosen name enters the store
         data = upload.read()
-        result = await svc.ingestor.ingest_bytes(tenant(), name, data)
+        result = await svc.ingestor.ingest_bytes(tenant(), name, data, metadata=metadata)
         results.append(result.to_dict())
     return jsonify({"documents": results}), 201
 
 
-@route(
-    bp,
-    "DELETE",
-    "/v1/documents/<doc_id>",
-    role="ingest",
-    response=DeleteResult,
-    errors=(404,),
-    summary="Delete a document and all its chunks.",
-)
-async def delete_document(doc_id: str) -> Any:
-    deleted = await services().ingestor.delete(tenant(), doc_id)
-    if not deleted:
-        raise UnknownDocument()
-    return {"doc_id": doc_id, "deleted_chunks": deleted}
+async def upload_metadata() -> dict[str, Any] | None:
+    """The upload's optional `metadata` form field: a JSON object validated as stores.base.Metadata (422)."""
+    raw = (await request.form).get("metadata")
+    if raw is None or not raw.strip():
+        return None
+    if len(raw) > MAX_METADATA_BYTES:
+        raise PayloadTooLarge(f"metadata is limited to {MAX_METADATA_BYTES} bytes.")
+    meta: Metadata = validate(Metadata, parse_json(raw))
+    return meta.root

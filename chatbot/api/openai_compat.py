@@ -110,7 +110,12 @@ async def chat_completions() -> Any:
     body: ChatCompletionBody = validate(ChatCompletionBody, await chat_body())
     check_model(body.model)
     service, who = chat_service(), caller()
-    ask = Ask(messages=body.chat_messages(), max_tokens=body.token_limit, temperature=body.temperature)
+    ask = Ask(
+        messages=body.chat_messages(),
+        max_tokens=body.token_limit,
+        temperature=body.temperature,
+        where=body.metadata_filter,
+    )
     message_id = (await service.start(who, ask)).message_id
     created = int(time.time())
     if not body.stream:

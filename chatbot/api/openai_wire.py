@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from chatbot.api.wire import FILTER_DESCRIPTION
 from chatbot.chat.service import Collected, error_of
 from chatbot.errors import BadRequest, ChatbotError, NotFound
 from chatbot.providers.base import ChatMessage
@@ -36,6 +37,7 @@ from chatbot.rag.events import (
     TokenEvent,
     Usage,
 )
+from chatbot.stores.base import MetadataFilter
 
 MODEL_ID = "chatbot"
 """The one model id: answers from the caller's tenant's documents (X-Chatbot-Tenant, else the default)."""
@@ -91,6 +93,9 @@ class ChatCompletionBody(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     n: int | None = Field(None, ge=1, le=1, description="Only one choice is generated.")
+    metadata_filter: MetadataFilter | None = Field(
+        None, description="Extension (openai SDK: extra_body={'metadata_filter': ...}). " + FILTER_DESCRIPTION
+    )
 
     def chat_messages(self) -> list[ChatMessage]:
         """system and developer messages become 'system' (dropped later: our prompts define the assistant)."""

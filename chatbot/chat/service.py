@@ -46,7 +46,7 @@ from chatbot.rag.events import (
 )
 from chatbot.rag.pipeline import AnswerRequest
 from chatbot.settings import Settings
-from chatbot.stores.base import ConversationStore
+from chatbot.stores.base import ConversationStore, MetadataFilter
 
 Events = AsyncGenerator[tuple[int, ChatEvent], None]
 
@@ -63,6 +63,7 @@ class Ask:
     messages: Sequence[ChatMessage] | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+    where: MetadataFilter | None = None  # a metadata filter on the searched chunks (stores/filters.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,7 +215,9 @@ class ChatService:
                 caller.tenant, ask.conversation_id
             ):
                 raise UnknownConversation()
-            return AnswerRequest(caller.tenant, question, message_id, ask.conversation_id or "")
+            return AnswerRequest(
+                caller.tenant, question, message_id, ask.conversation_id or "", where=ask.where
+            )
         turns = [m for m in ask.messages if m.role != "system"]
         if not turns:
             raise BadRequest("Send at least one user message.", code="no_messages")
@@ -228,6 +231,7 @@ class ChatService:
             history=tuple(m for m in earlier if m.content.strip()),
             max_tokens=ask.max_tokens,
             temperature=ask.temperature,
+            where=ask.where,
         )
 
     async def _stopped_on_leave(self, events: Events, message_id: str) -> Events:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,17 +66,36 @@ class Ingestor:
         self.max_bytes = max_bytes
 
     async def ingest_bytes(
-        self, tenant: str, source: str, data: bytes, *, on_chunks: Callable[[int], None] | None = None
+        self,
+        tenant: str,
+        source: str,
+        data: bytes,
+        *,
+        on_chunks: Callable[[int], None] | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> IngestResult:
+        """Ingest one document; `metadata` (validated: stores.base.Metadata) is stored on every chunk and
+        is part of the version, so a changed metadata relabels the chunks without embedding them again."""
         if len(data) > self.max_bytes:
             raise PayloadTooLarge(f"{source} is larger than {self.max_bytes} bytes.")
         doc, chunks = await asyncio.to_thread(_parse_and_chunk, source, data, self.max_bytes)
         doc_id = document_id(tenant, source)
         ids = [point_id(tenant, source, c.index, c.content_hash) for c in chunks]
-        version = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+        meta = dict(metadata or {})
+        signed = "\n".join(ids) + (f"\n{json.dumps(meta, sort_keys=True)}" if meta else "")
+        version = hashlib.sha256(signed.encode()).hexdigest()[:16]
         records = [
             ChunkRecord(
-                tenant, doc_id, source, doc.title, c.heading_path, c.index, c.text, c.content_hash, version
+                tenant,
+                doc_id,
+                source,
+                doc.title,
+                c.heading_path,
+                c.index,
+                c.text,
+                c.content_hash,
+                version,
+                metadata=meta,
             )
             for c in chunks
         ]
@@ -100,7 +120,7 @@ class Ingestor:
             await self.store.upsert(batch, dense, sparse)
             if on_chunks:
                 on_chunks(len(batch))
-        await self.store.set_version(relabel, version)
+        await self.store.set_version(relabel, version, metadata=meta)
         await self.store.delete_stale(tenant, doc_id, version)
         if self.cache is not None:
             await self.cache.invalidate(tenant)
@@ -122,12 +142,15 @@ class Ingestor:
         *,
         on_chunks: Callable[[int], None] | None = None,
         root: Path | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> list[IngestResult]:
         results = []
         for path in expand_paths(paths):
             data = await asyncio.to_thread(path.read_bytes)
             source = str(path.relative_to(root)) if root and path.is_relative_to(root) else str(path)
-            results.append(await self.ingest_bytes(tenant, source, data, on_chunks=on_chunks))
+            results.append(
+                await self.ingest_bytes(tenant, source, data, on_chunks=on_chunks, metadata=metadata)
+            )
         return results
 
 

@@ -49,6 +49,7 @@ from chatbot.stores.base import (
     AnswerCache,
     CachedAnswer,
     ConversationStore,
+    MetadataFilter,
     QueryVectors,
     SearchMode,
     Turn,
@@ -69,6 +70,7 @@ class AnswerRequest:
     history: Sequence[ChatMessage] | None = None
     max_tokens: int | None = None
     temperature: float | None = None
+    where: MetadataFilter | None = None  # search only the chunks whose metadata matches (never cached)
 
 
 @dataclass(slots=True)
@@ -159,7 +161,9 @@ class Pipeline:
             history_task,
             self._cache_generation(req.tenant),
         )
-        cacheable = self.cache is not None and not history and raw_vectors.dense is not None
+        cacheable = (
+            self.cache is not None and not history and raw_vectors.dense is not None and req.where is None
+        )
         if cacheable:
             hit = await self._cached(req, generation, raw_vectors, timings)
             if hit is not None:
@@ -174,7 +178,7 @@ class Pipeline:
             if search_text != req.question:
                 queries.append(await self.retriever.embed(search_text, timings))
 
-        sources = await self.retriever.retrieve(req.tenant, queries, search_text, timings)
+        sources = await self.retriever.retrieve(req.tenant, queries, search_text, timings, where=req.where)
         yield SourcesEvent(sources=tuple(sources))
 
         passages = [Passage(n=s.n, text=s.text, title=s.title) for s in sources]

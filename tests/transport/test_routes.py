@@ -43,7 +43,8 @@ class TestDeclarations:
         roles = {endpoint: decl.role for endpoint, decl in table.items()}
         assert roles["debug.looplag_reset"] == roles["debug.looplag"] == roles["metrics.metrics"] == "admin"
         assert {
-            roles[e] for e in ("http.upload_documents", "http.delete_document", "http.list_documents")
+            roles[e]
+            for e in ("http.upload_documents", "documents.delete_document", "documents.list_documents")
         } == {"ingest"}
         assert roles["ws.ws_endpoint"] == roles["http.chat"] == "chat"
         assert {e for e, r in roles.items() if r == "public"} == {
@@ -155,7 +156,7 @@ class TestResponsesMatchTheirModels:
                 "widget.create_widget_token": await client.post(
                     "/v1/widget/tokens", json={"origin": "https://site.example"}
                 ),
-                "http.list_documents": await client.get("/v1/documents"),
+                "documents.list_documents": await client.get("/v1/documents"),
             }
             answer = samples["http.chat"].json()
             samples["http.chat_stop"] = await client.post(f"/v1/chat/{answer['message_id']}/stop")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +24,8 @@ import numpy.typing as npt
 from chatbot.providers.base import SparseVector
 
 RRF_K = 2  # qdrant's default ranking constant
+Allow = Callable[[dict[str, Any]], bool]
+"""A payload predicate (a metadata filter): only the points it accepts are searched."""
 
 
 @dataclass
@@ -164,8 +166,38 @@ class LocalIndex:
 
     # -- search ----------------------------------------------------------------------------------------
 
+    def search(
+        self,
+        tenant: str,
+        dense: Sequence[float] | None,
+        sparse: SparseVector | None,
+        limit: int,
+        threshold: float | None = None,
+        allow: Allow | None = None,
+    ) -> list[Hit]:
+        """One probe: a dense query (with its score threshold) or else a sparse one, over the points that
+        `allow` accepts (all when None)."""
+        if dense is not None:
+            return self.dense_search(tenant, dense, limit, threshold, allow)
+        if sparse is None:
+            return []
+        return self.sparse_search(tenant, sparse, limit, allow)
+
+    def _mask(self, t: _Tenant, allow: Allow | None) -> npt.NDArray[np.bool_]:
+        alive = np.asarray(t.alive, dtype=bool)
+        if allow is None:
+            return alive
+        # O(points) in Python: fine for the collections local mode holds (a server filters with indexes)
+        allowed: npt.NDArray[np.bool_] = np.fromiter((allow(p) for p in t.payloads), dtype=bool)
+        return alive & allowed
+
     def dense_search(
-        self, tenant: str, query: Sequence[float], limit: int, threshold: float | None = None
+        self,
+        tenant: str,
+        query: Sequence[float],
+        limit: int,
+        threshold: float | None = None,
+        allow: Allow | None = None,
     ) -> list[Hit]:
         t = self._tenants.get(tenant)
         if t is None or not t.rows:
@@ -176,12 +208,14 @@ class LocalIndex:
             q = q / norm
         n = len(t.ids)
         scores = t.dense[:n] @ q
-        valid = np.asarray(t.alive, dtype=bool)
+        valid = self._mask(t, allow)
         if threshold is not None:
             valid &= scores >= np.float32(threshold)
         return self._top(t, scores, valid, limit)
 
-    def sparse_search(self, tenant: str, query: SparseVector, limit: int) -> list[Hit]:
+    def sparse_search(
+        self, tenant: str, query: SparseVector, limit: int, allow: Allow | None = None
+    ) -> list[Hit]:
         t = self._tenants.get(tenant)
         if t is None or not t.rows or not query.indices:
             return []
@@ -195,7 +229,7 @@ class LocalIndex:
             idf = math.log((self._with_sparse - self._df[term] + 0.5) / (self._df[term] + 0.5) + 1)
             np.add.at(scores, rows, idf * qvalue * values.astype(np.float64))
             matched[rows] = True
-        return self._top(t, scores, matched & np.asarray(t.alive, dtype=bool), limit)
+        return self._top(t, scores, matched & self._mask(t, allow), limit)
 
     @staticmethod
     def rrf(lists: Sequence[list[Hit]], limit: int) -> list[Hit]:
