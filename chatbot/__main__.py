@@ -11,6 +11,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import argparse
 import asyncio
 import logging
+import re
 import signal
 import sys
 from pathlib import Path
@@ -48,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         "--metadata",
         help='A flat JSON object stored on every chunk, e.g. \'{"tags": ["hr"], "lang": "en", "year": 2024}\'.',
     )
+    mcp_p = sub.add_parser(
+        "mcp", help="Serve MCP over stdio for desktop clients (HTTP clients use /mcp on the server)."
+    )
+    mcp_p.add_argument("--tenant", help="Whose documents the tools search (default: CHATBOT_DEFAULT_TENANT).")
     keys_p = sub.add_parser("keys", help="Make an API key (prints the key once and its settings entry).")
     keys_p.add_argument("action", choices=["new"])
     keys_p.add_argument("--tenant", required=True)
@@ -95,6 +100,8 @@ def main(argv: list[str] | None = None) -> int:
                 settings.local = settings.local.model_copy(update={"threads": min(2, os.cpu_count() or 1)})
             metadata = parse_metadata(args.metadata) if args.metadata else None
             run(ingest(settings, args.paths, args.tenant or settings.default_tenant, metadata), settings)
+        elif args.command == "mcp":
+            run(mcp_stdio(settings, args.tenant or settings.default_tenant), settings)
         elif args.command == "documents":
             run(
                 documents(settings, args.action, args.doc_id, args.tenant or settings.default_tenant),
@@ -288,6 +295,21 @@ async def ingest(
                 bar.set_postfix(chunks=chunks, written=written)
                 bar.update(1)
         print(f"{len(files)} files, {chunks} chunks, {written} written, {chunks - written} unchanged")
+
+
+async def mcp_stdio(settings: Settings, tenant: str) -> None:
+    """The MCP server on stdin/stdout, as the local user who started it (like `ask` and `ingest`): the
+    tools run as `tenant`, through the same chat service and quotas as the HTTP transport. Logs go to
+    stderr; stdout carries only the protocol."""
+    from chatbot.api.mcp_tools import Backend, build_server
+    from chatbot.chat.caller import Caller
+    from chatbot.wiring import build_services
+
+    if not re.fullmatch(r"[A-Za-z0-9_\-.]{1,64}", tenant):
+        raise ConfigError("A tenant is 1-64 letters, digits, '.', '_' or '-'.")
+    async with build_services(settings) as services:
+        server = build_server(Backend(services, Caller(tenant=tenant, subject=f"mcp-stdio:{tenant}")))
+        await server.run_stdio_async()
 
 
 async def documents(settings: Settings, action: str, doc_id: str | None, tenant: str) -> None:

@@ -12,7 +12,19 @@ from quart import Blueprint, Quart, g, jsonify, request, websocket
 from quart.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from chatbot.api import debug, documents, http, metrics, openai_compat, openapi, search, vercel, widget, ws
+from chatbot.api import (
+    debug,
+    documents,
+    http,
+    mcp,
+    metrics,
+    openai_compat,
+    openapi,
+    search,
+    vercel,
+    widget,
+    ws,
+)
 from chatbot.api.auth import KeyRing, allowed_hosts, authorize, bind, check_host, identify
 from chatbot.api.context import EXTENSION, KEYRING, caller
 from chatbot.api.routes import ROUTES, declared, hook_rate_limits, route_table
@@ -51,6 +63,7 @@ def blueprints() -> list[Blueprint]:
         openai_compat.bp,
         vercel.bp,
         openapi.bp,
+        mcp.bp,
     ]
 
 
@@ -78,6 +91,7 @@ def create_app(
     app.extensions[ROUTES] = route_table(app)  # fail closed: raises for an undeclared endpoint
     _register_error_handlers(app)
     _register_request_hooks(app, settings)
+    mcp.install(app)  # the MCP session manager runs while the app serves
 
     if services is not None:
         app.extensions[EXTENSION] = services
