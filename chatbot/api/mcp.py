@@ -18,17 +18,20 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, MutableMapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import BaseModel, ConfigDict, Field
 from quart import Blueprint, Quart, Response, request
 from werkzeug.datastructures import Headers
 
 from chatbot.api.context import caller, services
+from chatbot.api.http import json_body
 from chatbot.api.mcp_tools import SCOPE_KEY, Backend, build_server
-from chatbot.api.routes import route
-from chatbot.errors import ChatbotError
+from chatbot.api.routes import EventStream, route
+from chatbot.api.wire import dumps, validate
+from chatbot.errors import ChatbotError, UnsupportedMediaType
 
 bp = Blueprint("mcp", __name__)
 log = logging.getLogger(__name__)
@@ -57,6 +60,31 @@ def install(app: Quart) -> None:
                 yield
             finally:
                 app.extensions.pop(MANAGER, None)
+        await _stop_sse_watcher()
+
+
+async def _stop_sse_watcher() -> None:
+    """The SDK streams with sse-starlette, whose first response starts a task on the loop that polls every
+    0.5 s for uvicorn's shutdown flag, forever. We serve with hypercorn (nothing for it to see), so it stops
+    with the app instead of outliving it (it restarts with the next SSE response)."""
+    watchers = [
+        t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", "") == "_shutdown_watcher"
+    ]
+    for task in watchers:
+        task.cancel()
+    if watchers:
+        await asyncio.wait(watchers, timeout=1)
+
+
+class JsonRpcMessage(BaseModel):
+    """One JSON-RPC 2.0 request or notification (no id) of the MCP protocol, e.g. tools/call."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    jsonrpc: Literal["2.0"]
+    id: int | Annotated[str, Field(max_length=128)] | None = None
+    method: str = Field(min_length=1, max_length=128)
+    params: dict[str, Any] | None = None
 
 
 @route(
@@ -64,9 +92,10 @@ def install(app: Quart) -> None:
     "POST",
     PATH,
     role="chat",
-    response="text/event-stream",
+    body=JsonRpcMessage,
+    stream=EventStream("One JSON-RPC message: progress notifications, then the result.", ("message",)),
     other={202: None},
-    errors=(406, 413, 415),
+    errors=(413, 415, 422),
     summary=_SUMMARY,
 )
 async def mcp_post() -> Any:
@@ -83,10 +112,19 @@ async def _bridge() -> Response:
     manager: StreamableHTTPSessionManager | None = current_app.extensions.get(MANAGER)
     if manager is None:
         raise ChatbotError("The MCP server is not running.", code="unavailable")
-    raw = await request.get_data(as_text=False)
-    body = raw if isinstance(raw, bytes) else raw.encode()
+    if request.mimetype != "application/json":
+        raise UnsupportedMediaType("Send MCP messages as application/json.")
+    message = await json_body()  # within limits.max_frame_bytes, refused in our error shape
+    validate(JsonRpcMessage, message)
+    body = dumps(message).encode()
     scope = {
         **request.scope,
+        # the SDK refuses a POST that does not accept both; our answer is SSE whatever the client said
+        "headers": [
+            *((k, v) for k, v in request.scope["headers"] if k.lower() not in (b"accept", b"content-length")),
+            (b"accept", b"application/json, text/event-stream"),
+            (b"content-length", str(len(body)).encode()),
+        ],
         "path": PATH,
         "raw_path": PATH.encode(),
         "root_path": "",

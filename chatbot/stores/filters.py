@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import (
@@ -111,26 +112,46 @@ class MetadataFilter(RootModel[dict[Key, Match | Condition]]):
         ]
 
     def matches(self, metadata: Any) -> bool:
-        """The filter on one chunk's stored metadata (the in-memory mirror's predicate; Qdrant's semantics)."""
-        stored = metadata if isinstance(metadata, dict) else {}
-        return all(_holds(cond, stored.get(key)) for key, cond in self.conditions())
+        """The filter on one chunk's stored metadata (Qdrant's semantics)."""
+        return self.predicate()(metadata)
+
+    def predicate(self) -> Callable[[Any], bool]:
+        """matches() compiled once (sets for `any`, bounds for ranges): the in-memory mirror calls it for
+        every point of the tenant."""
+        tests = [(key, _compiled(cond)) for key, cond in self.conditions()]
+
+        def holds(metadata: Any) -> bool:
+            stored = metadata if isinstance(metadata, dict) else {}
+            return all(test(stored.get(key)) for key, test in tests)
+
+        return holds
 
 
-def _holds(cond: Condition, value: Any) -> bool:
-    values = value if isinstance(value, list) else [] if value is None else [value]
+def _kind(value: Any) -> str | None:
+    """Equality as Qdrant matches payload values: a bool only equals a bool, an int an int, a string a
+    string (a float never equals: a filter has no float equality)."""
+    if isinstance(value, bool):
+        return "b"
+    if isinstance(value, int):
+        return "i"
+    return "s" if isinstance(value, str) else None
+
+
+def _compiled(cond: Condition) -> Callable[[Any], bool]:
     if cond.any is not None:
-        wanted = cond.any
-        return any(_same(v, w) for v in values for w in wanted)
-    return any(_in_range(cond, v) for v in values)
+        wanted = frozenset((_kind(w), w) for w in cond.any)
 
+        def one_of(value: Any) -> bool:
+            values = value if isinstance(value, list) else (value,)
+            return any((kind, v) in wanted for v in values if (kind := _kind(v)) is not None)
 
-def _same(value: Any, wanted: Any) -> bool:
-    """Equality as Qdrant matches payload values: a bool only equals a bool, a string a string."""
-    if isinstance(value, bool) or isinstance(wanted, bool):
-        return isinstance(value, bool) and isinstance(wanted, bool) and value == wanted
-    if isinstance(value, str) or isinstance(wanted, str):
-        return isinstance(value, str) and isinstance(wanted, str) and value == wanted
-    return isinstance(value, int) and isinstance(wanted, int) and value == wanted
+        return one_of
+
+    def in_range(value: Any) -> bool:
+        values = value if isinstance(value, list) else (value,)
+        return any(_in_range(cond, v) for v in values)
+
+    return in_range
 
 
 def _in_range(cond: Condition, value: Any) -> bool:

@@ -128,6 +128,36 @@ class TestStreamableHttp:
         assert f"ALPHA-{suffix}" not in str((answer.structured_content or {})["sources"])
 
 
+class TestHostileRequests:
+    @pytest.mark.parametrize(
+        ("content_type", "body", "status", "code"),
+        [
+            ("text/plain", b'{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}', 415, "unsupported_media_type"),
+            ("application/json", b"{nope", 400, "invalid_json"),
+            ("application/json", b'[{"jsonrpc": "2.0", "id": 1, "method": "tools/list"}]', 422, "validation_error"),
+            ("application/json", b'{"jsonrpc": "1.0", "id": 1, "method": "tools/list"}', 422, "validation_error"),
+            ("application/json", b'{"jsonrpc": "2.0", "id": {"a": 1}, "method": "x"}', 422, "validation_error"),
+            ("application/json", b'{"jsonrpc": "2.0", "id": 1, "method": "' + b"x" * 70_000 + b'"}', 413,
+             "payload_too_large"),
+        ],
+    )  # fmt: skip
+    async def test_refused_in_our_error_shape_before_the_sdk(
+        self, served: str, content_type: str, body: bytes, status: int, code: str
+    ) -> None:
+        """Wrong media type, broken JSON, batches, other JSON-RPC versions, odd ids and huge bodies are refused
+        by the route (our error body, as documented), never by a traceback."""
+        async with httpx2.AsyncClient() as http:
+            r = await http.post(f"{served}/mcp", content=body, headers={"Content-Type": content_type})
+        assert r.status_code == status, r.text
+        assert r.json()["error"]["code"] == code
+
+    async def test_get_and_delete_are_405(self, served: str) -> None:
+        """The server is stateless: no session stream to open (GET) or session to end (DELETE)."""
+        async with httpx2.AsyncClient() as http:
+            assert (await http.get(f"{served}/mcp")).status_code == 405
+            assert (await http.delete(f"{served}/mcp")).status_code == 405
+
+
 class TestKeys:
     @pytest.fixture
     async def keyed(

@@ -198,3 +198,35 @@ class TestStores:
                 await store.chunks("", "doc1", 0, 5)
         finally:
             await store.aclose()
+
+
+class TestMirrorMasks:
+    async def test_a_cached_filter_mask_follows_every_write(self) -> None:
+        """The mirror caches a filter's mask per tenant; an upsert, a metadata relabel and a delete each
+        change what the same filter finds, and a score threshold never narrows the cached mask."""
+        store = await filled("c", mirror=True)
+        try:
+            flt = MetadataFilter.model_validate({"lang": "fr"})
+            query = [QueryVectors(dense=[1.0] * DIMS)]
+
+            async def docs(threshold: float | None = None) -> set[str]:
+                hits = await store.search(
+                    "a", query, mode="dense", limit=100, where=flt, score_threshold=threshold
+                )
+                return {h.doc_id for h in hits}
+
+            before = await docs()
+            assert before
+            await docs(threshold=0.99)  # narrows this search only
+            assert await docs() == before
+            extra = ChunkRecord("a", "new", "new.md", "N", (), 0, "t", "hn", "v1", metadata={"lang": "fr"})
+            await store.upsert([extra], [[1.0] * DIMS], None)
+            assert await docs() == before | {"new"}
+            ids = list(store.index.document_points("a", "new"))  # type: ignore[union-attr]
+            await store.set_version(ids, "v2", metadata={"lang": "en"})
+            assert await docs() == before
+            gone = sorted(before)[0]
+            await store.delete_document("a", gone)
+            assert await docs() == before - {gone}
+        finally:
+            await store.aclose()

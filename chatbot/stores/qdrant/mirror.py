@@ -27,7 +27,7 @@ from chatbot.stores.base import (
     check_tenant,
     search_probes,
 )
-from chatbot.stores.qdrant.local_index import LocalIndex
+from chatbot.stores.qdrant.local_index import Allow, LocalIndex
 from chatbot.stores.qdrant.store import METADATA, QdrantStore, one_per_index
 
 
@@ -97,7 +97,7 @@ class MirroredStore:
         if not probes:
             return []
         depth = limit if len(probes) == 1 else prefetch_limit
-        allow = None if where is None else lambda payload: where.matches(payload.get(METADATA))
+        allow = None if where is None else _allow(where)
         lists = [self.index.search(tenant, p.dense, p.sparse, depth, score_threshold, allow) for p in probes]
         hits = lists[0] if len(lists) == 1 else LocalIndex.rrf(lists, limit)
         return [ScoredChunk.from_payload(hit.payload, hit.score) for hit in hits]
@@ -162,3 +162,9 @@ class MirroredStore:
         if ids:
             await self.inner.delete_points(ids)
             self.index.delete(ids)
+
+
+def _allow(where: MetadataFilter) -> Allow:
+    """A filter as the mirror's predicate on a point's payload, named by its canonical JSON."""
+    holds = where.predicate()
+    return Allow(where.model_dump_json(), lambda payload: holds(payload.get(METADATA)))
