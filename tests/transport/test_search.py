@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -13,6 +14,12 @@ import websockets
 from openai import AsyncOpenAI
 
 from chatbot.api.openai_wire import MODEL_ID
+from chatbot.app import create_app
+from chatbot.providers.registry import Providers
+from chatbot.stores.base import VectorStore
+from chatbot.wiring import build_services
+from tests.conftest import make_settings
+from tests.serving import serve_app
 from tests.transport.clients import ask_ws, ws_url
 
 QUESTION = "What does the leave policy say about parental leave weeks?"
@@ -206,3 +213,27 @@ class TestChatFilters:
         parts = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
         documents = [p for p in parts if p["type"] == "source-document"]
         assert {p["filename"] for p in documents} == {"hr-policy.md"}
+
+
+class TestFiltersAndTheAnswerCache:
+    @pytest.fixture
+    async def cached(self, offline_providers: Providers, guide_store: VectorStore) -> AsyncIterator[str]:
+        """The app with the answer cache on."""
+        settings = make_settings(cache={"enabled": True})
+        async with build_services(settings, providers=offline_providers, store=guide_store) as svc:
+            async with serve_app(create_app(settings, services=svc)) as url:
+                yield url
+
+    async def test_a_filtered_question_never_uses_or_fills_the_cache(self, cached: str) -> None:
+        """An answer computed under a filter is not served to an unfiltered question (nor the reverse)."""
+        headers = {"X-Chatbot-Tenant": f"t-cache-{uuid.uuid4().hex[:8]}"}
+        async with httpx.AsyncClient(base_url=cached, headers=headers, timeout=30) as client:
+            for name, (meta, text) in DOCS.items():
+                files = {"file": (name, text.encode())}
+                await client.post("/v1/documents", files=files, data={"metadata": json.dumps(meta)})
+            narrowed = (await client.post("/v1/chat", json={"message": QUESTION, "filter": ONLY_HR})).json()
+            whole = (await client.post("/v1/chat", json={"message": QUESTION})).json()
+            again = (await client.post("/v1/chat", json={"message": QUESTION, "filter": ONLY_HR})).json()
+        assert (narrowed["cached"], whole["cached"], again["cached"]) == (False, False, False)
+        assert sources_in(whole["sources"]) == set(DOCS)
+        assert sources_in(again["sources"]) == {"hr-policy.md"}
