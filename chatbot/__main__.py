@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import re
 import signal
 import sys
 from pathlib import Path
@@ -58,6 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser(
         "worker", help="Run ingestion jobs from Redis (CHATBOT_JOBS__BACKEND=redis) until stopped."
     )
+    ingest_p.add_argument(
+        "--metadata",
+        help='A flat JSON object stored on every chunk, e.g. \'{"tags": ["hr"], "lang": "en", "year": 2024}\'.',
+    )
+    mcp_p = sub.add_parser(
+        "mcp", help="Serve MCP over stdio for desktop clients (HTTP clients use /mcp on the server)."
+    )
+    mcp_p.add_argument("--tenant", help="Whose documents the tools search (default: CHATBOT_DEFAULT_TENANT).")
     keys_p = sub.add_parser("keys", help="Make an API key (prints the key once and its settings entry).")
     keys_p.add_argument("action", choices=["new"])
     keys_p.add_argument("--tenant", required=True)
@@ -115,9 +124,12 @@ def main(argv: list[str] | None = None) -> int:
                 "CHATBOT_LOCAL__THREADS" not in os.environ
             ):  # a batch job may use both cores; serving keeps one
                 settings.local = settings.local.model_copy(update={"threads": min(2, os.cpu_count() or 1)})
-            run(cli_ingest.ingest(settings, args.paths, args.tenant, server(args)), settings)
+            metadata = parse_metadata(args.metadata) if args.metadata else None
+            run(cli_ingest.ingest(settings, args.paths, args.tenant, server(args), metadata), settings)
         elif args.command == "sync":
             run(cli_ingest.sync(settings, args.folder, args.tenant, server(args)), settings)
+        elif args.command == "mcp":
+            run(mcp_stdio(settings, args.tenant or settings.default_tenant), settings)
         elif args.command == "documents":
             run(cli_ingest.documents(settings, args.action, args.doc_id, args.tenant, server(args)), settings)
         elif args.command == "worker":
@@ -320,6 +332,20 @@ async def ask(settings: Settings, question: str, tenant: str, conversation_id: s
         print(f"conversation: {started.conversation_id}", file=sys.stderr)
 
 
+def parse_metadata(raw: str) -> dict[str, Any]:
+    """--metadata: a JSON object validated as stores.base.Metadata (ConfigError naming the problem)."""
+    from pydantic import ValidationError
+
+    from chatbot.stores.base import Metadata
+
+    try:
+        return Metadata.model_validate_json(raw).root
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"--metadata: {first['msg']}" + (f" (at {where})" if where else "")) from None
+
+
 async def export_feedback(settings: Settings, tenant: str | None, out: Path | None) -> None:
     """Every rating (of `tenant`, or all) as JSONL: question, answer, sources, rating, comment, reasons."""
     from contextlib import AsyncExitStack
@@ -340,6 +366,21 @@ async def export_feedback(settings: Settings, tenant: str | None, out: Path | No
             with out.open("w", encoding="utf-8") as f:
                 count = await write_jsonl(export_rows(store, tenant), f)
     print(f"exported {count} ratings", file=sys.stderr)
+
+
+async def mcp_stdio(settings: Settings, tenant: str) -> None:
+    """The MCP server on stdin/stdout, as the local user who started it (like `ask` and `ingest`): the
+    tools run as `tenant`, through the same chat service and quotas as the HTTP transport. Logs go to
+    stderr; stdout carries only the protocol."""
+    from chatbot.api.mcp_tools import Backend, build_server
+    from chatbot.chat.caller import Caller
+    from chatbot.wiring import build_services
+
+    if not re.fullmatch(r"[A-Za-z0-9_\-.]{1,64}", tenant):
+        raise ConfigError("A tenant is 1-64 letters, digits, '.', '_' or '-'.")
+    async with build_services(settings) as services:
+        server = build_server(Backend(services, Caller(tenant=tenant, subject=f"mcp-stdio:{tenant}")))
+        await server.run_stdio_async()
 
 
 if __name__ == "__main__":

@@ -15,12 +15,15 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from chatbot.api import (
     anthropic_compat,
     debug,
+    documents,
     feedback,
     http,
     ingest,
+    mcp,
     metrics,
     openai_compat,
     openapi,
+    search,
     vercel,
     widget,
     ws,
@@ -56,6 +59,8 @@ def blueprints() -> list[Blueprint]:
     return [
         http.bp,
         ingest.bp,
+        documents.bp,
+        search.bp,
         ws.bp,
         debug.bp,
         metrics.bp,
@@ -65,6 +70,7 @@ def blueprints() -> list[Blueprint]:
         vercel.bp,
         openapi.bp,
         feedback.bp,
+        mcp.bp,
     ]
 
 
@@ -96,6 +102,7 @@ def create_app(
     app.extensions[ROUTES] = route_table(app)  # fail closed: raises for an undeclared endpoint
     _register_error_handlers(app)
     _register_request_hooks(app, settings)
+    mcp.install(app)  # the MCP session manager runs while the app serves
 
     if services is not None:
         app.extensions[EXTENSION] = services

@@ -85,7 +85,13 @@ class Tally:
         return text + (f", {self.failed} failed" if self.failed else "")
 
 
-async def ingest(settings: Settings, targets: list[str], tenant: str | None, server: Server) -> None:
+async def ingest(
+    settings: Settings,
+    targets: list[str],
+    tenant: str | None,
+    server: Server,
+    metadata: dict[str, Any] | None = None,
+) -> None:
     from tqdm import tqdm
 
     from chatbot.ingest.service import expand_paths
@@ -104,7 +110,7 @@ async def ingest(settings: Settings, targets: list[str], tenant: str | None, ser
         with tqdm(total=len(files), unit="file", desc="ingest", disable=not files) as bar:
             for path in files:
                 try:
-                    report = await services.ingestor.ingest_paths(who, [path])
+                    report = await services.ingestor.ingest_paths(who, [path], metadata=metadata)
                 except ChatbotError as exc:
                     tally.fail(str(path), exc)
                 else:
@@ -125,7 +131,7 @@ async def ingest(settings: Settings, targets: list[str], tenant: str | None, ser
         with tqdm(total=len(files), unit="file", desc="ingest", disable=not files) as bar:
             for path in files:
                 try:
-                    for result in await api.upload(path.name, path.read_bytes()):
+                    for result in await api.upload(path.name, path.read_bytes(), metadata):
                         tally.add(result)
                 except ConfigError:
                     raise  # the server itself failed (unreachable): not one file's error

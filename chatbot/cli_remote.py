@@ -115,9 +115,12 @@ class RemoteServer:
             job = await self._call("GET", f"/v1/ingest/jobs/{job['job_id']}")
         return job
 
-    async def upload(self, name: str, data: bytes) -> list[IngestResult]:
-        """One file; a job (202) is followed to its end. Per-file errors raise."""
-        body = await self._call("POST", "/v1/documents", files=[("file", (name, data))])
+    async def upload(
+        self, name: str, data: bytes, metadata: dict[str, Any] | None = None
+    ) -> list[IngestResult]:
+        """One file (with its metadata); a job (202) is followed to its end. Per-file errors raise."""
+        form = {"metadata": json.dumps(metadata)} if metadata else None
+        body = await self._call("POST", "/v1/documents", files=[("file", (name, data))], data=form)
         if "job_id" in body:
             body = await self.wait_job(body)
             if body.get("errors"):

@@ -12,8 +12,6 @@ from chatbot.api.responses import (
     UPSTREAM,
     ChatAnswer,
     Conversation,
-    DeleteResult,
-    DocumentList,
     Health,
     Ready,
     StopResult,
@@ -22,7 +20,7 @@ from chatbot.api.routes import Param, route
 from chatbot.api.streaming import SSE_HEADERS, EventStream, native
 from chatbot.api.wire import ChatBody, parse_json, validate
 from chatbot.chat.service import Ask, Collected
-from chatbot.errors import BadRequest, UnknownDocument
+from chatbot.errors import BadRequest
 
 bp = Blueprint("http", __name__)
 
@@ -82,7 +80,7 @@ async def chat() -> Any:
     body: ChatBody = validate(ChatBody, await json_body())
     wants_sse = body.stream or "text/event-stream" in request.headers.get("Accept", "")
     who = caller()
-    started = await chat_service().start(who, Ask(body.message, body.conversation_id))
+    started = await chat_service().start(who, Ask(body.message, body.conversation_id, where=body.filter))
     if wants_sse:
         return await sse_response(started.message_id, after=0)
     return answer_body(await chat_service().collect(who, started.message_id))
@@ -169,25 +167,3 @@ async def conversation(conversation_id: str) -> Any:
         tenant(), conversation_id, svc.settings.limits.max_history_messages
     )
     return {"conversation_id": conversation_id, "turns": [t.to_dict() for t in turns]}
-
-
-@route(bp, "GET", "/v1/documents", role="ingest", response=DocumentList, summary="The tenant's documents.")
-async def list_documents() -> Any:
-    docs = await services().store.list_documents(tenant())
-    return {"documents": [d.to_dict() for d in docs]}
-
-
-@route(
-    bp,
-    "DELETE",
-    "/v1/documents/<doc_id>",
-    role="ingest",
-    response=DeleteResult,
-    errors=(404,),
-    summary="Delete a document and all its chunks.",
-)
-async def delete_document(doc_id: str) -> Any:
-    deleted = await services().ingestor.delete(tenant(), doc_id)
-    if not deleted:
-        raise UnknownDocument()
-    return {"doc_id": doc_id, "deleted_chunks": deleted}

@@ -15,7 +15,11 @@ from chatbot.api.http import json_body
 from chatbot.api.responses import UPSTREAM, Count, IngestResultDoc, IngestResults, UploadForm, _Reply
 from chatbot.api.routes import EventStream, route
 from chatbot.api.streaming import HEARTBEAT, SSE_HEADERS, Heartbeat, sse_event, with_heartbeats
-from chatbot.api.wire import dumps, validate
+from chatbot.api.wire import (
+    dumps,
+    parse_json,
+    validate,
+)
 from chatbot.errors import (
     BadRequest,
     ChatbotError,
@@ -26,6 +30,8 @@ from chatbot.errors import (
 )
 from chatbot.ingest.filenames import safe_filename
 from chatbot.ingest.jobs import JobProgress, JobSpec
+from chatbot.stores.base import Metadata
+from chatbot.stores.filters import MAX_METADATA_BYTES
 
 bp = Blueprint("ingest", __name__)
 JobId = Annotated[str, Field(pattern=r"^job_[0-9a-f]{32}$")]
@@ -108,25 +114,37 @@ async def upload_documents() -> Any:
             raise BadRequest("Every file needs a file name.", code="missing_filename")
         # the one place a client-chosen name enters the store
         named.append((safe_filename(upload.filename), upload.read()))
-    # (upload metadata, when the form carries it, is read here and passed along with the files)
+    metadata = await upload_metadata()
     if sum(len(data) for _, data in named) > svc.settings.jobs.upload_job_bytes:
         for name, data in named:  # refuse now what the job would refuse later
             if len(data) > limits.max_upload_bytes:
                 raise PayloadTooLarge(f"{name} is larger than {limits.max_upload_bytes} bytes.")
-        job = await svc.jobs.submit(tenant(), JobSpec(kind="upload", files=tuple(named)))
+        job = await svc.jobs.submit(tenant(), JobSpec(kind="upload", files=tuple(named), metadata=metadata))
         return _accepted(job)
     results: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
     first_error: ChatbotError | None = None
     for name, data in named:
         try:
-            results.append((await svc.ingestor.ingest_bytes(tenant(), name, data)).to_dict())
+            result = await svc.ingestor.ingest_bytes(tenant(), name, data, metadata=metadata)
+            results.append(result.to_dict())
         except (PayloadTooLarge, UnsupportedMediaType, UnreadableDocument) as exc:  # this file's own fault
             first_error = first_error or exc
             skipped.append({"source": name, "code": exc.code, "reason": exc.message})
     if not results and first_error is not None:  # nothing ingested: the request failed, as for one file
         raise first_error
     return jsonify({"documents": results, "skipped": skipped}), 201
+
+
+async def upload_metadata() -> dict[str, Any] | None:
+    """The upload's optional `metadata` form field: a JSON object validated as stores.base.Metadata (422)."""
+    raw = (await request.form).get("metadata")
+    if raw is None or not raw.strip():
+        return None
+    if len(raw) > MAX_METADATA_BYTES:
+        raise PayloadTooLarge(f"metadata is limited to {MAX_METADATA_BYTES} bytes.")
+    meta: Metadata = validate(Metadata, parse_json(raw))
+    return meta.root
 
 
 def _accepted(job: JobProgress) -> Any:

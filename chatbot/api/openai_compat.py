@@ -116,6 +116,7 @@ async def chat_completions() -> Any:
         max_tokens=body.token_limit,
         temperature=body.temperature,
         options=body.options,
+        where=body.metadata_filter,
     )
     message_id = (await service.start(who, ask)).message_id
     created = int(time.time())

@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from chatbot.api.wire import FILTER_DESCRIPTION
 from chatbot.chat.service import Collected, error_of
 from chatbot.errors import BadRequest, ChatbotError, NotFound
 from chatbot.providers.base import PLAIN, ChatMessage, GenerationOptions, Tool, ToolCall
@@ -41,6 +42,7 @@ from chatbot.rag.events import (
     ToolCallEvent,
     Usage,
 )
+from chatbot.stores.base import MetadataFilter
 
 MODEL_ID = "chatbot"
 """The one model id: answers from the caller's tenant's documents (X-Chatbot-Tenant, else the default)."""
@@ -157,6 +159,9 @@ class ChatCompletionBody(BaseModel):
     response_format: ResponseFormat | None = None
     tools: list[ToolDef] | None = Field(None, max_length=128)
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    metadata_filter: MetadataFilter | None = Field(
+        None, description="Extension (openai SDK: extra_body={'metadata_filter': ...}). " + FILTER_DESCRIPTION
+    )
 
     def chat_messages(self) -> list[ChatMessage]:
         """system and developer messages become 'system' (dropped later: our prompts define the assistant)."""

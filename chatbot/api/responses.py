@@ -108,6 +108,10 @@ class SourceDoc(_Reply):
     chunk_index: Count
     text: str
     score: float
+    page_start: int | None = Field(None, ge=1, description="First page (PDFs) or slide of the chunk.")
+    page_end: int | None = Field(None, ge=1, description="Last page or slide of the chunk.")
+    char_start: int | None = Field(None, ge=0, description="The chunk's span in the extracted text.")
+    char_end: int | None = Field(None, ge=0)
 
 
 class ChatAnswer(_Reply):
@@ -182,9 +186,15 @@ class IngestResults(_Reply):
 
 
 class UploadForm(_Reply):
-    """multipart/form-data: one or more files in the field `file` (or `files`)."""
+    """multipart/form-data: one or more files in the field `file` (or `files`), and optional `metadata`."""
 
     file: bytes = Field(description="A document: text, Markdown, HTML, PDF, Office, EPUB, CSV or JSON.")
+    metadata: str | None = Field(
+        None,
+        description='A flat JSON object stored on every chunk of these files, e.g. {"tags": ["hr"], '
+        '"lang": "en", "year": 2024, "url": "https://..."}; at most 32 keys, 8 KB; filter on it in chat '
+        "and search.",
+    )
 
 
 class DeleteResult(_Reply):

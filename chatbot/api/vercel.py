@@ -39,7 +39,7 @@ bp = Blueprint("vercel", __name__)
 async def ui_chat() -> Any:
     body: UIChatBody = validate(UIChatBody, await chat_body())
     service, who = chat_service(), caller()
-    message_id = (await service.start(who, Ask(messages=body.chat_messages()))).message_id
+    message_id = (await service.start(who, Ask(messages=body.chat_messages(), where=body.filter))).message_id
     parts = UIStream(message_id)
     stream = EventStream(
         await service.follow(who, message_id, stop_on_leave=True),  # useChat cannot resume

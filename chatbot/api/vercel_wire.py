@@ -20,9 +20,10 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from chatbot.api.streaming import SSE_HEADERS
+from chatbot.api.wire import FILTER_DESCRIPTION
 from chatbot.providers.base import ChatMessage
 from chatbot.rag.events import (
     ChatEvent,
@@ -35,6 +36,7 @@ from chatbot.rag.events import (
     TokenEvent,
     ToolCallEvent,
 )
+from chatbot.stores.base import MetadataFilter
 
 UI_STREAM_HEADERS = {**SSE_HEADERS, "x-vercel-ai-ui-message-stream": "v1"}
 DONE = b"data: [DONE]\n\n"
@@ -73,11 +75,13 @@ class UIMessage(BaseModel):
 
 
 class UIChatBody(BaseModel):
-    """POST /v1/ui/chat. Only `messages` is used; the chat `id`, `trigger` and other fields are ignored."""
+    """POST /v1/ui/chat. `messages` and the optional metadata `filter` (useChat's `body` option) are used;
+    the chat `id`, `trigger` and other fields are ignored."""
 
     model_config = ConfigDict(extra="ignore")
 
     messages: list[UIMessage]
+    filter: MetadataFilter | None = Field(None, description=FILTER_DESCRIPTION)
 
     def chat_messages(self) -> list[ChatMessage]:
         return [ChatMessage(m.role, m.text()) for m in self.messages]

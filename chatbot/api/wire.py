@@ -12,9 +12,17 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chatbot.errors import ChatbotError, InvalidJSON, UnknownFrameType, ValidationFailed
 from chatbot.rag.events import EVENTS, WIRE, ChatEvent, TokenEvent
+from chatbot.stores.base import MetadataFilter
 
 ConversationId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")]
 MessageId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")]
+
+
+FILTER_DESCRIPTION = (
+    "Search only chunks whose document metadata matches: all conditions hold; a value is equality, "
+    '{"any": [...]} one of several, {"gte"|"gt"|"lte"|"lt": n} a range. '
+    'Example: {"tags": {"any": ["hr"]}, "lang": "en", "year": {"gte": 2020}}.'
+)
 
 
 class _Strict(BaseModel):
@@ -29,12 +37,14 @@ class ChatBody(_Strict):
         None, description="Continue this conversation; omit to start one."
     )
     stream: bool = Field(False, description="Stream server-sent events instead of one JSON answer.")
+    filter: MetadataFilter | None = Field(None, description=FILTER_DESCRIPTION)
 
 
 class AskFrame(_Strict):
     type: Literal["ask"]
     message: str
     conversation_id: ConversationId | None = None
+    filter: MetadataFilter | None = Field(None, description=FILTER_DESCRIPTION)
     request_id: str | None = Field(
         None, max_length=128, description="Echoed back on error frames for this ask."
     )

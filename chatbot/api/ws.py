@@ -103,7 +103,7 @@ class Socket:
 
     async def _handle(self, frame: Any) -> None:
         if isinstance(frame, AskFrame):
-            started = await self.chat.ask(Ask(frame.message, frame.conversation_id))
+            started = await self.chat.ask(Ask(frame.message, frame.conversation_id, where=frame.filter))
             # wait until its start frame is out: a reply to a later frame (answer_in_progress) comes after it
             await self._pump(started.message_id, await self.chat.follow(started.message_id)).wait()
         elif isinstance(frame, StopFrame):

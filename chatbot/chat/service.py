@@ -49,7 +49,7 @@ from chatbot.rag.events import (
 )
 from chatbot.rag.pipeline import AnswerRequest
 from chatbot.settings import Settings
-from chatbot.stores.base import ConversationStore
+from chatbot.stores.base import ConversationStore, MetadataFilter
 
 Events = AsyncGenerator[tuple[int, ChatEvent], None]
 
@@ -68,6 +68,7 @@ class Ask:
     max_tokens: int | None = None
     temperature: float | None = None
     options: GenerationOptions = PLAIN
+    where: MetadataFilter | None = None  # a metadata filter on the searched chunks (stores/filters.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,7 +228,12 @@ class ChatService:
             ):
                 raise UnknownConversation()
             return AnswerRequest(
-                caller.tenant, question, message_id, ask.conversation_id or "", untrusted=caller.untrusted
+                caller.tenant,
+                question,
+                message_id,
+                ask.conversation_id or "",
+                untrusted=caller.untrusted,
+                where=ask.where,
             )
         turns = [m for m in ask.messages if m.role != "system"]
         if not turns:
@@ -249,6 +255,7 @@ class ChatService:
             untrusted=caller.untrusted,
             options=ask.options,
             continuation=tuple(continuation),
+            where=ask.where,
         )
 
     async def _stopped_on_leave(self, events: Events, message_id: str) -> Events:

@@ -37,6 +37,7 @@ class JobSpec:
     files: tuple[tuple[str, bytes], ...] = ()
     path: str | None = None
     url: str | None = None
+    metadata: dict[str, Any] | None = None  # uploads: stored on every chunk of these files
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -44,12 +45,19 @@ class JobSpec:
             "files": [[name, base64.b64encode(data).decode()] for name, data in self.files],
             "path": self.path,
             "url": self.url,
+            "metadata": self.metadata,
         }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> JobSpec:
         files = tuple((str(n), base64.b64decode(d)) for n, d in raw.get("files") or ())
-        return cls(kind=raw["kind"], files=files, path=raw.get("path"), url=raw.get("url"))
+        return cls(
+            kind=raw["kind"],
+            files=files,
+            path=raw.get("path"),
+            url=raw.get("url"),
+            metadata=raw.get("metadata"),
+        )
 
 
 @dataclass(slots=True)
@@ -141,7 +149,9 @@ async def run_job(
         for name, data in spec.files:
             try:
                 progress.add_result(
-                    await ingestor.ingest_bytes(progress.tenant, name, data, on_chunks=on_chunks)
+                    await ingestor.ingest_bytes(
+                        progress.tenant, name, data, on_chunks=on_chunks, metadata=spec.metadata
+                    )
                 )
             except ChatbotError as exc:
                 progress.add_error(name, exc)

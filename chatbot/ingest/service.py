@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,16 +102,29 @@ class Ingestor:
         self.inline_text_bytes = inline_text_bytes
 
     async def ingest_bytes(
-        self, tenant: str, source: str, data: bytes, *, on_chunks: Callable[[int], None] | None = None
+        self,
+        tenant: str,
+        source: str,
+        data: bytes,
+        *,
+        on_chunks: Callable[[int], None] | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> IngestResult:
+        """Ingest one document; `metadata` (validated: stores.base.Metadata) is stored on every chunk and
+        is part of the version, so a changed metadata relabels the chunks without embedding them again."""
         with tracing.span("chatbot.ingest", {"chatbot.stage": "ingest", "chatbot.bytes": len(data)}) as span:
-            result = await self._ingest_bytes(tenant, source, data, on_chunks)
+            result = await self._ingest_bytes(tenant, source, data, on_chunks, metadata)
             if span is not None:
                 span.set_attributes({"chatbot.chunks": result.chunks, "chatbot.unchanged": result.unchanged})
             return result
 
     async def _ingest_bytes(
-        self, tenant: str, source: str, data: bytes, on_chunks: Callable[[int], None] | None
+        self,
+        tenant: str,
+        source: str,
+        data: bytes,
+        on_chunks: Callable[[int], None] | None,
+        metadata: Mapping[str, Any] | None,
     ) -> IngestResult:
         if len(data) > self.max_bytes:
             raise PayloadTooLarge(f"{source} is larger than {self.max_bytes} bytes.")
@@ -118,7 +132,9 @@ class Ingestor:
         chunks = doc.chunks
         doc_id = document_id(tenant, source)
         ids = [point_id(tenant, source, c.index, c.content_hash) for c in chunks]
-        version = hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+        meta = dict(metadata or {})
+        signed = "\n".join(ids) + (f"\n{json.dumps(meta, sort_keys=True)}" if meta else "")
+        version = hashlib.sha256(signed.encode()).hexdigest()[:16]
         records = [
             ChunkRecord(
                 tenant,
@@ -134,6 +150,7 @@ class Ingestor:
                 page_end=c.page_end,
                 char_start=c.char_start,
                 char_end=c.char_end,
+                metadata=meta,
             )
             for c in chunks
         ]
@@ -158,7 +175,7 @@ class Ingestor:
             await self.store.upsert(batch, dense, sparse)
             if on_chunks:
                 on_chunks(len(batch))
-        await self.store.set_version(relabel, version)
+        await self.store.set_version(relabel, version, metadata=meta)
         await self.store.delete_stale(tenant, doc_id, version)
         if self.cache is not None:
             await self.cache.invalidate(tenant)
@@ -191,6 +208,7 @@ class Ingestor:
         *,
         on_chunks: Callable[[int], None] | None = None,
         root: Path | None = None,
+        metadata: Mapping[str, Any] | None = None,
     ) -> IngestReport:
         """Every file given and below each directory; a file that fails is reported in ``skipped``."""
         report = IngestReport([], [])
@@ -203,7 +221,9 @@ class Ingestor:
                         f"The file is {size:,} bytes; the limit is {self.max_bytes:,} bytes."
                     )
                 data = await asyncio.to_thread(path.read_bytes)
-                report.documents.append(await self.ingest_bytes(tenant, source, data, on_chunks=on_chunks))
+                report.documents.append(
+                    await self.ingest_bytes(tenant, source, data, on_chunks=on_chunks, metadata=metadata)
+                )
             except BadRequest as exc:  # the file's own fault: report it and go on with the others
                 report.skipped.append(Skipped(source, exc.code, exc.message))
             except OSError as exc:

@@ -21,9 +21,16 @@ def _on_wire(info: FieldSerializationInfo) -> bool:
     return isinstance(info.context, dict) and bool(info.context.get("wire"))
 
 
+def _optional_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
-    """One retrieved passage, numbered as the answer cites it ([n])."""
+    """One retrieved passage, numbered as the answer cites it ([n]): its document (title, source), where it
+    is in it (heading path; pages for PDFs and slides; the chunk's character span in the extracted text,
+    None when the loader does not know) and its text. GET /v1/documents/{doc_id}/chunks/{chunk_index}
+    returns it with its neighbours."""
 
     n: int
     doc_id: str
@@ -33,6 +40,10 @@ class Source:
     chunk_index: int
     text: str
     score: float
+    page_start: int | None = None
+    page_end: int | None = None
+    char_start: int | None = None
+    char_end: int | None = None
 
     @field_serializer("score")
     def _score(self, score: float, info: FieldSerializationInfo) -> float:
@@ -50,11 +61,15 @@ class Source:
             chunk_index=int(data.get("chunk_index", 0)),
             text=str(data.get("text", "")),
             score=float(data.get("score", 0.0)),
+            page_start=_optional_int(data.get("page_start")),
+            page_end=_optional_int(data.get("page_end")),
+            char_start=_optional_int(data.get("char_start")),
+            char_end=_optional_int(data.get("char_end")),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """The wire form (JSON-ready, score rounded)."""
-        out: dict[str, Any] = _SOURCE.dump_python(self, mode="json", context=WIRE)
+        """The wire form (JSON-ready, score rounded; pages and character span only when known)."""
+        out: dict[str, Any] = _SOURCE.dump_python(self, mode="json", context=WIRE, exclude_none=True)
         return out
 
 

@@ -56,6 +56,7 @@ from chatbot.stores.base import (
     AnswerCache,
     CachedAnswer,
     ConversationStore,
+    MetadataFilter,
     QueryVectors,
     SearchMode,
     Turn,
@@ -81,13 +82,24 @@ class AnswerRequest:
     options: GenerationOptions = PLAIN
     # After the question, in a client-kept history: the assistant's tool calls and the tool results.
     continuation: Sequence[ChatMessage] = ()
+    where: MetadataFilter | None = None  # search only the chunks whose metadata matches (never cached)
 
 
 # AnswerRequest fields that do not change the answer's text: every other field (temperature, max_tokens, and
 # any generation parameter added later) is part of the cache key, so a new one splits the cache, never
 # poisons it. A history, tool options or a tool continuation make a request uncacheable (cacheable below).
 _NOT_GENERATION = frozenset(
-    {"tenant", "question", "message_id", "conversation_id", "history", "untrusted", "options", "continuation"}
+    {
+        "tenant",
+        "question",
+        "message_id",
+        "conversation_id",
+        "history",
+        "untrusted",
+        "options",
+        "continuation",
+        "where",
+    }
 )
 
 
@@ -204,6 +216,7 @@ class Pipeline:
             and raw_vectors.dense is not None
             and req.options.plain  # a cached text answer would ignore tools, stop, a format, a seed
             and not req.continuation
+            and req.where is None  # a filtered answer is for that filter only
         )
         variant = cache_variant(req, model=self.chat.name, prompts_version=self.prompts.version)
         # a visitor's answer at temperature 2 is for that visitor only: never served to the tenant's others
@@ -222,7 +235,7 @@ class Pipeline:
             if search_text != req.question:
                 queries.append(await self.retriever.embed(search_text, timings))
 
-        sources = await self.retriever.retrieve(req.tenant, queries, search_text, timings)
+        sources = await self.retriever.retrieve(req.tenant, queries, search_text, timings, where=req.where)
         yield SourcesEvent(sources=tuple(sources))
 
         passages = [Passage(n=s.n, text=s.text, title=s.title) for s in sources]

@@ -18,6 +18,7 @@ Each stage has its deadline (DeadlineExceeded names the stage) and records its m
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Sequence
@@ -28,7 +29,7 @@ from chatbot.ops import tracing
 from chatbot.providers.base import Embedder, Reranker, SparseEmbedder
 from chatbot.rag.events import Source
 from chatbot.settings import DeadlineSettings, RetrievalSettings
-from chatbot.stores.base import QueryVectors, ScoredChunk, SearchMode, VectorStore
+from chatbot.stores.base import MetadataFilter, QueryVectors, ScoredChunk, SearchMode, VectorStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,11 +65,19 @@ class Retriever:
         return mode
 
     async def search(
-        self, tenant: str, question: str, timings: dict[str, float] | None = None
+        self,
+        tenant: str,
+        question: str,
+        timings: dict[str, float] | None = None,
+        *,
+        where: MetadataFilter | None = None,
+        top_k: int | None = None,
     ) -> list[Source]:
-        """One question end to end: embed, search, rerank."""
+        """One question end to end: embed, search, rerank (among the chunks `where` matches; the best
+        `top_k`, default the retrieval setting)."""
         timings = {} if timings is None else timings
-        return await self.retrieve(tenant, [await self.embed(question, timings)], question, timings)
+        vectors = await self.embed(question, timings)
+        return await self.retrieve(tenant, [vectors], question, timings, where=where, top_k=top_k)
 
     async def embed(self, text: str, timings: dict[str, float] | None = None) -> QueryVectors:
         """`text` as the vectors the search mode uses (stage `embed`)."""
@@ -82,11 +91,15 @@ class Retriever:
         queries: Sequence[QueryVectors],
         rerank_query: str,
         timings: dict[str, float] | None = None,
+        *,
+        where: MetadataFilter | None = None,
+        top_k: int | None = None,
     ) -> list[Source]:
-        """The best `top_k` sources for `queries` searched together (stage `retrieve`), reranked for
-        `rerank_query` when a reranker is configured (stage `rerank`)."""
+        """The best `top_k` sources for `queries` searched together (stage `retrieve`) among the chunks whose
+        metadata `where` matches, reranked for `rerank_query` when a reranker is configured (stage `rerank`)."""
         timings = {} if timings is None else timings
         s = self.settings
+        k = top_k or s.top_k
         chunks = await staged(
             "retrieve",
             self.deadlines.retrieve,
@@ -94,20 +107,21 @@ class Retriever:
                 tenant,
                 queries,
                 mode=self.mode,
-                limit=s.rerank_candidates if self.reranker else s.top_k,
-                prefetch_limit=s.prefetch_limit,
+                limit=max(s.rerank_candidates, k) if self.reranker else k,
+                prefetch_limit=max(s.prefetch_limit, k),
                 score_threshold=s.score_threshold,
                 fusion=s.fusion,
+                where=where,
             ),
             timings,
         )
         if self.reranker is not None and chunks:
             try:
-                reranking = self._rerank(self.reranker, rerank_query, chunks)
+                reranking = self._rerank(self.reranker, rerank_query, chunks, k)
                 chunks = await staged("rerank", self.deadlines.retrieve, reranking, timings)
             except (UpstreamError, DeadlineExceeded) as exc:
                 log.warning("rerank failed (%s); answering from the retrieval order", exc.code)
-        return as_sources(chunks[: s.top_k])
+        return as_sources(chunks[:k])
 
     async def _embed(self, text: str, mode: SearchMode) -> QueryVectors:
         sparse = self.sparse
@@ -120,23 +134,11 @@ class Retriever:
             return QueryVectors(dense=dense[0], sparse=terms[0])
         return QueryVectors(dense=(await self.embedder.embed([text], "query"))[0])
 
-    async def _rerank(self, reranker: Reranker, query: str, chunks: list[ScoredChunk]) -> list[ScoredChunk]:
-        ranked = await reranker.rerank(query, [c.text for c in chunks], self.settings.top_k)
-        out = []
-        for r in ranked:
-            c = chunks[r.index]
-            out.append(
-                ScoredChunk(
-                    doc_id=c.doc_id,
-                    source=c.source,
-                    title=c.title,
-                    heading_path=c.heading_path,
-                    chunk_index=c.chunk_index,
-                    text=c.text,
-                    score=r.score,
-                )
-            )
-        return out
+    async def _rerank(
+        self, reranker: Reranker, query: str, chunks: list[ScoredChunk], top_k: int
+    ) -> list[ScoredChunk]:
+        ranked = await reranker.rerank(query, [c.text for c in chunks], top_k)
+        return [dataclasses.replace(chunks[r.index], score=r.score) for r in ranked]
 
 
 def as_sources(chunks: Sequence[ScoredChunk]) -> list[Source]:
@@ -151,6 +153,10 @@ def as_sources(chunks: Sequence[ScoredChunk]) -> list[Source]:
             chunk_index=c.chunk_index,
             text=c.text,
             score=c.score,
+            page_start=c.page_start,
+            page_end=c.page_end,
+            char_start=c.char_start,
+            char_end=c.char_end,
         )
         for n, c in enumerate(chunks, start=1)
     ]
@@ -167,6 +173,10 @@ def as_chunks(sources: Sequence[Source]) -> list[ScoredChunk]:
             chunk_index=s.chunk_index,
             text=s.text,
             score=s.score,
+            page_start=s.page_start,
+            page_end=s.page_end,
+            char_start=s.char_start,
+            char_end=s.char_end,
         )
         for s in sources
     ]

@@ -22,7 +22,8 @@ const STYLE = ":host{all:initial}*{box-sizing:border-box}" +
   "pre{background:#111;color:#fafafa;padding:10px;border-radius:8px;overflow-x:auto}pre code{background:none;padding:0;color:inherit}" +
   "a{color:var(--a)}.c{font-size:11px;vertical-align:super;line-height:0;text-decoration:none;font-weight:600}" +
   ".typing>p:last-child::after,.typing:empty::after{content:'';display:inline-block;width:7px;height:14px;background:currentColor;opacity:.4;vertical-align:text-bottom;animation:bl 1s steps(2) infinite}@keyframes bl{50%{opacity:0}}" +
-  ".src{margin:8px 0 0;padding:8px 0 0 20px;border-top:1px solid #e5e5e5;font-size:12px;color:#555}.hl{background:#fef3c7}" +
+  ".src{list-style:disc;margin:8px 0 0;padding:8px 0 0 20px;border-top:1px solid #e5e5e5;font-size:12px;color:#555}.hl{background:#fef3c7}" +
+  ".refs{margin:1px 0 4px;padding-left:10px;list-style:none}" +
   ".n{font-size:12px;color:#666;font-style:italic;margin-top:6px}.err{color:#b91c1c;font-style:normal}" +
   ".st{font-size:12px;padding:5px 14px;color:#92400e;background:#fffbeb}.f{display:flex;gap:8px;padding:10px;border-top:1px solid #e5e5e5}" +
   "textarea{flex:1;resize:none;border:1px solid #ccc;border-radius:10px;padding:8px 10px;font:inherit;color:inherit;height:40px;max-height:120px}" +
@@ -104,7 +105,8 @@ function markdown(src, ans) {
 function cite(parent, n, ans, raw) {
   const s = ans.sources.find((x) => x.n === n), id = ans.key + "-" + n;
   if (!s) return parent.append(raw);
-  const a = parent.appendChild(el("a", "c", raw, { href: "#" + id, "aria-label": `Source ${n}: ${s.title || s.source}` }));
+  const label = [`Source ${n}: ${s.title || s.source}`, pages(s)].filter(Boolean).join(", ");
+  const a = parent.appendChild(el("a", "c", raw, { href: "#" + id, "aria-label": label }));
   a.onclick = (e) => {
     e.preventDefault(); // the footnote is in our shadow root: no navigation of the host page
     const li = root.getElementById(id);
@@ -200,13 +202,29 @@ function render(ans) {
   cancelAnimationFrame(ans.raf); ans.raf = 0;
   pinned(() => ans.body.replaceChildren(markdown(ans.text, ans)));
 }
-function footnotes(ans) {
-  const ol = el("ol", "src", null, { "aria-label": "Sources" });
+function pages(s) { // "p. 13", "pp. 13\u201314", or "" when the loader stored no page
+  const a = s.page_start, b = s.page_end;
+  if (!Number.isInteger(a)) return "";
+  return Number.isInteger(b) && b > a ? `pp. ${a}\u2013${b}` : `p. ${a}`;
+}
+function footnotes(ans) { // one entry per document; its cited chunks ([n], page, section) listed under it
+  const ol = el("ol", "src", null, { "aria-label": "Sources" }), docs = new Map();
   for (const s of ans.sources) {
-    const li = ol.appendChild(el("li", null, null, { id: ans.key + "-" + s.n, tabindex: "-1", value: s.n }));
-    const where = (s.heading_path || []).filter((h) => h && h !== s.title);
-    li.append([s.title || s.source, ...where].join(" \u203a ") + " \u2014 ");
-    if (/^https?:\/\//.test(s.source)) link(li, s.source, s.source); else li.append(el("code", null, s.source));
+    const key = s.doc_id || s.source;
+    let doc = docs.get(key);
+    if (!doc) {
+      const li = ol.appendChild(el("li", "doc"));
+      li.append((s.title || s.source) + " \u2014 ");
+      if (/^https?:\/\//.test(s.source)) link(li, s.source, s.source); else li.append(el("code", null, s.source));
+      doc = li.appendChild(el("ul", "refs"));
+      docs.set(key, doc);
+    }
+    const where = (s.heading_path || []).filter((h) => h && h !== s.title), page = pages(s);
+    const label = [`[${s.n}]`, page, where.join(" \u203a ")].filter(Boolean).join(" ");
+    doc.appendChild(el("li", null, label, {
+      id: ans.key + "-" + s.n, tabindex: "-1",
+      "aria-label": [`Source ${s.n}`, page, ...where].filter(Boolean).join(", "),
+    }));
   }
   pinned(() => ans.foot.replaceChildren(ol));
 }

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from chatbot.providers.base import SparseVector
 from chatbot.rag.events import ChatEvent
+from chatbot.stores.filters import Metadata, MetadataFilter
+
+__all__ = ["Metadata", "MetadataFilter"]  # the filter language lives in stores/filters.py
 
 SearchMode = Literal["dense", "sparse", "hybrid"]
 Fusion = Literal["rrf", "dbsf"]
@@ -85,6 +88,7 @@ class ChunkRecord:
     page_end: int | None = None
     char_start: int = 0  # the chunk's span in the document's extracted text
     char_end: int = 0
+    metadata: Mapping[str, Any] | None = None  # the document's metadata (stores/filters.py), on every chunk
 
     @property
     def point_id(self) -> str:
@@ -105,7 +109,12 @@ class ChunkRecord:
             "page_end": self.page_end,
             "char_start": self.char_start,
             "char_end": self.char_end,
+            "metadata": dict(self.metadata or {}),
         }
+
+
+def _optional_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +128,18 @@ class ScoredChunk:
     chunk_index: int
     text: str
     score: float
+    # where the chunk is in its document, when the loader knows (pages: PDFs and slides; characters: the
+    # chunk's span in the extracted text): None otherwise
+    page_start: int | None = None
+    page_end: int | None = None
+    char_start: int | None = None
+    char_end: int | None = None
+    metadata: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_payload(cls, payload: dict[str, Any], score: float) -> ScoredChunk:
         """A stored chunk payload (see ChunkRecord.payload) as a hit; missing fields read as empty."""
+        metadata = payload.get("metadata")
         return cls(
             doc_id=str(payload.get("doc_id", "")),
             source=str(payload.get("source", "")),
@@ -131,7 +148,29 @@ class ScoredChunk:
             chunk_index=int(payload.get("chunk_index", 0)),
             text=str(payload.get("text", "")),
             score=float(score),
+            page_start=_optional_int(payload.get("page_start")),
+            page_end=_optional_int(payload.get("page_end")),
+            char_start=_optional_int(payload.get("char_start")),
+            char_end=_optional_int(payload.get("char_end")),
+            metadata=dict(metadata) if isinstance(metadata, dict) else {},
         )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A search hit or passage chunk as JSON (POST /v1/search, the passage route, MCP tools)."""
+        return {
+            "doc_id": self.doc_id,
+            "source": self.source,
+            "title": self.title,
+            "heading_path": list(self.heading_path),
+            "chunk_index": self.chunk_index,
+            "page_start": self.page_start,
+            "page_end": self.page_end,
+            "char_start": self.char_start,
+            "char_end": self.char_end,
+            "metadata": dict(self.metadata),
+            "text": self.text,
+            "score": round(self.score, 6),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,15 +221,26 @@ class VectorStore(Protocol):
         prefetch_limit: int = 40,
         score_threshold: float | None = None,
         fusion: Fusion = "rrf",
+        where: MetadataFilter | None = None,
     ) -> list[ScoredChunk]:
-        """The best `limit` chunks of `tenant` for the probes of `search_probes` (fused when several)."""
+        """The best `limit` chunks of `tenant` for the probes of `search_probes` (fused when several),
+        among the chunks whose metadata `where` matches (the tenant scope always applies)."""
+        ...
+
+    async def chunks(self, tenant: str, doc_id: str, first: int, last: int) -> list[ScoredChunk]:
+        """The chunks of one document with first <= chunk_index <= last, in order (score 0): a cited
+        passage with its neighbours. Empty for an unknown or other tenant's document."""
         ...
 
     async def versions_of(self, ids: Sequence[str]) -> dict[str, str]:
         """The stored `version` of each id that exists."""
         ...
 
-    async def set_version(self, ids: Sequence[str], version: str) -> None: ...
+    async def set_version(
+        self, ids: Sequence[str], version: str, *, metadata: Mapping[str, Any] | None = None
+    ) -> None:
+        """Relabel kept chunks with a new version and the document's (possibly changed) metadata."""
+        ...
 
     async def upsert(
         self,

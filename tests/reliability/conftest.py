@@ -18,7 +18,7 @@ from chatbot.errors import VectorStoreUnavailable
 from chatbot.ingest.service import Ingestor
 from chatbot.providers.registry import Providers
 from chatbot.settings import QdrantSettings, Settings
-from chatbot.stores.base import QueryVectors, ScoredChunk, SearchMode, VectorStore
+from chatbot.stores.base import MetadataFilter, QueryVectors, ScoredChunk, SearchMode, VectorStore
 from chatbot.stores.factory import vector_store
 from chatbot.stores.qdrant.mirror import MirroredStore
 from chatbot.stores.qdrant.store import QdrantStore
@@ -80,6 +80,7 @@ class ScriptedOutageStore(MirroredStore):
         prefetch_limit: int = 40,
         score_threshold: float | None = None,
         fusion: Literal["rrf", "dbsf"] = "rrf",
+        where: MetadataFilter | None = None,
     ) -> list[ScoredChunk]:
         if tenant in self.down_tenants:
             self.outages += 1
@@ -92,6 +93,7 @@ class ScriptedOutageStore(MirroredStore):
             prefetch_limit=prefetch_limit,
             score_threshold=score_threshold,
             fusion=fusion,
+            where=where,
         )
 
 

@@ -46,8 +46,8 @@ class TestDeclarations:
             roles[e]
             for e in (
                 "ingest.upload_documents",
-                "http.delete_document",
-                "http.list_documents",
+                "documents.delete_document",
+                "documents.list_documents",
                 "ingest.sync",
                 "ingest.job_status",
                 "ingest.job_events",
@@ -174,7 +174,7 @@ class TestResponsesMatchTheirModels:
                 "widget.create_widget_token": await client.post(
                     "/v1/widget/tokens", json={"origin": "https://site.example"}
                 ),
-                "http.list_documents": await client.get("/v1/documents"),
+                "documents.list_documents": await client.get("/v1/documents"),
             }
             answer = samples["http.chat"].json()
             samples["http.chat_stop"] = await client.post(f"/v1/chat/{answer['message_id']}/stop")

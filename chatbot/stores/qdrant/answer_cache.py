@@ -137,6 +137,10 @@ def _entry(n: int, chunk: ScoredChunk) -> dict[str, Any]:
         "chunk_index": chunk.chunk_index,
         "text": chunk.text,
         "score": round(chunk.score, 6),
+        "page_start": chunk.page_start,
+        "page_end": chunk.page_end,
+        "char_start": chunk.char_start,
+        "char_end": chunk.char_end,
     }
 
 

@@ -12,21 +12,23 @@ evaluates over every point of the collection (issue 15: ingestion was quadratic)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from chatbot.providers.base import SparseVector
 from chatbot.stores.base import (
     ChunkRecord,
     DocumentInfo,
     Fusion,
+    MetadataFilter,
     QueryVectors,
     ScoredChunk,
     SearchMode,
     check_tenant,
     search_probes,
 )
-from chatbot.stores.qdrant.local_index import Hit, LocalIndex
-from chatbot.stores.qdrant.store import QdrantStore
+from chatbot.stores.qdrant.local_index import Allow, LocalIndex
+from chatbot.stores.qdrant.store import METADATA, QdrantStore, one_per_index
 
 
 class MirroredStore:
@@ -76,8 +78,10 @@ class MirroredStore:
         prefetch_limit: int = 40,
         score_threshold: float | None = None,
         fusion: Fusion = "rrf",
+        where: MetadataFilter | None = None,
     ) -> list[ScoredChunk]:
-        """The same search as Qdrant's (same ids, order and scores), RRF over several probes."""
+        """The same search as Qdrant's (same ids, order and scores), RRF over several probes; a metadata
+        filter is the same predicate as Qdrant's (MetadataFilter.matches)."""
         probes = search_probes(queries, mode, has_sparse=self.has_sparse)
         if len(probes) > 1 and fusion != "rrf":
             return await self.inner.search(
@@ -88,12 +92,14 @@ class MirroredStore:
                 prefetch_limit=prefetch_limit,
                 score_threshold=score_threshold,
                 fusion=fusion,
+                where=where,
             )
         check_tenant(tenant)  # the same guard as every Qdrant query
         if not probes:
             return []
         depth = limit if len(probes) == 1 else prefetch_limit
-        lists = [self._probe(tenant, p, depth, score_threshold) for p in probes]
+        allow = None if where is None else _allow(where)
+        lists = [self.index.search(tenant, p.dense, p.sparse, depth, score_threshold, allow) for p in probes]
         hits = lists[0] if len(lists) == 1 else LocalIndex.rrf(lists, limit)
         return [ScoredChunk.from_payload(hit.payload, hit.score) for hit in hits]
 
@@ -101,11 +107,14 @@ class MirroredStore:
         """statistics.TermStatistics from the mirror: exact, since every write passes through here."""
         return self.index.idfs(tenant, terms)
 
-    def _probe(self, tenant: str, probe: QueryVectors, depth: int, threshold: float | None) -> list[Hit]:
-        if probe.dense is not None:
-            return self.index.dense_search(tenant, probe.dense, depth, threshold)
-        assert probe.sparse is not None  # noqa: S101 - a probe has exactly one vector (search_probes)
-        return self.index.sparse_search(tenant, probe.sparse, depth)
+    async def chunks(self, tenant: str, doc_id: str, first: int, last: int) -> list[ScoredChunk]:
+        """A document's chunks by index, from the mirror (no payload scan)."""
+        points = self.index.document_points(check_tenant(tenant), doc_id)
+        return one_per_index(
+            ScoredChunk.from_payload(payload, 0.0)
+            for payload in points.values()
+            if first <= int(payload.get("chunk_index", -1)) <= last
+        )
 
     async def versions_of(self, ids: Sequence[str]) -> dict[str, str]:
         """The stored `version` of each id that exists."""
@@ -137,9 +146,11 @@ class MirroredStore:
             terms = with_sparse[i] if with_sparse is not None else None
             self.index.upsert(rec.point_id, rec.tenant, dense[i], terms, rec.payload())
 
-    async def set_version(self, ids: Sequence[str], version: str) -> None:
-        await self.inner.set_version(ids, version)
-        self.index.set_payload(ids, {"version": version})
+    async def set_version(
+        self, ids: Sequence[str], version: str, *, metadata: Mapping[str, Any] | None = None
+    ) -> None:
+        await self.inner.set_version(ids, version, metadata=metadata)
+        self.index.set_payload(ids, {"version": version, METADATA: dict(metadata or {})})
 
     async def delete_stale(self, tenant: str, doc_id: str, keep_version: str) -> None:
         """Remove chunks of older versions of a document: by id, found in the mirror."""
@@ -156,3 +167,9 @@ class MirroredStore:
         if ids:
             await self.inner.delete_points(ids)
             self.index.delete(ids)
+
+
+def _allow(where: MetadataFilter) -> Allow:
+    """A filter as the mirror's predicate on a point's payload, named by its canonical JSON."""
+    holds = where.predicate()
+    return Allow(where.model_dump_json(), lambda payload: holds(payload.get(METADATA)))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ from chatbot.stores.base import (
     ChunkRecord,
     DocumentInfo,
     Fusion,
+    MetadataFilter,
     QueryVectors,
     ScoredChunk,
     SearchMode,
@@ -62,6 +63,51 @@ def tenant_filter(
     return models.Filter(must=must)
 
 
+METADATA = "metadata"  # the payload key holding a document's metadata (stores/filters.py)
+
+
+def metadata_filter(where: MetadataFilter) -> models.Filter:
+    """A metadata filter as Qdrant conditions on `metadata.<key>` (never on a system field: a key named
+    `tenant` reads metadata.tenant, so it can narrow a query but never widen its tenant scope)."""
+    must: list[models.Condition] = []
+    for key, cond in where.conditions():
+        field = f"{METADATA}.{key}"
+        if cond.any is None:
+            must.append(
+                models.FieldCondition(
+                    key=field, range=models.Range(gt=cond.gt, gte=cond.gte, lt=cond.lt, lte=cond.lte)
+                )
+            )
+        elif len(cond.any) == 1 or any(isinstance(v, bool) for v in cond.any):
+            # MatchAny takes strings or integers only; booleans (and a single value) match one by one
+            must.append(
+                models.Filter(
+                    should=[
+                        models.FieldCondition(key=field, match=models.MatchValue(value=v)) for v in cond.any
+                    ]
+                )
+            )
+        else:
+            must.append(models.FieldCondition(key=field, match=models.MatchAny(any=list(cond.any))))
+    return models.Filter(must=must)
+
+
+def index_schemas(where: MetadataFilter) -> dict[str, models.PayloadSchemaType]:
+    """The payload index each filtered field needs on a server: float for a range, else by the value type."""
+    out: dict[str, models.PayloadSchemaType] = {}
+    for key, cond in where.conditions():
+        if cond.any is None:
+            schema = models.PayloadSchemaType.FLOAT
+        elif all(isinstance(v, bool) for v in cond.any):
+            schema = models.PayloadSchemaType.BOOL
+        elif all(isinstance(v, int) and not isinstance(v, bool) for v in cond.any):
+            schema = models.PayloadSchemaType.INTEGER
+        else:
+            schema = models.PayloadSchemaType.KEYWORD
+        out[f"{METADATA}.{key}"] = schema
+    return out
+
+
 @dataclass(frozen=True, slots=True)
 class StoredPoint:
     """One point as read back for a mirror: its id, tenant, vectors and payload."""
@@ -86,6 +132,9 @@ class QdrantStore:
         self.dimensions = 0
         # per-tenant IDF for sparse queries (see statistics.py); MirroredStore answers it from memory
         self.statistics: TermStatistics = CountedStatistics(self.run, self.collection, tenant_filter)
+        self._indexed: set[str] = (
+            set()
+        )  # payload fields indexed for filters on a server (created on first use)
 
     @property
     def qdrant(self) -> QdrantStore:
@@ -228,9 +277,12 @@ class QdrantStore:
         prefetch_limit: int = 40,
         score_threshold: float | None = None,
         fusion: Fusion = "rrf",
+        where: MetadataFilter | None = None,
     ) -> list[ScoredChunk]:
         """Search in one call: one prefetch per probe, fused server-side when there are several."""
-        flt = tenant_filter(tenant)
+        flt = tenant_filter(tenant, extra=metadata_filter(where) if where is not None else None)
+        if where is not None:
+            await self._index_fields(where)
         probes = search_probes(queries, mode, has_sparse=self.has_sparse)
         if not probes:
             return []
@@ -278,6 +330,40 @@ class QdrantStore:
             for p in probes
         ]
 
+    async def _index_fields(self, where: MetadataFilter) -> None:
+        """On a server, create the payload index of each filtered field on its first use (local mode has no
+        payload indexes). A field indexed with another type keeps its index: Qdrant still filters correctly."""
+        if self.settings.is_local:
+            return
+        name = self.collection
+        for field, schema in index_schemas(where).items():
+            if field in self._indexed:
+                continue
+            self._indexed.add(field)
+            try:
+                await self.run(lambda c, f=field, t=schema: c.create_payload_index(name, f, t))  # type: ignore[misc]
+            except VectorStoreUnavailable:
+                self._indexed.discard(field)
+                log.warning("could not create the payload index of %s", field)
+
+    async def chunks(self, tenant: str, doc_id: str, first: int, last: int) -> list[ScoredChunk]:
+        """The chunks of one document with first <= chunk_index <= last, in order."""
+        if last < first:
+            return []
+        flt = tenant_filter(
+            tenant,
+            doc_id=doc_id,
+            extra=models.Filter(
+                must=[models.FieldCondition(key="chunk_index", range=models.Range(gte=first, lte=last))]
+            ),
+        )
+        # room for two versions of each chunk while a document is being replaced; one per index is kept
+        limit = 2 * (last - first + 1)
+        points, _ = await self.run(
+            _scroll(self.collection, None, scroll_filter=flt, limit=limit, with_payload=True)
+        )
+        return one_per_index(ScoredChunk.from_payload(p.payload or {}, 0.0) for p in points)
+
     async def stream_points(self, page: int = 1024) -> AsyncIterator[list[StoredPoint]]:
         """Every point with its vectors and payload, a page at a time (for a mirror's start-up load); nothing
         when the collection does not exist yet."""
@@ -302,12 +388,13 @@ class QdrantStore:
         found = await self.run(lambda c: c.retrieve(self.collection, ids=list(ids), with_payload=["version"]))
         return {str(p.id): str((p.payload or {}).get("version", "")) for p in found}
 
-    async def set_version(self, ids: Sequence[str], version: str) -> None:
+    async def set_version(
+        self, ids: Sequence[str], version: str, *, metadata: Mapping[str, Any] | None = None
+    ) -> None:
         if ids:
+            payload = {"version": version, METADATA: dict(metadata or {})}
             await self.run(
-                lambda c: c.set_payload(
-                    self.collection, payload={"version": version}, points=list(ids), wait=True
-                )
+                lambda c: c.set_payload(self.collection, payload=payload, points=list(ids), wait=True)
             )
 
     async def upsert(
@@ -384,6 +471,12 @@ class QdrantStore:
     async def count(self, tenant: str) -> int:
         flt = tenant_filter(tenant)
         return (await self.run(lambda c: c.count(self.collection, count_filter=flt, exact=True))).count
+
+
+def one_per_index(hits: Iterable[ScoredChunk]) -> list[ScoredChunk]:
+    """Chunks in index order, one per chunk index."""
+    by_index = {h.chunk_index: h for h in hits}
+    return [by_index[i] for i in sorted(by_index)]
 
 
 async def _call(
