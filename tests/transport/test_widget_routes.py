@@ -44,7 +44,9 @@ class TestStaticFiles:
         assert response.status_code == 200
         assert response.headers["content-type"] == "text/javascript; charset=utf-8"
         assert response.content == (STATIC / "widget.js").read_bytes()
-        assert len(response.content) < 16 * 1024
+        # 20 KiB as is (about 6.5 KiB gzipped): the budget rose from 16 KiB when feedback buttons and
+        # per-document source grouping landed; it is a budget, raise it only for a feature
+        assert len(response.content) < 20 * 1024
         assert response.headers["cache-control"] == "public, max-age=300"
         assert response.headers["x-content-type-options"] == "nosniff"
         assert response.headers["cross-origin-resource-policy"] == "cross-origin"
