@@ -1,14 +1,15 @@
 """One settings tree. Environment: CHATBOT_ prefix, nested with __ (CHATBOT_QDRANT__URL=...).
 
 OPENAI_API_KEY / OPENAI_BASE_URL and COHERE_API_KEY / CO_API_KEY are honoured as the SDKs honour them.
-The sections of the model providers (and the source for those SDK variables) live in settings_providers.py
-and are re-exported here: import every settings name from chatbot.settings.
+Sections with their own reason to change live beside this module and are re-exported here: model providers
+(and the source for those SDK variables) in settings_providers.py, serving traffic in settings_serving.py,
+credentials in settings_auth.py, ingestion in settings_ingest.py. Import every settings name from
+chatbot.settings.
 Nothing is read at import; Settings() reads the environment when __main__ builds it.
 """
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,7 +30,25 @@ from chatbot.settings_providers import (
     OpenAISettings as OpenAISettings,
     SdkEnvSource,
 )
-from chatbot.settings_ingest import FetchSettings as FetchSettings, JobSettings as JobSettings
+from chatbot.settings_auth import (
+    MIN_SECRET_CHARS as MIN_SECRET_CHARS,
+    PLACEHOLDER_SECRETS as PLACEHOLDER_SECRETS,
+    ApiKeySpec as ApiKeySpec,
+    AuthSettings as AuthSettings,
+    Role as Role,
+)
+from chatbot.settings_ingest import (
+    FetchSettings as FetchSettings,
+    JobSettings as JobSettings,
+    ParsingSettings as ParsingSettings,
+)
+from chatbot.settings_serving import (
+    DeadlineSettings as DeadlineSettings,
+    LimitSettings as LimitSettings,
+    QuotaSettings as QuotaSettings,
+    ServerSettings as ServerSettings,
+    StreamSettings as StreamSettings,
+)
 # isort: on
 
 
@@ -125,216 +144,6 @@ class RetrievalSettings(BaseModel):
     rerank: bool = Field(True, description="Rerank with Cohere when a Cohere key is configured.")
     rerank_candidates: int = Field(25, ge=1, le=200, description="Candidates sent to the reranker.")
     rewrite_followups: bool = Field(True, description="Rewrite follow-up questions into standalone queries.")
-
-
-class LimitSettings(BaseModel):
-    max_message_chars: int = Field(4000, ge=1, description="Longest user message accepted.")
-    max_history_messages: int = Field(
-        20, ge=0, description="Earlier messages kept per conversation and sent."
-    )
-    max_conversations: int = Field(10_000, ge=1, description="Conversations kept in memory (oldest dropped).")
-    max_frame_bytes: int = Field(
-        65_536, ge=1024, description="Largest websocket frame or JSON body accepted."
-    )
-    max_chat_body_bytes: int = Field(
-        1024 * 1024,
-        ge=1024,
-        description="Largest body of POST /v1/chat/completions and /v1/ui/chat (these clients send their history).",
-    )
-    max_upload_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="Largest uploaded document.")
-    max_files_per_upload: int = Field(20, ge=1, description="Documents per upload request.")
-    body_timeout_seconds: float = Field(
-        30.0,
-        gt=0,
-        description="A request body not received whole within this many seconds: 408 (a slow body holds at "
-        "most its route's limit, for at most this long).",
-    )
-    max_answers_per_process: int = Field(
-        256, ge=1, description="Concurrent answers per process; beyond: busy."
-    )
-    max_connections: int = Field(1000, ge=1, description="Open websocket connections per process.")
-    max_connections_per_client: int = Field(
-        100,
-        ge=1,
-        description="Open websocket connections per client IP address; beyond: 429 before accept. Behind a "
-        "reverse proxy every client has the proxy's address: raise it to max_connections there.",
-    )
-
-
-class ParsingSettings(BaseModel):
-    """How uploads are parsed: worker processes, their budgets, and per-document bounds."""
-
-    workers: int = Field(2, ge=1, description="Parse worker processes at once (per server process).")
-    per_tenant: int = Field(1, ge=1, description="Parse workers one tenant may hold at once.")
-    cpu_seconds: int = Field(60, ge=1, description="CPU time one document may cost; beyond: parse_timeout.")
-    memory_mb: int = Field(
-        2048, ge=256, description="Address space of a parse worker; beyond: document_too_large."
-    )
-    wall_seconds: float = Field(
-        120.0, gt=0, description="Wall-clock limit of one parse; beyond: parse_timeout."
-    )
-    max_pdf_pages: int = Field(2000, ge=1, description="Pages a PDF may have.")
-    max_chars: int = Field(5_000_000, ge=1000, description="Characters of text a PDF may yield.")
-    max_unpacked_mb: int = Field(200, ge=1, description="What a docx/pptx/xlsx/epub may unpack to.")
-    ocr: bool = Field(True, description="Read PDF pages without a text layer with tesseract (if installed).")
-    json_text_field: str = Field(
-        "text", min_length=1, description="Field of a JSON/JSONL record holding its text."
-    )
-
-
-class StreamSettings(BaseModel):
-    coalesce_ms: float = Field(30.0, ge=0, description="Tokens are batched into frames at most this long.")
-    coalesce_chars: int = Field(
-        256, ge=1, description="A frame is flushed once it holds this many characters."
-    )
-    grace_seconds: float = Field(30.0, ge=0, description="How long an answer runs on after its reader left.")
-    cancel_on_disconnect: bool = Field(
-        False, description="Cancel an answer as soon as its reader disconnects."
-    )
-    log_max_events: int = Field(4096, ge=16, description="Events kept per answer for resume.")
-    send_timeout: float = Field(
-        10.0, gt=0, description="A client that does not read for this long is detached."
-    )
-    heartbeat_seconds: float = Field(
-        15.0, gt=0, description="SSE comment / websocket ping after this much quiet."
-    )
-    on_busy_connection: Literal["refuse", "replace"] = Field(
-        "refuse", description="A new ask while one runs on the connection: refuse it, or stop the old one."
-    )
-
-
-class DeadlineSettings(BaseModel):
-    embed: float = Field(10.0, gt=0, description="Seconds to embed the question.")
-    retrieve: float = Field(10.0, gt=0, description="Seconds to search the vector store.")
-    first_token: float = Field(30.0, gt=0, description="Seconds from start of generation to the first token.")
-    answer: float = Field(180.0, gt=0, description="Seconds for the whole answer.")
-
-
-class ServerSettings(BaseModel):
-    host: str = Field("127.0.0.1", description="Interface to bind.")
-    port: int = Field(8000, ge=0, le=65535, description="Port to bind.")
-    allowed_origins: list[str] = Field(
-        default_factory=list,
-        description="Origins allowed for CORS and websocket (besides the server's own). '*' allows any.",
-    )
-    allowed_hosts: list[str] = Field(
-        default_factory=list,
-        description="Host header values served (name, or name:port; '*' any); others get 400 host_not_allowed. "
-        "Empty: in dev 127.0.0.1, localhost, [::1] and `host` (any port); in prod any host.",
-    )
-    shutdown_seconds: float = Field(
-        10.0,
-        ge=0,
-        description="On SIGTERM the whole exit takes at most this long: running answers finish for most of it "
-        "(the rest end with an error event), then connections and stores close.",
-    )
-    trusted_proxies: list[str] = Field(
-        default_factory=list,
-        description="Addresses or networks (CIDR) of reverse proxies whose X-Forwarded-For is believed: the "
-        "client address is then the last one not in this list. Empty: the socket's address.",
-    )
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        for network in value:
-            try:
-                ipaddress.ip_network(network, strict=False)
-            except ValueError:
-                raise ValueError(f"{network!r} is not an IP address or network") from None
-        return value
-
-    uvloop: bool = Field(True, description="Run hypercorn on uvloop when it is installed.")
-    ingest_on_start: bool = Field(
-        True, description="`serve` ingests docs/guide when the collection is empty."
-    )
-    looplag_threshold_ms: float = Field(
-        100.0, gt=0, description="Warn (naming what ran) when the event loop wakes this many ms too late."
-    )
-
-
-PLACEHOLDER_SECRETS = frozenset(
-    {"changeme", "change-me", "change_me", "secret", "placeholder", "dev", "test", "xxx"}
-)
-MIN_SECRET_CHARS = 32
-
-
-Role = Literal["chat", "ingest", "admin"]
-
-
-class ApiKeySpec(BaseModel):
-    """One API key, stored as the sha256 of the key (make one with `python -m chatbot keys new`)."""
-
-    id: str = Field(min_length=1, max_length=64, description="A name for the key, shown in logs and metrics.")
-    sha256: str = Field(
-        pattern=r"^[0-9a-f]{64}$", description="Hex sha256 of the key; the key itself is never stored."
-    )
-    tenant: str = Field(
-        pattern=r"^[A-Za-z0-9_\-.]{1,64}$", description="The tenant whose documents the key sees."
-    )
-    roles: list[Role] = Field(
-        default_factory=lambda: list[Role](["chat"]), description="chat, ingest and/or admin."
-    )
-
-
-class QuotaSettings(BaseModel):
-    requests_per_minute: int = Field(
-        0,
-        ge=0,
-        description="Requests (HTTP requests and websocket asks) per minute per API key, per widget visitor (the "
-        "id bound into its token) or per tenant in open access; 0 = no limit.",
-    )
-    tokens_per_day: int = Field(
-        0, ge=0, description="Model tokens (prompt + completion) per tenant per day; 0 = no limit."
-    )
-    concurrent_answers: int = Field(0, ge=0, description="Answers running at once per tenant; 0 = no limit.")
-    websocket_connections: int = Field(
-        0, ge=0, description="Open websocket connections per tenant; 0 = no limit."
-    )
-    address_requests_per_minute: int = Field(
-        0,
-        ge=0,
-        description="Widget requests per minute per client address (all its visitors: a page reloaded for new "
-        "tokens); 0 = no limit. Behind a reverse proxy set server.trusted_proxies.",
-    )
-    visitor_concurrent_answers: int = Field(
-        0, ge=0, description="Answers running at once per widget visitor; 0 = no limit."
-    )
-    visitor_websocket_connections: int = Field(
-        0, ge=0, description="Open websocket connections per widget visitor; 0 = no limit."
-    )
-    visitor_token_share: float = Field(
-        0.0,
-        ge=0,
-        le=1,
-        description="Share of tokens_per_day one widget visitor may use (e.g. 0.05); 0 = no per-visitor cap.",
-    )
-    api_key_reserve: float = Field(
-        0.2,
-        ge=0,
-        lt=1,
-        description="Share of each tenant limit (tokens_per_day, concurrent_answers, websocket_connections) "
-        "that widget traffic can never take: kept for the tenant's API keys.",
-    )
-
-
-class AuthSettings(BaseModel):
-    api_keys: list[ApiKeySpec] = Field(
-        default_factory=list,
-        description='API keys as JSON, e.g. [{"id":"site","sha256":"...","tenant":"acme","roles":["chat"]}]. '
-        "Empty: open access (refused in prod).",
-    )
-    token_secret: SecretStr | None = Field(
-        None,
-        description="HMAC-SHA256 key that signs widget tokens (32+ characters). Unset in dev: a random key "
-        "per process (tokens die with it); required in prod.",
-    )
-    widget_token_ttl_seconds: int = Field(
-        600, ge=1, description="Lifetime of a widget token minted without ttl_seconds."
-    )
-    widget_token_max_ttl_seconds: int = Field(
-        86_400, ge=1, description="Longest lifetime a widget token may be minted with (longer: 422)."
-    )
 
 
 class Settings(BaseSettings):

@@ -1,4 +1,4 @@
-"""Settings of background ingestion (jobs, folder sync, URL fetch); re-exported by chatbot.settings."""
+"""Settings of ingestion (jobs, folder sync, parsing uploads, URL fetch); re-exported by chatbot.settings."""
 
 from __future__ import annotations
 
@@ -33,6 +33,27 @@ class JobSettings(BaseModel):
         default_factory=list,
         description="Server-side folders POST /v1/ingest/sync may mirror (and their subfolders). Empty: the "
         "API syncs URLs only.",
+    )
+
+
+class ParsingSettings(BaseModel):
+    """How uploads are parsed: worker processes, their budgets, and per-document bounds."""
+
+    workers: int = Field(2, ge=1, description="Parse worker processes at once (per server process).")
+    per_tenant: int = Field(1, ge=1, description="Parse workers one tenant may hold at once.")
+    cpu_seconds: int = Field(60, ge=1, description="CPU time one document may cost; beyond: parse_timeout.")
+    memory_mb: int = Field(
+        2048, ge=256, description="Address space of a parse worker; beyond: document_too_large."
+    )
+    wall_seconds: float = Field(
+        120.0, gt=0, description="Wall-clock limit of one parse; beyond: parse_timeout."
+    )
+    max_pdf_pages: int = Field(2000, ge=1, description="Pages a PDF may have.")
+    max_chars: int = Field(5_000_000, ge=1000, description="Characters of text a PDF may yield.")
+    max_unpacked_mb: int = Field(200, ge=1, description="What a docx/pptx/xlsx/epub may unpack to.")
+    ocr: bool = Field(True, description="Read PDF pages without a text layer with tesseract (if installed).")
+    json_text_field: str = Field(
+        "text", min_length=1, description="Field of a JSON/JSONL record holding its text."
     )
 
 
