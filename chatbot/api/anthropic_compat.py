@@ -18,7 +18,8 @@ from werkzeug.exceptions import HTTPException
 from chatbot.api.anthropic_wire import MessagesBody, MessageStream, error_body, message_of
 from chatbot.api.context import caller, chat_service, services
 from chatbot.api.http import chat_body
-from chatbot.api.openai_wire import check_model, error_status
+from chatbot.api.openai_requests import check_model
+from chatbot.api.openai_wire import error_status
 from chatbot.api.responses import ANTHROPIC_EVENTS, UPSTREAM, AnthropicMessageDoc
 from chatbot.api.routes import route
 from chatbot.api.streaming import SSE_HEADERS, EventStream

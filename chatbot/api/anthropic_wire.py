@@ -20,7 +20,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chatbot.api.openai_wire import MODEL_ID, UnsupportedContent, error_status
+from chatbot.api.openai_requests import MODEL_ID, UnsupportedContent
+from chatbot.api.openai_wire import error_status
 from chatbot.chat.service import Collected, error_of
 from chatbot.errors import ChatbotError
 from chatbot.providers.base import PLAIN, ChatMessage, GenerationOptions, UnsupportedOption

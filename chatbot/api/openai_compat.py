@@ -17,10 +17,9 @@ from werkzeug.exceptions import HTTPException
 
 from chatbot.api.context import caller, chat_service, services
 from chatbot.api.http import chat_body
+from chatbot.api.openai_requests import ChatCompletionBody, check_model
 from chatbot.api.openai_wire import (
-    ChatCompletionBody,
     ChunkStream,
-    check_model,
     completion_of,
     error_body,
     error_status,

@@ -4,7 +4,7 @@ the route (chatbot.api.routes.route(response=...)) and published in /openapi.jso
 The routes still build these shapes as dicts (their bodies belong to the transport modules); the contract is
 enforced from the outside: tests/reliability/test_schemathesis.py validates real responses against the
 document built from these models, and tests/transport/test_routes.py validates sample responses against the
-models themselves. Request models stay next to their wire format (wire.py, openai_wire.py, vercel_wire.py).
+models themselves. Request models stay next to their wire format (wire.py, openai_requests.py, vercel_wire.py).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chatbot.api.openai_wire import MODEL_ID
+from chatbot.api.openai_requests import MODEL_ID
 from chatbot.api.routes import EventStream
 
 NonEmpty = Annotated[str, Field(min_length=1)]

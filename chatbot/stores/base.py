@@ -277,7 +277,7 @@ class CachedAnswer:
 class AnswerCache(Protocol):
     """Finished answers per tenant and *generation*: a change to a tenant's documents starts a new generation,
     so an answer computed before the change is never served after it. An answer is found only under the
-    *variant* it was stored with (model, prompts, generation parameters: rag.pipeline.cache_variant)."""
+    *variant* it was stored with (model, prompts, generation parameters: rag.cached_answers.cache_variant)."""
 
     async def generation(self, tenant: str) -> str: ...
 

@@ -14,7 +14,8 @@ import pytest
 from chatbot.api.auth import new_api_key
 from chatbot.providers.base import ChatChunk, ChatRequest
 from chatbot.providers.registry import Providers
-from chatbot.rag.pipeline import AnswerRequest, cache_variant, generation_params
+from chatbot.rag.answer_request import AnswerRequest
+from chatbot.rag.cached_answers import cache_variant, generation_params
 from chatbot.stores.base import AnswerCache, VectorStore
 from chatbot.wiring import Services
 from tests.conftest import make_settings

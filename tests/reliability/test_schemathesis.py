@@ -18,7 +18,7 @@ from quart import Quart
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from chatbot.api.openai_wire import MODEL_ID
+from chatbot.api.openai_requests import MODEL_ID
 from chatbot.api.routes import ROUTES, Route
 from chatbot.app import create_app
 from chatbot.providers.registry import Providers

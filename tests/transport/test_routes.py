@@ -12,7 +12,7 @@ from pydantic import BaseModel
 from quart import Blueprint, Quart
 
 from chatbot.api import responses
-from chatbot.api.openai_wire import MODEL_ID, ChatCompletionBody
+from chatbot.api.openai_requests import MODEL_ID, ChatCompletionBody
 from chatbot.api.routes import ROUTES, Route, hook_rate_limits, route, route_table
 from chatbot.app import create_app
 from chatbot.errors import ConfigError

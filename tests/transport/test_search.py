@@ -13,7 +13,7 @@ import pytest
 import websockets
 from openai import AsyncOpenAI
 
-from chatbot.api.openai_wire import MODEL_ID
+from chatbot.api.openai_requests import MODEL_ID
 from chatbot.app import create_app
 from chatbot.providers.registry import Providers
 from chatbot.stores.base import VectorStore

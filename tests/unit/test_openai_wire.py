@@ -9,12 +9,10 @@ import pytest
 from openai.types.chat import ChatCompletionChunk
 from openai.types.model import Model
 
+from chatbot.api.openai_requests import ChatCompletionBody, ModelNotFound, UnsupportedContent
 from chatbot.api.openai_wire import (
     DONE,
-    ChatCompletionBody,
     ChunkStream,
-    ModelNotFound,
-    UnsupportedContent,
     completion_of,
     error_body,
     error_event_body,

@@ -1,4 +1,4 @@
-"""pipeline._StreamDeadline: one timer per stream behaves like asyncio.timeout_at around each next()."""
+"""stream_deadline.StreamDeadline: one timer per stream behaves like asyncio.timeout_at around each next()."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from chatbot.rag.pipeline import _StreamDeadline
+from chatbot.rag.stream_deadline import StreamDeadline
 
 
 async def slow_stream(delays: list[float], closed: list[bool]) -> AsyncIterator[int]:
@@ -25,7 +25,7 @@ class TestStreamDeadline:
         """Items that arrive in time come back in order; the end of the stream is StopAsyncIteration."""
         closed: list[bool] = []
         stream = slow_stream([0, 0.001, 0], closed)
-        deadline = _StreamDeadline(time.perf_counter() + 5)
+        deadline = StreamDeadline(time.perf_counter() + 5)
         got = [await deadline.next(stream) for _ in range(3)]
         with pytest.raises(StopAsyncIteration):
             await deadline.next(stream)
@@ -37,7 +37,7 @@ class TestStreamDeadline:
         """A next() waiting when the deadline passes raises TimeoutError; the task is left uncancelled."""
         closed: list[bool] = []
         stream = slow_stream([0, 10], closed)
-        deadline = _StreamDeadline(time.perf_counter() + 0.05)
+        deadline = StreamDeadline(time.perf_counter() + 0.05)
         assert await deadline.next(stream) == 0
         started = time.perf_counter()
         with pytest.raises(TimeoutError):
@@ -51,7 +51,7 @@ class TestStreamDeadline:
     async def test_deadline_passed_between_items_is_raised_by_the_next_call(self) -> None:
         """A deadline that passes while the caller is busy elsewhere makes the following next() raise."""
         stream = slow_stream([0, 0], [])
-        deadline = _StreamDeadline(time.perf_counter() + 0.02)
+        deadline = StreamDeadline(time.perf_counter() + 0.02)
         await deadline.next(stream)
         await asyncio.sleep(0.05)  # the caller is "at a yield" when the timer fires
         with pytest.raises(TimeoutError):
@@ -62,7 +62,7 @@ class TestStreamDeadline:
     async def test_move_extends_the_deadline(self) -> None:
         """move() replaces the deadline (first-token deadline -> whole-answer deadline)."""
         stream = slow_stream([0, 0.08], [])
-        deadline = _StreamDeadline(time.perf_counter() + 0.04)
+        deadline = StreamDeadline(time.perf_counter() + 0.04)
         await deadline.next(stream)
         deadline.move(time.perf_counter() + 5)
         assert await deadline.next(stream) == 1
@@ -72,10 +72,10 @@ class TestStreamDeadline:
     async def test_a_stop_stays_a_cancellation_even_when_the_deadline_fires_too(self) -> None:
         """An outside cancel (stop) that coincides with the deadline is re-raised as CancelledError."""
         stream = slow_stream([10], [])
-        holder: list[_StreamDeadline] = []
+        holder: list[StreamDeadline] = []
 
         async def consume() -> None:
-            holder.append(_StreamDeadline(time.perf_counter() + 5))
+            holder.append(StreamDeadline(time.perf_counter() + 5))
             try:
                 await holder[0].next(stream)
             finally:
@@ -94,7 +94,7 @@ class TestStreamDeadline:
         stream = slow_stream([10], [])
 
         async def consume() -> None:
-            deadline = _StreamDeadline(time.perf_counter() + 5)
+            deadline = StreamDeadline(time.perf_counter() + 5)
             try:
                 await deadline.next(stream)
             finally:
