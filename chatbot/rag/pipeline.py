@@ -54,14 +54,13 @@ from chatbot.rag.retriever import Retriever, as_chunks, as_sources, elapsed_ms, 
 from chatbot.settings import Settings
 from chatbot.stores.base import (
     AnswerCache,
-    CachedAnswer,
     ConversationStore,
     MetadataFilter,
     QueryVectors,
     SearchMode,
-    Turn,
     VectorStore,
 )
+from chatbot.stores.records import CachedAnswer, Turn
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
