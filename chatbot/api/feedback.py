@@ -13,11 +13,11 @@ from chatbot.api.routes import route
 from chatbot.api.wire import validate
 from chatbot.chat.feedback import FeedbackService
 from chatbot.errors import UnknownMessage
-from chatbot.stores.base import FEEDBACK_REASONS
+from chatbot.stores.feedback import FEEDBACK_REASONS
 
 bp = Blueprint("feedback", __name__)
 
-Reason = Literal[FEEDBACK_REASONS]  # type: ignore[valid-type]  # the enum is the tuple in stores/base.py
+Reason = Literal[FEEDBACK_REASONS]  # type: ignore[valid-type]  # the enum is the tuple in stores/feedback.py
 MAX_MESSAGE_ID = 128
 
 

@@ -21,7 +21,8 @@ from typing import IO, TYPE_CHECKING, Any
 from chatbot.chat.caller import Caller
 from chatbot.errors import ValidationFailed
 from chatbot.rag.events import ChatEvent, DoneEvent, SourcesEvent, StartEvent, StoppedEvent, TokenEvent
-from chatbot.stores.base import FEEDBACK_REASONS, AnsweredTurn, Feedback, FeedbackStore, Rating
+from chatbot.stores.base import AnsweredTurn, Feedback, FeedbackStore
+from chatbot.stores.feedback import FEEDBACK_REASONS, Rating
 
 if TYPE_CHECKING:
     from chatbot.chat.answers import Answer

@@ -26,7 +26,8 @@ from chatbot.ingest.loaders.registry import split_name
 from chatbot.ingest.parsing import Parsed, ParserPool, parse_and_chunk
 from chatbot.ops import tracing
 from chatbot.providers.base import Embedder, SparseEmbedder
-from chatbot.stores.base import AnswerCache, ChunkRecord, VectorStore, document_id, point_id
+from chatbot.stores.base import AnswerCache, ChunkRecord, VectorStore
+from chatbot.stores.ids import document_id, point_id
 
 log = logging.getLogger(__name__)
 

@@ -53,12 +53,12 @@ from chatbot.rag.stream_deadline import StreamDeadline
 from chatbot.settings import Settings
 from chatbot.stores.base import (
     AnswerCache,
-    CachedAnswer,
     ConversationStore,
     QueryVectors,
     SearchMode,
     VectorStore,
 )
+from chatbot.stores.records import CachedAnswer, Turn
 
 __all__ = ["AnswerRequest", "Pipeline"]  # AnswerRequest: the input of stream_answer, imported from here
 

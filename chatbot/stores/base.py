@@ -1,4 +1,4 @@
-"""What the rest of the app knows about storage: four Protocols, an answer cache Protocol and plain records.
+"""What the rest of the app knows about storage: the Protocols every store implements.
 
 - VectorStore        chunks with dense (and BM25) vectors, searched per tenant  (qdrant/: QdrantStore,
                      MirroredStore)
@@ -6,189 +6,45 @@
 - ConversationStore  conversation history per tenant                             (memory.py, redis/)
 - Counters           rate limits, budgets, concurrency slots                    (memory.py, redis/)
 - AnswerCache        finished answers under their question's vector              (qdrant/answer_cache.py)
+- FeedbackStore      answered turns and their ratings                            (memory.py, redis/)
 
-Nothing here imports an engine: callers above stores/ see these types and never a qdrant or redis one.
-Every VectorStore read or delete takes the tenant first and refuses an empty one (`check_tenant`).
+The records they take and return live in records.py and feedback.py, ids and the tenant guard in ids.py;
+the records most callers use are re-exported here. Nothing here imports an engine: callers above stores/
+see these types and never a qdrant or redis one. Every VectorStore read or delete takes the tenant first
+and refuses an empty one (`ids.check_tenant`).
 """
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from chatbot.providers.base import SparseVector
 from chatbot.rag.events import ChatEvent
+from chatbot.stores.feedback import AnsweredTurn, Feedback
 from chatbot.stores.filters import Metadata, MetadataFilter
+from chatbot.stores.records import (
+    CachedAnswer,
+    ChunkRecord,
+    DocumentInfo,
+    Fusion,
+    QueryVectors,
+    ScoredChunk,
+    SearchMode,
+    Turn,
+)
 
-__all__ = ["Metadata", "MetadataFilter"]  # the filter language lives in stores/filters.py
-
-SearchMode = Literal["dense", "sparse", "hybrid"]
-Fusion = Literal["rrf", "dbsf"]
-POINT_NAMESPACE = uuid.UUID("6f0c2a52-52a4-4cf4-9d55-4f7d0b5a8a11")
-
-
-def check_tenant(tenant: str) -> str:
-    """The guard every tenant-scoped store call passes: an empty tenant raises instead of matching all."""
-    if not tenant or not isinstance(tenant, str):
-        raise ValueError("a tenant is required for every vector store query")
-    return tenant
-
-
-def document_id(tenant: str, source: str) -> str:
-    return str(uuid.uuid5(POINT_NAMESPACE, f"doc\x00{tenant}\x00{source}"))
-
-
-def point_id(tenant: str, source: str, chunk_index: int, content_hash: str) -> str:
-    return str(uuid.uuid5(POINT_NAMESPACE, f"{tenant}\x00{source}\x00{chunk_index}\x00{content_hash}"))
-
-
-# -- vector store records ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class QueryVectors:
-    """One query as vectors. Several of them (e.g. raw and rewritten question) are fused in one call."""
-
-    dense: Sequence[float] | None = None
-    sparse: SparseVector | None = None
-
-
-def search_probes(
-    queries: Sequence[QueryVectors], mode: SearchMode, *, has_sparse: bool
-) -> list[QueryVectors]:
-    """The single-vector searches one search call runs, in order: per query its dense vector (dense, hybrid)
-    then its BM25 vector (sparse, hybrid; only when the collection has sparse vectors and it has terms).
-    One probe is answered as it is; several are fused. Every VectorStore implementation plans with this."""
-    probes: list[QueryVectors] = []
-    for q in queries:
-        if mode in ("dense", "hybrid") and q.dense is not None:
-            probes.append(QueryVectors(dense=q.dense))
-        if mode in ("sparse", "hybrid") and q.sparse is not None and has_sparse and q.sparse.indices:
-            probes.append(QueryVectors(sparse=q.sparse))
-    return probes
-
-
-@dataclass(frozen=True, slots=True)
-class ChunkRecord:
-    """One chunk ready to store."""
-
-    tenant: str
-    doc_id: str
-    source: str
-    title: str
-    heading_path: tuple[str, ...]
-    chunk_index: int
-    text: str
-    content_hash: str
-    version: str
-    page_start: int | None = None  # PDF page or slide number, None for unpaged formats
-    page_end: int | None = None
-    char_start: int = 0  # the chunk's span in the document's extracted text
-    char_end: int = 0
-    metadata: Mapping[str, Any] | None = None  # the document's metadata (stores/filters.py), on every chunk
-
-    @property
-    def point_id(self) -> str:
-        return point_id(self.tenant, self.source, self.chunk_index, self.content_hash)
-
-    def payload(self) -> dict[str, Any]:
-        return {
-            "tenant": self.tenant,
-            "doc_id": self.doc_id,
-            "source": self.source,
-            "title": self.title,
-            "heading_path": list(self.heading_path),
-            "chunk_index": self.chunk_index,
-            "text": self.text,
-            "content_hash": self.content_hash,
-            "version": self.version,
-            "page_start": self.page_start,
-            "page_end": self.page_end,
-            "char_start": self.char_start,
-            "char_end": self.char_end,
-            "metadata": dict(self.metadata or {}),
-        }
-
-
-def _optional_int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
-@dataclass(frozen=True, slots=True)
-class ScoredChunk:
-    """A search hit: a stored chunk and its score (cosine, BM25 or fused, by the search mode)."""
-
-    doc_id: str
-    source: str
-    title: str
-    heading_path: tuple[str, ...]
-    chunk_index: int
-    text: str
-    score: float
-    # where the chunk is in its document, when the loader knows (pages: PDFs and slides; characters: the
-    # chunk's span in the extracted text): None otherwise
-    page_start: int | None = None
-    page_end: int | None = None
-    char_start: int | None = None
-    char_end: int | None = None
-    metadata: Mapping[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_payload(cls, payload: dict[str, Any], score: float) -> ScoredChunk:
-        """A stored chunk payload (see ChunkRecord.payload) as a hit; missing fields read as empty."""
-        metadata = payload.get("metadata")
-        return cls(
-            doc_id=str(payload.get("doc_id", "")),
-            source=str(payload.get("source", "")),
-            title=str(payload.get("title", "")),
-            heading_path=tuple(payload.get("heading_path") or ()),
-            chunk_index=int(payload.get("chunk_index", 0)),
-            text=str(payload.get("text", "")),
-            score=float(score),
-            page_start=_optional_int(payload.get("page_start")),
-            page_end=_optional_int(payload.get("page_end")),
-            char_start=_optional_int(payload.get("char_start")),
-            char_end=_optional_int(payload.get("char_end")),
-            metadata=dict(metadata) if isinstance(metadata, dict) else {},
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """A search hit or passage chunk as JSON (POST /v1/search, the passage route, MCP tools)."""
-        return {
-            "doc_id": self.doc_id,
-            "source": self.source,
-            "title": self.title,
-            "heading_path": list(self.heading_path),
-            "chunk_index": self.chunk_index,
-            "page_start": self.page_start,
-            "page_end": self.page_end,
-            "char_start": self.char_start,
-            "char_end": self.char_end,
-            "metadata": dict(self.metadata),
-            "text": self.text,
-            "score": round(self.score, 6),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class DocumentInfo:
-    doc_id: str
-    source: str
-    title: str
-    chunks: int
-    version: str
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "doc_id": self.doc_id,
-            "source": self.source,
-            "title": self.title,
-            "chunks": self.chunks,
-            "version": self.version,
-        }
+# the records most callers import from here (the filter language lives in stores/filters.py)
+__all__ = [
+    "AnsweredTurn",
+    "ChunkRecord",
+    "Feedback",
+    "Metadata",
+    "MetadataFilter",
+    "QueryVectors",
+    "ScoredChunk",
+    "SearchMode",
+]
 
 
 class VectorStore(Protocol):
@@ -265,15 +121,6 @@ class VectorStore(Protocol):
 # -- answer cache -----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class CachedAnswer:
-    question: str
-    answer: str
-    sources: tuple[ScoredChunk, ...]  # in the answer's order: the first is cited as [1]
-    model: str
-    score: float
-
-
 class AnswerCache(Protocol):
     """Finished answers per tenant and *generation*: a change to a tenant's documents starts a new generation,
     so an answer computed before the change is never served after it. An answer is found only under the
@@ -332,30 +179,6 @@ class EventLog(Protocol):
 # -- conversations ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Turn:
-    role: Literal["user", "assistant"]
-    content: str
-    message_id: str = ""
-    stopped: bool = False
-    error: str | None = None
-    created: float = field(default_factory=time.time)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "role": self.role,
-            "content": self.content,
-            "message_id": self.message_id,
-            "stopped": self.stopped,
-            "error": self.error,
-            "created": self.created,
-        }
-
-
-def new_conversation_id() -> str:
-    return uuid.uuid4().hex
-
-
 class ConversationStore(Protocol):
     async def create(self, tenant: str) -> str: ...
 
@@ -409,91 +232,6 @@ def check_limit(limit: int, seconds: float) -> None:
 
 
 # -- feedback ---------------------------------------------------------------------------------------
-
-Rating = Literal["up", "down"]
-FEEDBACK_REASONS: tuple[str, ...] = (
-    "incorrect",
-    "incomplete",
-    "irrelevant_sources",
-    "missing_sources",
-    "outdated",
-    "too_long",
-    "unsafe",
-    "other",
-)
-"""The reason codes a rating may carry (a fixed enum: label values and exports stay bounded)."""
-
-
-@dataclass(frozen=True, slots=True)
-class AnsweredTurn:
-    """What a rating is about: the question, the answer as the user saw it and its sources (wire form)."""
-
-    tenant: str
-    message_id: str
-    question: str
-    answer: str
-    sources: tuple[dict[str, Any], ...] = ()
-    model: str = ""
-    created: float = field(default_factory=time.time)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "tenant": self.tenant,
-            "message_id": self.message_id,
-            "question": self.question,
-            "answer": self.answer,
-            "sources": list(self.sources),
-            "model": self.model,
-            "created": self.created,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AnsweredTurn:
-        return cls(
-            tenant=str(data["tenant"]),
-            message_id=str(data["message_id"]),
-            question=str(data["question"]),
-            answer=str(data["answer"]),
-            sources=tuple(data.get("sources") or ()),
-            model=str(data.get("model", "")),
-            created=float(data.get("created", 0.0)),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Feedback:
-    """One user's rating of one answer; a later rating by the same user replaces it."""
-
-    message_id: str
-    user: str
-    rating: Rating
-    comment: str = ""
-    reasons: tuple[str, ...] = ()
-    created: float = field(default_factory=time.time)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "message_id": self.message_id,
-            "user": self.user,
-            "rating": self.rating,
-            "comment": self.comment,
-            "reasons": list(self.reasons),
-            "created": self.created,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Feedback:
-        rating = data["rating"]
-        if rating not in ("up", "down"):
-            raise ValueError(f"unknown rating {rating!r}")
-        return cls(
-            message_id=str(data["message_id"]),
-            user=str(data["user"]),
-            rating=rating,
-            comment=str(data.get("comment", "")),
-            reasons=tuple(data.get("reasons") or ()),
-            created=float(data.get("created", 0.0)),
-        )
 
 
 class FeedbackStore(Protocol):

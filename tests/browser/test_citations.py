@@ -12,7 +12,8 @@ from playwright.async_api import BrowserContext, Page, expect
 
 from chatbot.app import create_app
 from chatbot.providers.registry import Providers
-from chatbot.stores.base import DocumentInfo, MetadataFilter, QueryVectors, ScoredChunk, VectorStore
+from chatbot.stores.base import MetadataFilter, QueryVectors, ScoredChunk, VectorStore
+from chatbot.stores.records import DocumentInfo
 from chatbot.wiring import build_services
 from tests.browser.conftest import screenshot
 from tests.browser.test_widget import QUESTION, ask, frames, open_chat, wait_answer_end

@@ -31,8 +31,8 @@ from chatbot.ingest.loaders import load_document
 from chatbot.ingest.service import Ingestor, expand_paths
 from chatbot.providers.registry import Providers
 from chatbot.settings import QdrantSettings
-from chatbot.stores.base import document_id, point_id
 from chatbot.stores.factory import vector_store
+from chatbot.stores.ids import document_id, point_id
 
 TENANT = "public"
 COLLECTION = "documents"

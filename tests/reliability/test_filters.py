@@ -13,8 +13,10 @@ from pydantic import ValidationError
 from chatbot.settings import QdrantSettings
 from chatbot.stores.base import ChunkRecord, Metadata, MetadataFilter, QueryVectors
 from chatbot.stores.factory import vector_store
+from chatbot.stores.qdrant.conditions import metadata_filter
+from chatbot.stores.qdrant.indexes import index_schemas
 from chatbot.stores.qdrant.mirror import MirroredStore
-from chatbot.stores.qdrant.store import QdrantStore, index_schemas, metadata_filter
+from chatbot.stores.qdrant.store import QdrantStore
 
 DIMS = 8
 LANGS = ("en", "de", "fr")

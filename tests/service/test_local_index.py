@@ -17,8 +17,9 @@ from chatbot.settings import QdrantSettings
 from chatbot.stores.base import ChunkRecord, QueryVectors, SearchMode, VectorStore
 from chatbot.stores.factory import vector_store
 from chatbot.stores.qdrant.mirror import MirroredStore
+from chatbot.stores.qdrant.points import SPARSE
 from chatbot.stores.qdrant.statistics import TERMS_FIELD, uses_collection_idf
-from chatbot.stores.qdrant.store import SPARSE, QdrantStore
+from chatbot.stores.qdrant.store import QdrantStore
 
 DIMS = 24
 TENANTS = ("a", "b", "c")

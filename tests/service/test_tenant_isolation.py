@@ -14,9 +14,11 @@ from chatbot.ingest.service import Ingestor, IngestResult
 from chatbot.providers.registry import Providers
 from chatbot.rag.events import SourcesEvent
 from chatbot.rag.pipeline import AnswerRequest
-from chatbot.stores.base import QueryVectors, SearchMode, VectorStore, document_id
+from chatbot.stores.base import QueryVectors, SearchMode, VectorStore
+from chatbot.stores.ids import document_id
+from chatbot.stores.qdrant.conditions import tenant_filter
 from chatbot.stores.qdrant.mirror import MirroredStore
-from chatbot.stores.qdrant.store import QdrantStore, tenant_filter
+from chatbot.stores.qdrant.store import QdrantStore
 from chatbot.wiring import build_services
 from tests.conftest import make_settings
 

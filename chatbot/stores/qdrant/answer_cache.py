@@ -19,8 +19,12 @@ from typing import Any
 
 from qdrant_client import models
 
-from chatbot.stores.base import POINT_NAMESPACE, CachedAnswer, ScoredChunk
-from chatbot.stores.qdrant.store import DENSE, QdrantStore, tenant_filter
+from chatbot.stores.base import ScoredChunk
+from chatbot.stores.ids import POINT_NAMESPACE
+from chatbot.stores.qdrant.conditions import tenant_filter
+from chatbot.stores.qdrant.points import DENSE
+from chatbot.stores.qdrant.store import QdrantStore
+from chatbot.stores.records import CachedAnswer
 
 
 class QdrantAnswerCache:

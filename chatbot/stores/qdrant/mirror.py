@@ -16,19 +16,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from chatbot.providers.base import SparseVector
-from chatbot.stores.base import (
-    ChunkRecord,
-    DocumentInfo,
-    Fusion,
-    MetadataFilter,
-    QueryVectors,
-    ScoredChunk,
-    SearchMode,
-    check_tenant,
-    search_probes,
-)
+from chatbot.stores.base import ChunkRecord, MetadataFilter, QueryVectors, ScoredChunk, SearchMode
+from chatbot.stores.ids import check_tenant
+from chatbot.stores.qdrant.conditions import METADATA
 from chatbot.stores.qdrant.local_index import Allow, LocalIndex
-from chatbot.stores.qdrant.store import METADATA, QdrantStore, one_per_index
+from chatbot.stores.qdrant.store import QdrantStore, one_per_index
+from chatbot.stores.records import DocumentInfo, Fusion, search_probes
 
 
 class MirroredStore:

@@ -1,8 +1,9 @@
 """QdrantStore: the VectorStore on an AsyncQdrantClient (a Qdrant server, or local mode on a loop thread).
 
-The only module, with the answer cache and the mirror next to it, that touches qdrant_client. Every search,
-scroll and delete by filter goes through `tenant_filter`, which refuses to build a filter without a tenant:
-a query can never silently search every tenant's documents.
+It owns the client and answers searches, passage reads and writes. Next to it: collection.py opens the
+collection, conditions.py builds the tenant-scoped filters every search, scroll and delete by filter uses,
+indexes.py keeps the payload indexes, points.py lays chunks out as points, statistics.py weighs sparse
+queries with the tenant's IDF. Only this package touches qdrant_client.
 """
 
 from __future__ import annotations
@@ -10,113 +11,33 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from qdrant_client import AsyncQdrantClient, models
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
 
-from chatbot.errors import ChatbotError, EmbeddingMismatch, StoreInUse, VectorStoreUnavailable
+from chatbot.errors import ChatbotError, StoreInUse, VectorStoreUnavailable
 from chatbot.providers.base import SparseVector
 from chatbot.settings import QdrantSettings
-from chatbot.stores.base import (
-    ChunkRecord,
-    DocumentInfo,
-    Fusion,
-    MetadataFilter,
-    QueryVectors,
-    ScoredChunk,
-    SearchMode,
-    check_tenant,
-    search_probes,
-)
+from chatbot.stores.base import ChunkRecord, MetadataFilter, QueryVectors, ScoredChunk, SearchMode
+from chatbot.stores.qdrant.collection import open_collection
+from chatbot.stores.qdrant.conditions import METADATA, metadata_filter, tenant_filter
+from chatbot.stores.qdrant.indexes import PayloadIndexes
 from chatbot.stores.qdrant.loop_thread import LoopThread
-from chatbot.stores.qdrant.statistics import (
-    TERMS_FIELD,
-    CountedStatistics,
-    TermStatistics,
-    migrate_to_tenant_idf,
-    uses_collection_idf,
-    weigh,
+from chatbot.stores.qdrant.points import (
+    DENSE,
+    SPARSE,
+    WITHOUT_TERMS,
+    StoredPoint,
+    build_points,
+    stored_point,
 )
+from chatbot.stores.qdrant.statistics import CountedStatistics, TermStatistics, weigh
+from chatbot.stores.records import DocumentInfo, Fusion, search_probes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Operation = Callable[[AsyncQdrantClient], Coroutine[Any, Any, T]]  # one client call, run by QdrantStore.run
-
-DENSE = "dense"
-SPARSE = "bm25"
-WITHOUT_TERMS = models.PayloadSelectorExclude(exclude=[TERMS_FIELD])  # hits and mirrors never need them
-
-
-def tenant_filter(
-    tenant: str, *, doc_id: str | None = None, extra: models.Filter | None = None
-) -> models.Filter:
-    """The one way to scope a query. Without a tenant it raises instead of matching everything."""
-    must: list[models.Condition] = [
-        models.FieldCondition(key="tenant", match=models.MatchValue(value=check_tenant(tenant)))
-    ]
-    if doc_id is not None:
-        must.append(models.FieldCondition(key="doc_id", match=models.MatchValue(value=doc_id)))
-    if extra is not None:
-        must.append(extra)
-    return models.Filter(must=must)
-
-
-METADATA = "metadata"  # the payload key holding a document's metadata (stores/filters.py)
-
-
-def metadata_filter(where: MetadataFilter) -> models.Filter:
-    """A metadata filter as Qdrant conditions on `metadata.<key>` (never on a system field: a key named
-    `tenant` reads metadata.tenant, so it can narrow a query but never widen its tenant scope)."""
-    must: list[models.Condition] = []
-    for key, cond in where.conditions():
-        field = f"{METADATA}.{key}"
-        if cond.any is None:
-            must.append(
-                models.FieldCondition(
-                    key=field, range=models.Range(gt=cond.gt, gte=cond.gte, lt=cond.lt, lte=cond.lte)
-                )
-            )
-        elif len(cond.any) == 1 or any(isinstance(v, bool) for v in cond.any):
-            # MatchAny takes strings or integers only; booleans (and a single value) match one by one
-            must.append(
-                models.Filter(
-                    should=[
-                        models.FieldCondition(key=field, match=models.MatchValue(value=v)) for v in cond.any
-                    ]
-                )
-            )
-        else:
-            must.append(models.FieldCondition(key=field, match=models.MatchAny(any=list(cond.any))))
-    return models.Filter(must=must)
-
-
-def index_schemas(where: MetadataFilter) -> dict[str, models.PayloadSchemaType]:
-    """The payload index each filtered field needs on a server: float for a range, else by the value type."""
-    out: dict[str, models.PayloadSchemaType] = {}
-    for key, cond in where.conditions():
-        if cond.any is None:
-            schema = models.PayloadSchemaType.FLOAT
-        elif all(isinstance(v, bool) for v in cond.any):
-            schema = models.PayloadSchemaType.BOOL
-        elif all(isinstance(v, int) and not isinstance(v, bool) for v in cond.any):
-            schema = models.PayloadSchemaType.INTEGER
-        else:
-            schema = models.PayloadSchemaType.KEYWORD
-        out[f"{METADATA}.{key}"] = schema
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class StoredPoint:
-    """One point as read back for a mirror: its id, tenant, vectors and payload."""
-
-    point_id: str
-    tenant: str
-    dense: Sequence[float]
-    sparse: SparseVector | None
-    payload: dict[str, Any]
 
 
 class QdrantStore:
@@ -132,9 +53,7 @@ class QdrantStore:
         self.dimensions = 0
         # per-tenant IDF for sparse queries (see statistics.py); MirroredStore answers it from memory
         self.statistics: TermStatistics = CountedStatistics(self.run, self.collection, tenant_filter)
-        self._indexed: set[str] = (
-            set()
-        )  # payload fields indexed for filters on a server (created on first use)
+        self.indexes = PayloadIndexes(self.run, self.collection, is_local=settings.is_local)
 
     @property
     def qdrant(self) -> QdrantStore:
@@ -204,59 +123,10 @@ class QdrantStore:
         """Create the collection on first use; refuse one that was filled by another embedding model."""
         self.dense_model = dense_model
         self.dimensions = dimensions
-        name = self.collection
-        if await self.run(lambda c: c.collection_exists(name)):
-            info = await self.run(lambda c: c.get_collection(name))
-            meta = info.config.metadata or {}
-            recorded = meta.get("dense_model")
-            if recorded is not None and recorded != dense_model:
-                raise EmbeddingMismatch(
-                    f"Collection '{name}' holds vectors from '{recorded}', but this server embeds with "
-                    f"'{dense_model}'. Use another collection (CHATBOT_QDRANT__COLLECTION) or the same model."
-                )
-            sparse_cfg = info.config.params.sparse_vectors or {}
-            self.has_sparse = SPARSE in sparse_cfg
-            if uses_collection_idf(info, SPARSE):
-                log.warning("collection '%s' uses collection-wide IDF: migrating to per-tenant IDF", name)
-                moved = await migrate_to_tenant_idf(self.run, name, SPARSE)
-                log.warning("collection '%s' migrated to per-tenant IDF (%d points)", name, moved)
-            await self._index_payload(sparse=self.has_sparse, existing=set(info.payload_schema or {}))
-            return
-        await self.run(
-            lambda c: c.create_collection(
-                name,
-                vectors_config={DENSE: models.VectorParams(size=dimensions, distance=models.Distance.COSINE)},
-                # no IDF modifier: Qdrant's is collection-wide; the query carries the tenant's IDF
-                sparse_vectors_config={SPARSE: models.SparseVectorParams()} if sparse else None,
-                shard_number=self.settings.shard_number,
-                replication_factor=self.settings.replication_factor,
-                metadata={
-                    "dense_model": dense_model,
-                    "dimensions": dimensions,
-                    "sparse_model": SPARSE if sparse else None,
-                    "sparse_idf": "tenant",
-                },
-            )
+        self.has_sparse, existing = await open_collection(
+            self.run, self.settings, dense_model, dimensions, sparse=sparse
         )
-        self.has_sparse = sparse
-        await self._index_payload(sparse=sparse, existing=set())
-
-    async def _index_payload(self, *, sparse: bool, existing: set[str]) -> None:
-        """The payload indexes a server needs that the collection lacks: tenant, doc_id, and the BM25 term
-        ids that per-tenant document frequencies are counted on (added to collections made before them)."""
-        if self.settings.is_local:
-            return  # payload indexes have no effect in local mode (qdrant-client warns); a server needs them
-        wanted: dict[str, models.PayloadSchemaType | models.PayloadSchemaParams] = {
-            "tenant": models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True),
-            "doc_id": models.PayloadSchemaType.KEYWORD,
-        }
-        if sparse:
-            wanted[TERMS_FIELD] = models.IntegerIndexParams(
-                type=models.IntegerIndexType.INTEGER, lookup=True, range=False
-            )
-        for field, schema in wanted.items():
-            if field not in existing:
-                await self.run(_create_index(self.collection, field, schema))
+        await self.indexes.ensure_system(sparse=self.has_sparse, existing=existing)
 
     async def ping(self) -> bool:
         """True when the store answers and the collection exists."""
@@ -282,7 +152,7 @@ class QdrantStore:
         """Search in one call: one prefetch per probe, fused server-side when there are several."""
         flt = tenant_filter(tenant, extra=metadata_filter(where) if where is not None else None)
         if where is not None:
-            await self._index_fields(where)
+            await self.indexes.ensure_filtered(where)
         probes = search_probes(queries, mode, has_sparse=self.has_sparse)
         if not probes:
             return []
@@ -330,22 +200,6 @@ class QdrantStore:
             for p in probes
         ]
 
-    async def _index_fields(self, where: MetadataFilter) -> None:
-        """On a server, create the payload index of each filtered field on its first use (local mode has no
-        payload indexes). A field indexed with another type keeps its index: Qdrant still filters correctly."""
-        if self.settings.is_local:
-            return
-        name = self.collection
-        for field, schema in index_schemas(where).items():
-            if field in self._indexed:
-                continue
-            self._indexed.add(field)
-            try:
-                await self.run(lambda c, f=field, t=schema: c.create_payload_index(name, f, t))  # type: ignore[misc]
-            except VectorStoreUnavailable:
-                self._indexed.discard(field)
-                log.warning("could not create the payload index of %s", field)
-
     async def chunks(self, tenant: str, doc_id: str, first: int, last: int) -> list[ScoredChunk]:
         """The chunks of one document with first <= chunk_index <= last, in order."""
         if last < first:
@@ -375,7 +229,7 @@ class QdrantStore:
             points, offset = await self.run(
                 _scroll(name, offset, limit=page, with_payload=WITHOUT_TERMS, with_vectors=True)
             )
-            yield [stored for p in points if (stored := _stored_point(p)) is not None]
+            yield [stored for p in points if (stored := stored_point(p)) is not None]
             if offset is None:
                 return
 
@@ -409,7 +263,7 @@ class QdrantStore:
             await self.run(_upsert(self.collection, records[start : start + size], dense, with_sparse, start))
 
     async def delete_points(self, ids: Sequence[str]) -> None:
-        """Delete points by id (ids are uuid5 of their tenant: see stores.base.point_id). Unlike a delete by
+        """Delete points by id (ids are uuid5 of their tenant: see stores.ids.point_id). Unlike a delete by
         filter, local mode does this without scanning every point's payload."""
         if ids:
             selector = models.PointIdsList(points=list(ids))
@@ -495,12 +349,6 @@ def _prefetch(probe: QueryVectors, limit: int, score_threshold: float | None) ->
     return models.Prefetch(query=query, using=SPARSE, limit=limit)
 
 
-def _create_index(
-    collection: str, field: str, schema: models.PayloadSchemaType | models.PayloadSchemaParams
-) -> Operation[models.UpdateResult]:
-    return lambda c: c.create_payload_index(collection, field, schema)
-
-
 def _scroll(collection: str, offset: Any, **kwargs: Any) -> Operation[tuple[list[models.Record], Any]]:
     return lambda c: c.scroll(collection, offset=offset, **kwargs)
 
@@ -513,34 +361,4 @@ def _upsert(
     offset: int,
 ) -> Operation[models.UpdateResult]:
     # the points are built when the operation runs: in local mode on Qdrant's thread, not the serving loop
-    return lambda c: c.upsert(collection, points=_points(records, dense, sparse, offset), wait=True)
-
-
-def _points(
-    records: Sequence[ChunkRecord],
-    dense: Sequence[Sequence[float]],
-    sparse: Sequence[SparseVector] | None,
-    offset: int,
-) -> list[models.PointStruct]:
-    points = []
-    for i, rec in enumerate(records, start=offset):
-        vector: dict[str, Any] = {DENSE: list(dense[i])}
-        payload = rec.payload()
-        if sparse is not None:
-            vector[SPARSE] = models.SparseVector(indices=sparse[i].indices, values=sparse[i].values)
-            payload[TERMS_FIELD] = list(sparse[i].indices)
-        points.append(models.PointStruct(id=rec.point_id, vector=vector, payload=payload))
-    return points
-
-
-def _stored_point(point: models.Record) -> StoredPoint | None:
-    vectors = point.vector if isinstance(point.vector, dict) else {}
-    dense = vectors.get(DENSE)
-    if dense is None:
-        return None
-    raw = vectors.get(SPARSE)
-    sparse = (
-        SparseVector(list(raw.indices), list(raw.values)) if isinstance(raw, models.SparseVector) else None
-    )
-    payload = point.payload or {}
-    return StoredPoint(str(point.id), str(payload.get("tenant", "")), dense, sparse, payload)  # type: ignore[arg-type]
+    return lambda c: c.upsert(collection, points=build_points(records, dense, sparse, offset), wait=True)

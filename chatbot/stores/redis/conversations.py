@@ -12,7 +12,8 @@ import time
 from typing import Any
 
 from chatbot.errors import UnknownConversation
-from chatbot.stores.base import Turn, new_conversation_id
+from chatbot.stores.ids import new_conversation_id
+from chatbot.stores.records import Turn
 from chatbot.stores.redis.client import RedisConnection, key_part, redis_errors
 
 # KEYS: meta, turns. ARGV: max_turns, ttl_seconds, turn JSON... -> 0 when the conversation does not exist.

@@ -1,0 +1,57 @@
+"""Opening the chunks collection: create it on first use with the vectors and metadata this server embeds
+with, refuse one filled by another embedding model, and migrate one built with collection-wide IDF to
+per-tenant IDF (statistics.py)."""
+
+from __future__ import annotations
+
+import logging
+
+from qdrant_client import models
+
+from chatbot.errors import EmbeddingMismatch
+from chatbot.settings import QdrantSettings
+from chatbot.stores.qdrant.points import DENSE, SPARSE
+from chatbot.stores.qdrant.statistics import Run, migrate_to_tenant_idf, uses_collection_idf
+
+log = logging.getLogger(__name__)
+
+
+async def open_collection(
+    run: Run, settings: QdrantSettings, dense_model: str, dimensions: int, *, sparse: bool
+) -> tuple[bool, set[str]]:
+    """Create the collection on first use; refuse one that was filled by another embedding model. Returns
+    whether it holds BM25 vectors and the payload fields it already indexes."""
+    name = settings.collection
+    if await run(lambda c: c.collection_exists(name)):
+        info: models.CollectionInfo = await run(lambda c: c.get_collection(name))
+        meta = info.config.metadata or {}
+        recorded = meta.get("dense_model")
+        if recorded is not None and recorded != dense_model:
+            raise EmbeddingMismatch(
+                f"Collection '{name}' holds vectors from '{recorded}', but this server embeds with "
+                f"'{dense_model}'. Use another collection (CHATBOT_QDRANT__COLLECTION) or the same model."
+            )
+        sparse_cfg = info.config.params.sparse_vectors or {}
+        has_sparse = SPARSE in sparse_cfg
+        if uses_collection_idf(info, SPARSE):
+            log.warning("collection '%s' uses collection-wide IDF: migrating to per-tenant IDF", name)
+            moved = await migrate_to_tenant_idf(run, name, SPARSE)
+            log.warning("collection '%s' migrated to per-tenant IDF (%d points)", name, moved)
+        return has_sparse, set(info.payload_schema or {})
+    await run(
+        lambda c: c.create_collection(
+            name,
+            vectors_config={DENSE: models.VectorParams(size=dimensions, distance=models.Distance.COSINE)},
+            # no IDF modifier: Qdrant's is collection-wide; the query carries the tenant's IDF
+            sparse_vectors_config={SPARSE: models.SparseVectorParams()} if sparse else None,
+            shard_number=settings.shard_number,
+            replication_factor=settings.replication_factor,
+            metadata={
+                "dense_model": dense_model,
+                "dimensions": dimensions,
+                "sparse_model": SPARSE if sparse else None,
+                "sparse_idf": "tenant",
+            },
+        )
+    )
+    return sparse, set()
