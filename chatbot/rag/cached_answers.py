@@ -15,7 +15,8 @@ from chatbot.providers.base import ChatMessage
 from chatbot.rag.answer_request import AnswerRequest
 from chatbot.rag.events import ChatEvent, Source, SourcesEvent, TokenEvent
 from chatbot.rag.retriever import as_chunks, as_sources, staged
-from chatbot.stores.base import AnswerCache, CachedAnswer, QueryVectors
+from chatbot.stores.base import AnswerCache, QueryVectors
+from chatbot.stores.records import CachedAnswer
 
 log = logging.getLogger(__name__)
 

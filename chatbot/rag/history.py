@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 
 from chatbot.providers.base import ChatMessage
 from chatbot.rag.answer_request import AnswerRequest
-from chatbot.stores.base import ConversationStore, Turn
+from chatbot.stores.base import ConversationStore
+from chatbot.stores.records import Turn
 
 log = logging.getLogger(__name__)
 

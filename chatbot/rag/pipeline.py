@@ -58,7 +58,7 @@ from chatbot.stores.base import (
     SearchMode,
     VectorStore,
 )
-from chatbot.stores.records import CachedAnswer, Turn
+from chatbot.stores.records import CachedAnswer
 
 __all__ = ["AnswerRequest", "Pipeline"]  # AnswerRequest: the input of stream_answer, imported from here
 
