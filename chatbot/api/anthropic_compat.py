@@ -24,7 +24,7 @@ from chatbot.api.responses import ANTHROPIC_EVENTS, UPSTREAM, AnthropicMessageDo
 from chatbot.api.routes import route
 from chatbot.api.streaming import SSE_HEADERS, EventStream
 from chatbot.api.wire import validate
-from chatbot.chat.service import Ask, error_of
+from chatbot.chat.service import Ask
 from chatbot.errors import ChatbotError
 
 log = logging.getLogger(__name__)
@@ -68,6 +68,7 @@ async def on_unexpected(err: Exception) -> ResponseReturnValue:
     errors=(404, 413, *UPSTREAM),
     admission="service",
     error_shape="anthropic",
+    max_body="chat",
     summary="Anthropic Messages-compatible (model 'chatbot', text only); the client sends its history.",
 )
 async def create_message() -> Any:
@@ -90,6 +91,4 @@ async def create_message() -> Any:
         lambda _seq, event: renderer.render(event),
         heartbeat=services().settings.stream.heartbeat_seconds,
     )
-    if (failed := await stream.hold_until_first_token()) is not None:
-        raise error_of(failed)
-    return stream.response(SSE_HEADERS)
+    return await stream.response_after_first_token(SSE_HEADERS)

@@ -30,7 +30,7 @@ from chatbot.api.responses import OPENAI_CHUNKS, UPSTREAM, ChatCompletion, Model
 from chatbot.api.routes import route
 from chatbot.api.streaming import SSE_HEADERS, EventStream
 from chatbot.api.wire import validate
-from chatbot.chat.service import Ask, error_of
+from chatbot.chat.service import Ask
 from chatbot.errors import ChatbotError
 
 log = logging.getLogger(__name__)
@@ -130,6 +130,4 @@ async def chat_completions() -> Any:
         lambda _seq, event: chunks.render(event),
         heartbeat=services().settings.stream.heartbeat_seconds,
     )
-    if (failed := await stream.hold_until_first_token()) is not None:
-        raise error_of(failed)
-    return stream.response(SSE_HEADERS)
+    return await stream.response_after_first_token(SSE_HEADERS)

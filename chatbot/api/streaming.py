@@ -18,6 +18,7 @@ from typing import TypeVar
 from quart import Response
 
 from chatbot.api.wire import dumps, error_frame, event_frame
+from chatbot.chat.service import error_of
 from chatbot.errors import ChatbotError
 from chatbot.rag.events import ChatEvent, ErrorEvent, TokenEvent, is_terminal
 
@@ -121,6 +122,13 @@ class EventStream:
             await self.aclose()
             return last
         return None
+
+    async def response_after_first_token(self, headers: Mapping[str, str] = SSE_HEADERS) -> Response:
+        """The response once the first token is held (dialects whose clients map HTTP statuses to error
+        classes: OpenAI, Anthropic); an answer that failed before it raises its error instead of a 200."""
+        if (failed := await self.hold_until_first_token()) is not None:
+            raise error_of(failed)
+        return self.response(headers)
 
     def response(self, headers: Mapping[str, str] = SSE_HEADERS) -> Response:
         response = Response(self._body(), status=200, headers=dict(headers))
