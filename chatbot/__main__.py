@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
             if settings.jobs.backend != "redis":
                 raise ConfigError("worker needs CHATBOT_JOBS__BACKEND=redis and CHATBOT_REDIS__URL")
-            run(run_worker(settings), settings)
+            run(worker(settings, run_worker), settings)
         elif args.command == "eval":
             from chatbot.eval.harness import eval_command
 
@@ -306,7 +306,7 @@ async def ask(settings: Settings, question: str, tenant: str, conversation_id: s
 
     from chatbot.chat.caller import Caller
     from chatbot.chat.service import Ask, error_of
-    from chatbot.rag.events import ErrorEvent, Source, SourcesEvent, StoppedEvent, TokenEvent
+    from chatbot.events import ErrorEvent, Source, SourcesEvent, StoppedEvent, TokenEvent
     from chatbot.wiring import build_services
 
     async with build_services(settings) as services:
@@ -381,6 +381,14 @@ async def mcp_stdio(settings: Settings, tenant: str) -> None:
     async with build_services(settings) as services:
         server = build_server(Backend(services, Caller(tenant=tenant, subject=f"mcp-stdio:{tenant}")))
         await server.run_stdio_async()
+
+
+async def worker(settings: Settings, run_worker: Any) -> None:
+    """Build the services once, then take ingestion jobs from Redis until stopped."""
+    from chatbot.wiring import build_services
+
+    async with build_services(settings) as services:
+        await run_worker(settings, services)
 
 
 if __name__ == "__main__":

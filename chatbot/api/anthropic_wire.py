@@ -24,8 +24,8 @@ from chatbot.api.openai_requests import MODEL_ID, UnsupportedContent
 from chatbot.api.openai_wire import error_status
 from chatbot.chat.service import Collected, error_of
 from chatbot.errors import ChatbotError
+from chatbot.events import ChatEvent, DoneEvent, ErrorEvent, StartEvent, StoppedEvent, TokenEvent, Usage
 from chatbot.providers.base import PLAIN, ChatMessage, GenerationOptions, UnsupportedOption
-from chatbot.rag.events import ChatEvent, DoneEvent, ErrorEvent, StartEvent, StoppedEvent, TokenEvent, Usage
 
 CANCELLED = "cancelled"
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens"}

@@ -24,7 +24,7 @@ from chatbot.api.search import MAX_K, search_chunks
 from chatbot.chat.caller import Caller
 from chatbot.chat.service import Ask
 from chatbot.errors import ChatbotError
-from chatbot.rag.events import (
+from chatbot.events import (
     DoneEvent,
     ErrorEvent,
     Source,

@@ -23,7 +23,7 @@ from typing import Any
 from chatbot.api.openai_requests import MODEL_ID, ModelNotFound
 from chatbot.chat.service import Collected, error_of
 from chatbot.errors import ChatbotError
-from chatbot.rag.events import (
+from chatbot.events import (
     ChatEvent,
     DoneEvent,
     ErrorEvent,

@@ -20,7 +20,7 @@ from chatbot.api.responses import UPSTREAM, SourceDoc
 from chatbot.api.routes import route
 from chatbot.api.wire import FILTER_DESCRIPTION, validate
 from chatbot.errors import BadRequest
-from chatbot.rag.events import Source
+from chatbot.events import Source
 from chatbot.stores.base import MetadataFilter
 from chatbot.wiring import Services
 

@@ -20,7 +20,7 @@ from quart import Response
 from chatbot.api.wire import dumps, error_frame, event_frame
 from chatbot.chat.service import error_of
 from chatbot.errors import ChatbotError
-from chatbot.rag.events import ChatEvent, ErrorEvent, TokenEvent, is_terminal
+from chatbot.events import ChatEvent, ErrorEvent, TokenEvent, is_terminal
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

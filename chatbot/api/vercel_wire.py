@@ -24,8 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chatbot.api.streaming import SSE_HEADERS
 from chatbot.api.wire import FILTER_DESCRIPTION
-from chatbot.providers.base import ChatMessage
-from chatbot.rag.events import (
+from chatbot.events import (
     ChatEvent,
     DoneEvent,
     ErrorEvent,
@@ -36,6 +35,7 @@ from chatbot.rag.events import (
     TokenEvent,
     ToolCallEvent,
 )
+from chatbot.providers.base import ChatMessage
 from chatbot.stores.base import MetadataFilter
 
 UI_STREAM_HEADERS = {**SSE_HEADERS, "x-vercel-ai-ui-message-stream": "v1"}

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from chatbot.errors import ChatbotError, InvalidJSON, UnknownFrameType, ValidationFailed
-from chatbot.rag.events import EVENTS, WIRE, ChatEvent, TokenEvent
+from chatbot.events import EVENTS, WIRE, ChatEvent, TokenEvent
 from chatbot.stores.base import MetadataFilter
 
 ConversationId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_\-]+$")]
@@ -108,7 +108,7 @@ def parse_client_frame(raw: str | bytes) -> ClientFrame:
 
 def event_frame(message_id: str, seq: int, event: ChatEvent) -> dict[str, Any]:
     """One event as a native frame (websocket text frame, SSE data): the event's own fields in their wire
-    form (rag/events.py: scores rounded, usage with total_tokens, no null retry_after) plus message_id and
+    form (events.py: scores rounded, usage with total_tokens, no null retry_after) plus message_id and
     seq.
 
     Tokens take a fast path, the one hand-written frame: a token is most of an answer's frames, and the

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from chatbot.errors import Busy, ChatbotError, QuotaExceeded, ShuttingDown, UnknownMessage
+from chatbot.events import ChatEvent, ErrorEvent, StoppedEvent, TokenEvent, is_terminal
 from chatbot.ops import tracing
-from chatbot.rag.events import ChatEvent, ErrorEvent, StoppedEvent, TokenEvent, is_terminal
 from chatbot.rag.pipeline import AnswerRequest, Pipeline
 from chatbot.settings import StreamSettings
 from chatbot.stores.base import EventLog

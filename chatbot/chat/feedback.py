@@ -20,7 +20,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from chatbot.chat.caller import Caller
 from chatbot.errors import ValidationFailed
-from chatbot.rag.events import ChatEvent, DoneEvent, SourcesEvent, StartEvent, StoppedEvent, TokenEvent
+from chatbot.events import ChatEvent, DoneEvent, SourcesEvent, StartEvent, StoppedEvent, TokenEvent
 from chatbot.stores.base import AnsweredTurn, Feedback, FeedbackStore
 from chatbot.stores.feedback import FEEDBACK_REASONS, Rating
 

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatbot.chat.caller import Caller
 from chatbot.errors import QuotaExceeded, RateLimited
-from chatbot.rag.events import ChatEvent, DoneEvent, TokenEvent, is_terminal
+from chatbot.events import ChatEvent, DoneEvent, TokenEvent, is_terminal
 from chatbot.settings import QuotaSettings
 from chatbot.stores.base import Counters
 

@@ -32,9 +32,7 @@ from chatbot.errors import (
     UnknownConversation,
     status_for_code,
 )
-from chatbot.ops.observability import message_context
-from chatbot.providers.base import PLAIN, ChatMessage, GenerationOptions
-from chatbot.rag.events import (
+from chatbot.events import (
     ChatEvent,
     DoneEvent,
     ErrorEvent,
@@ -47,6 +45,8 @@ from chatbot.rag.events import (
     Usage,
     is_terminal,
 )
+from chatbot.ops.observability import message_context
+from chatbot.providers.base import PLAIN, ChatMessage, GenerationOptions
 from chatbot.rag.pipeline import AnswerRequest
 from chatbot.settings import Settings
 from chatbot.stores.base import ConversationStore, MetadataFilter

@@ -139,23 +139,21 @@ async def ingest_job(ctx: dict[str, Any], *, tenant: str, job_id: str, spec: dic
         raise
 
 
-async def run_worker(settings: Any) -> None:
-    """`python -m chatbot worker`: build the services once, then take ingestion jobs until SIGTERM/SIGINT."""
-    from chatbot.wiring import build_services
+async def run_worker(settings: Any, services: Any) -> None:
+    """`python -m chatbot worker`: with the services the CLI built once, take ingestion jobs until
+    SIGTERM/SIGINT (the CLI builds them: ingest/ does not import the wiring above it)."""
+    redis = Redis.from_url(settings.redis.url, socket_timeout=settings.redis.timeout)
+    queue = Queue.from_url(settings.redis.url, name=queue_name(settings))
 
-    async with build_services(settings) as services:
-        redis = Redis.from_url(settings.redis.url, socket_timeout=settings.redis.timeout)
-        queue = Queue.from_url(settings.redis.url, name=queue_name(settings))
+    async def startup(ctx: dict[str, Any]) -> None:
+        ctx["services"], ctx["redis"] = services, redis
 
-        async def startup(ctx: dict[str, Any]) -> None:
-            ctx["services"], ctx["redis"] = services, redis
-
-        worker = Worker(  # type: ignore[type-var]  # saq's Context TypedDict: we add services and redis
-            queue, functions=[(FUNCTION, ingest_job)], concurrency=settings.jobs.concurrency, startup=startup
-        )
-        log.info("worker: taking ingestion jobs from %s", queue_name(settings))
-        try:
-            await worker.start()  # saq handles SIGTERM/SIGINT itself: returns once they stopped its jobs
-        finally:
-            await queue.disconnect()
-            await redis.aclose()
+    worker = Worker(  # type: ignore[type-var]  # saq's Context TypedDict: we add services and redis
+        queue, functions=[(FUNCTION, ingest_job)], concurrency=settings.jobs.concurrency, startup=startup
+    )
+    log.info("worker: taking ingestion jobs from %s", queue_name(settings))
+    try:
+        await worker.start()  # saq handles SIGTERM/SIGINT itself: returns once they stopped its jobs
+    finally:
+        await queue.disconnect()
+        await redis.aclose()

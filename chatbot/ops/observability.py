@@ -32,13 +32,12 @@ from prometheus_client import (
 )
 
 from chatbot.errors import ConfigError
+from chatbot.events import DoneEvent, ErrorEvent, StoppedEvent
 from chatbot.ops import tracing
 from chatbot.ops.redaction import STANDARD_ATTRS, RedactingFilter, Redactor
-from chatbot.rag.events import DoneEvent, ErrorEvent, StoppedEvent
 
 if TYPE_CHECKING:
-    from chatbot.chat.answers import Answer
-    from chatbot.rag.events import ChatEvent
+    from chatbot.events import ChatEvent
     from chatbot.settings import Settings
     from chatbot.stores.base import Feedback
 
@@ -142,7 +141,7 @@ class Metrics:
 
     # -- feeds ----------------------------------------------------------------------------------------------
 
-    def observe_answer(self, _answer: Answer, event: ChatEvent) -> None:
+    def observe_answer(self, _answer: object, event: ChatEvent) -> None:
         """AnswerManager observer: called on the loop for every event an answer emits."""
         if isinstance(event, DoneEvent):
             self.answers.labels("done").inc()

@@ -11,9 +11,9 @@ import re
 from collections.abc import AsyncIterator, Sequence
 
 from chatbot.errors import ChatbotError
+from chatbot.events import ChatEvent, Source, SourcesEvent, TokenEvent
 from chatbot.providers.base import ChatMessage
 from chatbot.rag.answer_request import AnswerRequest
-from chatbot.rag.events import ChatEvent, Source, SourcesEvent, TokenEvent
 from chatbot.rag.retriever import as_chunks, as_sources, staged
 from chatbot.stores.base import AnswerCache, QueryVectors
 from chatbot.stores.records import CachedAnswer

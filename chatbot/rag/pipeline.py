@@ -23,6 +23,16 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 
 from chatbot.errors import ChatbotError, DeadlineExceeded
+from chatbot.events import (
+    ChatEvent,
+    DoneEvent,
+    ErrorEvent,
+    SourcesEvent,
+    StartEvent,
+    TokenEvent,
+    ToolCallEvent,
+    Usage,
+)
 from chatbot.ops import tracing
 from chatbot.providers.base import (
     ChatMessage,
@@ -35,16 +45,6 @@ from chatbot.providers.base import (
 )
 from chatbot.rag import cached_answers
 from chatbot.rag.answer_request import AnswerRequest
-from chatbot.rag.events import (
-    ChatEvent,
-    DoneEvent,
-    ErrorEvent,
-    SourcesEvent,
-    StartEvent,
-    TokenEvent,
-    ToolCallEvent,
-    Usage,
-)
 from chatbot.rag.followups import fallback_rewrite, looks_like_followup
 from chatbot.rag.history import TurnProgress, load_history, save_turn
 from chatbot.rag.prompts import Prompts

@@ -25,9 +25,9 @@ from collections.abc import Awaitable, Sequence
 from typing import TypeVar
 
 from chatbot.errors import DeadlineExceeded, UpstreamError
+from chatbot.events import Source
 from chatbot.ops import tracing
 from chatbot.providers.base import Embedder, Reranker, SparseEmbedder
-from chatbot.rag.events import Source
 from chatbot.settings import DeadlineSettings, RetrievalSettings
 from chatbot.stores.base import MetadataFilter, QueryVectors, ScoredChunk, SearchMode, VectorStore
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol
 
+from chatbot.events import ChatEvent
 from chatbot.providers.base import SparseVector
-from chatbot.rag.events import ChatEvent
 from chatbot.stores.feedback import AnsweredTurn, Feedback
 from chatbot.stores.filters import Metadata, MetadataFilter
 from chatbot.stores.records import (

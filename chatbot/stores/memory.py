@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from chatbot.errors import UnknownConversation, UnknownMessage
-from chatbot.rag.events import ChatEvent, is_terminal
+from chatbot.events import ChatEvent, is_terminal
 from chatbot.stores.base import AnsweredTurn, Feedback, check_limit
 from chatbot.stores.ids import new_conversation_id
 from chatbot.stores.records import Turn

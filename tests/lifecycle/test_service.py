@@ -13,9 +13,9 @@ from chatbot.chat.caller import Caller
 from chatbot.chat.quotas import DAY
 from chatbot.chat.service import Ask, ChatService
 from chatbot.errors import ChatbotError, QuotaExceeded, RateLimited, UnknownConversation, UnknownMessage
+from chatbot.events import StoppedEvent, is_terminal
 from chatbot.providers.base import ChatMessage
 from chatbot.providers.registry import Providers
-from chatbot.rag.events import StoppedEvent, is_terminal
 from chatbot.stores.base import VectorStore
 from chatbot.wiring import Services, build_services
 from tests.conftest import make_settings

@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
+from chatbot.events import ChatEvent, DoneEvent, Source, SourcesEvent
 from chatbot.providers.cohere_models import CohereReranker, build_cohere_client
 from chatbot.providers.registry import Providers
-from chatbot.rag.events import ChatEvent, DoneEvent, Source, SourcesEvent
 from chatbot.rag.pipeline import AnswerRequest
 from chatbot.settings import CohereSettings
 from chatbot.stores.base import VectorStore

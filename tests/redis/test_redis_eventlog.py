@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 
 from chatbot.errors import UnknownMessage
-from chatbot.rag.events import (
+from chatbot.events import (
     ChatEvent,
     DoneEvent,
     ErrorEvent,

@@ -13,8 +13,8 @@ import pytest
 
 from chatbot.__main__ import main
 from chatbot.eval.harness import EvalMode, eval_command, retriever_for
+from chatbot.events import SourcesEvent
 from chatbot.providers.registry import Providers
-from chatbot.rag.events import SourcesEvent
 from chatbot.rag.pipeline import AnswerRequest
 from chatbot.stores.base import VectorStore
 from chatbot.wiring import build_services

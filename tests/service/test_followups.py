@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
+from chatbot.events import DoneEvent, Source, SourcesEvent
 from chatbot.providers.base import ChatModel
 from chatbot.providers.openai_models import OpenAIChatModel, build_openai_client
 from chatbot.providers.registry import Providers
-from chatbot.rag.events import DoneEvent, Source, SourcesEvent
 from chatbot.rag.pipeline import AnswerRequest
 from chatbot.settings import OpenAISettings
 from chatbot.stores.base import QueryVectors, ScoredChunk, VectorStore

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 import pytest
 
+from chatbot.events import SourcesEvent
 from chatbot.ingest.service import Ingestor, IngestResult
 from chatbot.providers.registry import Providers
-from chatbot.rag.events import SourcesEvent
 from chatbot.rag.pipeline import AnswerRequest
 from chatbot.stores.base import QueryVectors, SearchMode, VectorStore
 from chatbot.stores.ids import document_id

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from anthropic import AsyncAnthropic
 
+from chatbot.events import StoppedEvent
 from chatbot.providers.registry import Providers
-from chatbot.rag.events import StoppedEvent
 from chatbot.stores.base import VectorStore
 from tests.transport.test_openai_compat import QUESTION, ScriptedChatModel, StackFactory, stack_factory
 

@@ -8,10 +8,10 @@ import uuid
 import httpx
 import pytest
 
-from chatbot.rag.event_codec import decode_event, encode_event
-from chatbot.rag.events import SourcesEvent
+from chatbot.events import SourcesEvent
 from chatbot.rag.retriever import as_chunks, as_sources
 from chatbot.stores.base import ScoredChunk
+from chatbot.stores.event_codec import decode_event, encode_event
 
 SECTIONS = 8
 DOC = "\n\n".join(

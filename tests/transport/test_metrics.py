@@ -16,10 +16,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chatbot.app import create_app
 from chatbot.chat.answers import Answer
+from chatbot.events import ChatEvent
 from chatbot.ops.observability import make_handler
 from chatbot.providers.base import ChatChunk, ChatModel, ChatRequest
 from chatbot.providers.registry import Providers
-from chatbot.rag.events import ChatEvent
 from chatbot.settings import Settings
 from chatbot.stores.base import VectorStore
 from chatbot.wiring import Services, build_services

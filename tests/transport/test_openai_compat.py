@@ -16,9 +16,9 @@ from openai import AsyncOpenAI, OpenAI  # noqa: TID251 - tests drive the sync cl
 from chatbot.api.auth import new_api_key
 from chatbot.app import create_app
 from chatbot.errors import UpstreamUnavailable
+from chatbot.events import StoppedEvent
 from chatbot.providers.base import ChatChunk, ChatRequest
 from chatbot.providers.registry import Providers
-from chatbot.rag.events import StoppedEvent
 from chatbot.stores.base import VectorStore
 from chatbot.wiring import Services, build_services
 from tests.conftest import make_settings

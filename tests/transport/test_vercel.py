@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from chatbot.events import StoppedEvent
 from chatbot.providers.registry import Providers
-from chatbot.rag.events import StoppedEvent
 from chatbot.stores.base import VectorStore
 from tests.transport.test_openai_compat import QUESTION, ScriptedChatModel, StackFactory, stack_factory
 from tests.unit.test_vercel_wire import assert_schema

@@ -11,8 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from chatbot.api.wire import dumps, event_frame, server_frames_schema
-from chatbot.rag.event_codec import UndecodableEvent, decode_event, encode_event
-from chatbot.rag.events import (
+from chatbot.events import (
     EVENTS,
     WIRE,
     ChatEvent,
@@ -25,6 +24,7 @@ from chatbot.rag.events import (
     TokenEvent,
     Usage,
 )
+from chatbot.stores.event_codec import UndecodableEvent, decode_event, encode_event
 
 FRAMES = jsonschema.Draft202012Validator(server_frames_schema())
 texts = st.text()  # any code points, lone surrogates included

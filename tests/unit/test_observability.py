@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from chatbot.chat.answers import Answer
 from chatbot.errors import ConfigError
+from chatbot.events import DoneEvent, ErrorEvent, StartEvent, StoppedEvent, Usage
 from chatbot.ops.observability import (
     Metrics,
     bind_request_id,
@@ -25,7 +26,6 @@ from chatbot.ops.observability import (
     wants_json_logs,
 )
 from chatbot.ops.redaction import REDACTED, redact
-from chatbot.rag.events import DoneEvent, ErrorEvent, StartEvent, StoppedEvent, Usage
 from tests.conftest import make_settings
 
 LogCapture = tuple[logging.Logger, Callable[[], list[dict[str, Any]]]]

@@ -31,8 +31,7 @@ from chatbot.errors import (
     UpstreamUnavailable,
     ValidationFailed,
 )
-from chatbot.providers.base import PLAIN, ChatMessage, GenerationOptions, Tool, ToolCall
-from chatbot.rag.events import (
+from chatbot.events import (
     DoneEvent,
     ErrorEvent,
     Source,
@@ -43,6 +42,7 @@ from chatbot.rag.events import (
     ToolCallEvent,
     Usage,
 )
+from chatbot.providers.base import PLAIN, ChatMessage, GenerationOptions, Tool, ToolCall
 from tests.openai_schema import check_chunk, check_completion
 
 SOURCE = Source(1, "d1", "guide/setup.md", "Setup", ("Setup", "Install"), 0, "Run it.", 0.5)

@@ -15,12 +15,12 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from chatbot.chat.caller import Caller
 from chatbot.chat.service import Ask
 from chatbot.errors import ConfigError
+from chatbot.events import ChatEvent, DoneEvent
 from chatbot.ingest.service import Ingestor
 from chatbot.ops import tracing
 from chatbot.ops.observability import make_handler
 from chatbot.providers.base import ChatChunk, ChatModel, ChatRequest
 from chatbot.providers.registry import Providers
-from chatbot.rag.events import ChatEvent, DoneEvent
 from chatbot.settings import TracingSettings
 from chatbot.stores.base import VectorStore
 from chatbot.wiring import Services, build_services

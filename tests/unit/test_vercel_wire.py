@@ -8,8 +8,7 @@ import pytest
 
 from chatbot.api.vercel_wire import UI_STREAM_HEADERS, UIChatBody, UIStream, media_type
 from chatbot.api.wire import validate
-from chatbot.providers.base import ChatMessage
-from chatbot.rag.events import (
+from chatbot.events import (
     DoneEvent,
     ErrorEvent,
     Source,
@@ -19,6 +18,7 @@ from chatbot.rag.events import (
     TokenEvent,
     Usage,
 )
+from chatbot.providers.base import ChatMessage
 
 # The documented parts we send, as AI SDK 5 validates them (z.strictObject: unknown keys are refused).
 SCHEMA: dict[str, tuple[set[str], set[str]]] = {  # type -> (required keys, optional keys)

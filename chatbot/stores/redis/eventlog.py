@@ -37,8 +37,8 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from chatbot.errors import ShuttingDown, UnknownMessage
-from chatbot.rag.event_codec import decode_event, encode_event
-from chatbot.rag.events import ChatEvent, is_terminal
+from chatbot.events import ChatEvent, is_terminal
+from chatbot.stores.event_codec import decode_event, encode_event
 from chatbot.stores.redis.client import RedisConnection, RedisUnavailable, key_part, redis_errors
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """The typed events an answer produces: one pydantic discriminated union (on `type`).
 
-The same models serve the event log's stored form (rag/event_codec.py), the native wire frames
+The same models serve the event log's stored form (stores/event_codec.py), the native wire frames
 (api/wire.py) and the JSON schema of those frames; nothing here knows a transport. Events are frozen
 models built with keywords; Source and Usage are frozen pydantic dataclasses (value objects that are also
 built positionally and copied with dataclasses.replace).

@@ -1,6 +1,6 @@
 """A lossless JSON codec for ChatEvents, for logs kept outside the process (Redis Streams).
 
-The shapes are the event models' (rag/events.py, validated back through their discriminated union); this
+The shapes are the event models' (events.py, validated back through their discriminated union); this
 module only adds the one step pydantic's own JSON cannot do: text with lone surrogates (a model may split a
 surrogate pair across chunks) is not valid UTF-8, so the JSON text is made by the standard library and
 encoded with surrogatepass. decode_event(encode_event(e)) == e for every event: floats keep every bit (json
@@ -14,7 +14,7 @@ import json
 
 from pydantic import ValidationError
 
-from chatbot.rag.events import EVENTS, ChatEvent
+from chatbot.events import EVENTS, ChatEvent
 
 
 class UndecodableEvent(ValueError):
