@@ -8,12 +8,13 @@ import uuid
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
-from quart import Blueprint, Quart, g, jsonify, request, websocket
+from quart import Blueprint, Quart, g, has_request_context, jsonify, request, websocket
 from quart.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
 from chatbot.api import (
     anthropic_compat,
+    anthropic_wire,
     debug,
     documents,
     feedback,
@@ -22,6 +23,7 @@ from chatbot.api import (
     mcp,
     metrics,
     openai_compat,
+    openai_wire,
     openapi,
     search,
     vercel,
@@ -130,11 +132,20 @@ async def drain(app: Quart, seconds: float | None = None) -> None:
 
 
 def error_response(err: ChatbotError) -> tuple[Any, int, dict[str, str]]:
-    body = {"error": {**err.to_dict(), "request_id": g.get("request_id", "")}}
+    """The error in the shape its route declares (error_shape): ours, OpenAI's or Anthropic's, so each
+    dialect's SDK raises its own exception classes; ours for anything not routed."""
+    request_id = str(g.get("request_id", ""))
     headers: dict[str, str] = {}
     if err.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(err.retry_after)))
-    return jsonify(body), err.status, headers
+    decl = declared(request.endpoint) if has_request_context() else None
+    shape = decl.error_shape if decl is not None else "native"
+    if shape == "openai":
+        return jsonify(openai_wire.error_body(err)), openai_wire.error_status(err), headers
+    if shape == "anthropic":
+        headers["request-id"] = request_id
+        return jsonify(anthropic_wire.error_body(err)), openai_wire.error_status(err), headers
+    return jsonify({"error": {**err.to_dict(), "request_id": request_id}}), err.status, headers
 
 
 def _register_error_handlers(app: Quart) -> None:

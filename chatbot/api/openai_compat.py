@@ -11,9 +11,7 @@ import logging
 import time
 from typing import Any
 
-from quart import Blueprint, g, jsonify
-from quart.typing import ResponseReturnValue
-from werkzeug.exceptions import HTTPException
+from quart import Blueprint
 
 from chatbot.api.context import caller, chat_service, services
 from chatbot.api.http import chat_body
@@ -21,8 +19,6 @@ from chatbot.api.openai_requests import ChatCompletionBody, check_model
 from chatbot.api.openai_wire import (
     ChunkStream,
     completion_of,
-    error_body,
-    error_status,
     model_list,
     model_object,
 )
@@ -31,37 +27,9 @@ from chatbot.api.routes import route
 from chatbot.api.streaming import SSE_HEADERS, EventStream
 from chatbot.api.wire import validate
 from chatbot.chat.service import Ask
-from chatbot.errors import ChatbotError
 
 log = logging.getLogger(__name__)
 bp = Blueprint("openai_compat", __name__)
-
-
-@bp.errorhandler(ChatbotError)
-async def on_chatbot_error(err: ChatbotError) -> ResponseReturnValue:
-    if err.status >= 500:
-        log.warning("request %s failed: %s", g.get("request_id"), err.code)
-    headers = {}
-    if err.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(err.retry_after)))
-    return jsonify(error_body(err)), error_status(err), headers
-
-
-_HTTP_CODES = {400: "bad_request", 404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}
-
-
-@bp.errorhandler(HTTPException)
-async def on_http_exception(err: HTTPException) -> ResponseReturnValue:
-    status = err.code or 500
-    wrapped = ChatbotError(err.description or err.name, code=_HTTP_CODES.get(status, "http_error"))
-    wrapped.status = status  # type: ignore[misc]
-    return await on_chatbot_error(wrapped)
-
-
-@bp.errorhandler(Exception)
-async def on_unexpected(err: Exception) -> ResponseReturnValue:
-    log.error("request %s failed unexpectedly", g.get("request_id"), exc_info=err)
-    return await on_chatbot_error(ChatbotError())
 
 
 @route(
