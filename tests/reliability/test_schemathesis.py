@@ -1,5 +1,11 @@
 """GET /openapi.json describes every HTTP route, and schemathesis, driving the served app from that document
-with valid and invalid requests, finds no server error and no response that breaks the document."""
+with valid and invalid requests, finds no server error and no response that breaks the document.
+
+schemathesis.specs.openapi.schemas is imported at the top although nothing names it: schemathesis imports it
+lazily inside from_url, pytest rewrites it (schemathesis is a pytest plugin), and CPython 3.11.7's compile()
+failed there with "AST constructor recursion depth mismatch" when that first import ran late in a long
+session (after the transport ring). Imported at collection, it compiles on a shallow stack.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 import schemathesis
+import schemathesis.specs.openapi.schemas
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from quart import Quart
