@@ -8,12 +8,17 @@ from typing import Any
 
 import pytest
 
+from chatbot.app import create_app
 from chatbot.providers.base import ChatModel, Embedder
 from chatbot.providers.cohere_models import CohereChatModel, CohereEmbedder, build_cohere_client
 from chatbot.providers.openai_models import OpenAIChatModel, OpenAIEmbedder, build_openai_client
-from chatbot.settings import CohereSettings, OpenAISettings
+from chatbot.providers.registry import Providers
+from chatbot.settings import CohereSettings, OpenAISettings, Settings
+from chatbot.stores.base import VectorStore
+from chatbot.wiring import build_services
 from tests.fakes import FakeCohere, FakeOpenAI, FakeUpstream
 from tests.loopback.contract import API_KEY, Vendor
+from tests.serving import serve_app
 
 
 async def _fake(cls: type[FakeUpstream]) -> AsyncIterator[FakeUpstream]:
@@ -78,3 +83,25 @@ async def openai_settings(fake_openai: FakeUpstream) -> OpenAISettings:
 @pytest.fixture
 async def cohere_settings(fake_cohere: FakeUpstream) -> CohereSettings:
     return CohereSettings(**cohere_knobs(fake_cohere))
+
+
+@contextlib.asynccontextmanager
+async def served_with_openai_chat(
+    settings: Settings, offline: Providers, store: VectorStore, openai_settings: OpenAISettings
+) -> AsyncIterator[str]:
+    """The app served on 127.0.0.1 with the OpenAI adapter as chat model (fake upstream), the offline
+    embedder and `store`; yields its base URL."""
+    client = build_openai_client(openai_settings)
+    providers = Providers(
+        embedder=offline.embedder,
+        sparse=offline.sparse,
+        chat=OpenAIChatModel(client, openai_settings),
+        reranker=None,
+    )
+    async with (
+        contextlib.AsyncExitStack() as stack,
+        build_services(settings, providers=providers, store=store) as svc,
+        serve_app(create_app(settings, services=svc)) as url,
+    ):
+        stack.push_async_callback(client.close)
+        yield url

@@ -3,7 +3,6 @@ provider (the OpenAI adapter and a fake tool-calling upstream), invoke, stream a
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,17 +11,14 @@ from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
-from chatbot.app import create_app
-from chatbot.providers.openai_models import OpenAIChatModel, build_openai_client
 from chatbot.providers.registry import Providers
 from chatbot.settings import OpenAISettings
 from chatbot.stores.base import VectorStore
-from chatbot.wiring import build_services
 from tests.conftest import make_settings
 from tests.fakes import FakeUpstream
 from tests.fakes.openai_api import TOOL_CALL_ID
 from tests.fakes.scripting import DEFAULT_REPLY
-from tests.serving import serve_app
+from tests.loopback.conftest import served_with_openai_chat
 
 QUESTION = "How do I upload documents over HTTP?"
 
@@ -45,19 +41,7 @@ async def served_llm(
 ) -> AsyncIterator[str]:
     """The app with the OpenAI adapter as chat model (fake upstream) and the offline embedder."""
     settings = make_settings(retrieval={"rewrite_followups": False})
-    client = build_openai_client(openai_settings)
-    providers = Providers(
-        embedder=offline_providers.embedder,
-        sparse=offline_providers.sparse,
-        chat=OpenAIChatModel(client, openai_settings),
-        reranker=None,
-    )
-    async with (
-        contextlib.AsyncExitStack() as stack,
-        build_services(settings, providers=providers, store=guide_store) as svc,
-        serve_app(create_app(settings, services=svc)) as url,
-    ):
-        stack.push_async_callback(client.close)
+    async with served_with_openai_chat(settings, offline_providers, guide_store, openai_settings) as url:
         yield url
 
 

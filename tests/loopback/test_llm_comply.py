@@ -7,7 +7,6 @@ skipped by the tool itself for non-reasoning model names."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import re
 import sys
@@ -17,14 +16,11 @@ from typing import Any
 
 import pytest
 
-from chatbot.app import create_app
-from chatbot.providers.openai_models import OpenAIChatModel, build_openai_client
 from chatbot.providers.registry import Providers
 from chatbot.settings import OpenAISettings
 from chatbot.stores.base import VectorStore
-from chatbot.wiring import build_services
 from tests.conftest import make_settings
-from tests.serving import serve_app
+from tests.loopback.conftest import served_with_openai_chat
 
 TEXT_AND_STREAMING = (
     "chat-basic-response",
@@ -75,19 +71,7 @@ async def served_llm(
 ) -> AsyncIterator[str]:
     """The app with the OpenAI adapter as chat model (fake upstream) and the offline embedder."""
     settings = make_settings()
-    client = build_openai_client(openai_settings)
-    providers = Providers(
-        embedder=offline_providers.embedder,
-        sparse=offline_providers.sparse,
-        chat=OpenAIChatModel(client, openai_settings),
-        reranker=None,
-    )
-    async with (
-        contextlib.AsyncExitStack() as stack,
-        build_services(settings, providers=providers, store=guide_store) as svc,
-        serve_app(create_app(settings, services=svc)) as url,
-    ):
-        stack.push_async_callback(client.close)
+    async with served_with_openai_chat(settings, offline_providers, guide_store, openai_settings) as url:
         yield url
 
 
