@@ -66,7 +66,21 @@ class CohereSettings(BaseModel):
 
 
 class LocalModelSettings(BaseModel):
-    threads: int = Field(1, ge=1, le=16, description="onnxruntime intra-op threads for the offline embedder.")
+    threads: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="onnxruntime intra-op threads per inference worker of the offline embedder.",
+    )
+    workers: int | None = Field(
+        None,
+        ge=1,
+        le=16,
+        description="Inference worker threads of the offline embedder (unset: the core count, at most 4).",
+    )
+    query_batch: int = Field(
+        16, ge=1, le=256, description="Most concurrent query texts the offline embedder merges into one run."
+    )
     batch_size: int = Field(
         8, ge=1, le=1024, description="Texts per inference batch (8 measured fastest for chunks)."
     )

