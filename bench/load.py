@@ -26,6 +26,7 @@ from bench.corpus import questions
 
 TERMINAL = ("done", "error", "stopped")
 NO_COMPRESSION = False  # set by --no-compression
+THINK = 0.0  # seconds a conversation pauses between an answer and its next question (--think)
 
 
 @dataclass
@@ -60,6 +61,12 @@ def record(fig: Figures, win: Window, sent: float, frames: list[float], ended: f
         fig.tokens_frames += len(frames)
 
 
+async def think() -> None:
+    """The pause between turns of a paced conversation (none for a closed loop)."""
+    if THINK > 0:
+        await asyncio.sleep(THINK)
+
+
 # -- websocket --------------------------------------------------------------------------------------------
 
 
@@ -74,6 +81,8 @@ async def ws_conversation(url: str, qs: list[str], fig: Figures, win: Window, bu
     ) as ws:
         i = 0
         while time.perf_counter() < win.end and budget[0] > 0:
+            if i:
+                await think()
             budget[0] -= 1
             question = qs[i % len(qs)]
             i += 1
@@ -124,6 +133,8 @@ async def sse_conversation(url: str, qs: list[str], fig: Figures, win: Window, b
     try:
         i = 0
         while time.perf_counter() < win.end and budget[0] > 0:
+            if i:
+                await think()
             budget[0] -= 1
             body = json.dumps({"message": qs[i % len(qs)], "stream": True}).encode()
             i += 1
@@ -183,7 +194,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     conversation = ws_conversation if args.transport == "ws" else sse_conversation
 
     async def one(k: int) -> None:
-        await asyncio.sleep(k * min(0.01, 1.0 / max(args.concurrency, 1)))  # stagger the first asks
+        # stagger the first asks (paced conversations spread over one think time)
+        spread = THINK / max(args.concurrency, 1) if THINK > 0 else min(0.01, 1.0 / max(args.concurrency, 1))
+        await asyncio.sleep(k * spread)
         try:
             await conversation(args.url, qs[k:] + qs[:k], fig, win, budget)
         except Exception as exc:  # a broken conversation is counted, the others go on
@@ -204,6 +217,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "transport": args.transport,
         "concurrency": args.concurrency,
         "duration": args.duration,
+        "think": THINK,
         "ttft": fig.ttft,
         "gaps": fig.gaps,
         "completed": fig.completed,
@@ -224,9 +238,13 @@ def main() -> None:
     parser.add_argument(
         "--no-compression", action="store_true", help="websocket: do not offer permessage-deflate"
     )
+    parser.add_argument(
+        "--think", type=float, default=0.0, help="seconds each conversation pauses between turns"
+    )
     args = parser.parse_args()
-    global NO_COMPRESSION
+    global NO_COMPRESSION, THINK
     NO_COMPRESSION = args.no_compression
+    THINK = max(0.0, args.think)
     try:
         import uvloop
 

@@ -34,10 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs
-from bench.procs import PYTHON, ROOT
+from bench.levels import HEADER, capacity, print_row, run_level
+from bench.procs import PYTHON, RESULTS, ROOT
 
-RESULTS = ROOT / "bench" / "results"
-CACHE = RESULTS / "cache"
 UPSTREAM_MS = 30 + 100  # the fake's embedding latency + first-token latency: the floor of TTFT
 EMBED_MODEL = "bench-embed-384"
 CHAT_MODEL = "bench-chat"
@@ -47,13 +46,6 @@ PEER_WORKERS, PEER_THREADS = (
     50,
 )  # 2 processes for 2 cores; 100 threads = one per conversation at the top level
 TTFT_BOUNDS_MS = (50, 250)
-
-
-def quantile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(q * len(ordered) + 0.999999) - 1))]
 
 
 def machine() -> dict[str, Any]:
@@ -117,154 +109,6 @@ def fake_args(port: int) -> list[str]:
     ]
 
 
-def ensure_store(chunks: int, fake_port: int, log: Path, rebuild: bool) -> tuple[Path, dict[str, Any]]:
-    """The collection, built once by the product's ingestion path and cached: (folder, setup figures)."""
-    folder = CACHE / f"store-{chunks}-v{STORE_VERSION}"
-    meta_file = folder / "bench-setup.json"
-    if meta_file.exists() and not rebuild:
-        meta = json.loads(meta_file.read_text())
-        return folder, {**meta, "cached": True}
-    shutil.rmtree(folder, ignore_errors=True)
-    building = Path(tempfile.mkdtemp(prefix="chatbot-bench-build-", dir=_fast_tmp()))
-    print(f"building the {chunks}-chunk collection (once; cached in {folder}) ...", flush=True)
-    env = server_env(fake_port, building / "qdrant", 0)
-    out = subprocess.run(  # noqa: S603 - our own module
-        [PYTHON, "-m", "bench.setup_store", "--chunks", str(chunks)],
-        cwd=ROOT,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    with log.open("a") as f:
-        f.write(out.stderr)
-    if out.returncode != 0:
-        raise RuntimeError(f"setup_store failed: {out.stderr[-2000:]}")
-    meta = json.loads(out.stdout.strip().splitlines()[-1])
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(building / "qdrant", folder)
-    meta_file.write_text(json.dumps(meta))
-    shutil.rmtree(building, ignore_errors=True)
-    return folder, {**meta, "cached": False}
-
-
-def _fast_tmp() -> str | None:
-    """tmpfs when there is one: local-mode Qdrant commits every point to sqlite."""
-    shm = "/dev/shm"  # noqa: S108 - a private mkdtemp below it, removed after the run
-    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK) else None
-
-
-def run_level(
-    url: str,
-    transport: str,
-    level: int,
-    warmup: float,
-    duration: float,
-    pids: list[int],
-    *,
-    looplag: bool,
-    extra: tuple[str, ...] = (),
-) -> dict[str, Any]:
-    """One closed-loop level; samples the server's CPU and loop lag at the window's edges."""
-    args = [
-        PYTHON,
-        "-m",
-        "bench.load",
-        "--url",
-        url,
-        "--transport",
-        transport,
-        "--concurrency",
-        str(level),
-        "--warmup",
-        str(warmup),
-        "--duration",
-        str(duration),
-        "--max-turns",
-        str(int(level * duration * 10 + 100)),
-        *extra,
-    ]
-    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)  # noqa: S603
-    cpu0 = cpu1 = procs.cpu(pids)
-    lag: dict[str, Any] = {}
-    result: dict[str, Any] = {}
-    t0 = t1 = time.perf_counter()
-    assert proc.stdout is not None
-    try:
-        for line in proc.stdout:
-            if line.startswith("measure-start"):
-                if looplag:
-                    procs.http_json("POST", url + "/debug/looplag/reset")
-                cpu0, t0 = procs.cpu(pids), time.perf_counter()
-            elif line.startswith("measure-end"):
-                cpu1, t1 = procs.cpu(pids), time.perf_counter()
-                if looplag:
-                    lag = procs.http_json("GET", url + "/debug/looplag")
-            elif line.startswith("result "):
-                result = json.loads(line[7:])
-        proc.wait(timeout=warmup + duration + 120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    turns = result.get("completed", 0)
-    ttft_ms = [x * 1000 - UPSTREAM_MS for x in result.get("ttft", [])]
-    gaps_ms = [x * 1000 for x in result.get("gaps", [])]
-    window = max(t1 - t0, 1e-9)
-
-    def r(x: float | None, nd: int = 1) -> float | None:
-        return None if x is None else round(x, nd)
-
-    return {
-        "transport": transport,
-        "conversations": level,
-        "turns": turns,
-        "turns_per_s": round(turns / window, 1),
-        "cpu_ms_per_turn": r((cpu1.total - cpu0.total) * 1000 / turns, 2) if turns else None,
-        "loop_cpu_ms_per_turn": r((cpu1.loop - cpu0.loop) * 1000 / turns, 2) if turns else None,
-        "cpu_utilisation": round((cpu1.total - cpu0.total) / window, 2),
-        "ttft_excess_p50_ms": r(quantile(ttft_ms, 0.5)),
-        "ttft_excess_p99_ms": r(quantile(ttft_ms, 0.99)),
-        "gap_p99_ms": r(quantile(gaps_ms, 0.99)),
-        "loop_lag_p99_ms": lag.get("p99_ms") if looplag else None,
-        "loop_lag_max_ms": lag.get("max_ms") if looplag else None,
-        "peak_rss_mb": procs.peak_rss_mb(pids),
-        "errors": result.get("errors", {}),
-        "window_s": round(window, 2),
-    }
-
-
-def print_row(design: str, row: dict[str, Any]) -> None:
-    def f(v: Any, width: int) -> str:
-        return ("n/a" if v is None else str(v)).rjust(width)
-
-    print(
-        f"{design:8} {row['transport']:4} {row['conversations']:>4} {f(row['turns_per_s'], 7)} "
-        f"{f(row['cpu_ms_per_turn'], 8)} {f(row['loop_cpu_ms_per_turn'], 8)} "
-        f"{f(row['ttft_excess_p50_ms'], 8)} "
-        f"{f(row['ttft_excess_p99_ms'], 8)} {f(row['gap_p99_ms'], 7)} {f(row['loop_lag_p99_ms'], 7)} "
-        f"{f(row['peak_rss_mb'], 7)} {sum(row['errors'].values()) if row['errors'] else 0:>4}",
-        flush=True,
-    )
-
-
-HEADER = (
-    "design   tr   conv  turn/s  cpu/turn loop/turn ttft+p50 ttft+p99 gap p99 lag p99 rss MiB errs\n"
-    "                             ms       ms        ms       ms       ms      ms"
-)
-
-
-def capacity(rows: list[dict[str, Any]], bound_ms: float) -> int:
-    """The highest level whose p99 TTFT excess stays under the bound (0 if none)."""
-    ok = [
-        r["conversations"]
-        for r in rows
-        if r["ttft_excess_p99_ms"] is not None and r["ttft_excess_p99_ms"] <= bound_ms and not r["errors"]
-    ]
-    return max(ok, default=0)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="~2-3 minutes: short windows, small micro runs")
@@ -313,12 +157,14 @@ def main() -> None:
         },
         "levels": [],
     }
-    run_dir = Path(tempfile.mkdtemp(prefix="chatbot-bench-", dir=_fast_tmp()))
+    run_dir = Path(tempfile.mkdtemp(prefix="chatbot-bench-", dir=procs.fast_tmp()))
     fake_port, server_port, peer_port = procs.free_port(), procs.free_port(), procs.free_port()
     try:
         with procs.started(fake_args(fake_port), log=log):
             procs.wait_port(fake_port)
-            store, setup = ensure_store(args.chunks, fake_port, log, args.rebuild)
+            name = f"store-{args.chunks}-v{STORE_VERSION}"
+            env = server_env(fake_port, Path("unused"), 0)
+            store, setup = procs.cached_store(name, env, args.chunks, log, args.rebuild)
             report["setup"] = setup
             print(f"collection: {setup}", flush=True)
             print(HEADER, flush=True)
@@ -334,7 +180,15 @@ def main() -> None:
                     with procs.started([PYTHON, "-m", "chatbot", "serve"], env, log=log) as server:
                         procs.wait_http(url + "/healthz", proc=server)
                         row = run_level(
-                            url, transport, level, warmup, duration, [server.pid], looplag=True, extra=extra
+                            url,
+                            transport,
+                            level,
+                            warmup,
+                            duration,
+                            [server.pid],
+                            looplag=True,
+                            floor_ms=UPSTREAM_MS,
+                            extra=extra,
                         )
                     row["design"] = "async"
                     report["levels"].append(row)
@@ -372,7 +226,16 @@ def main() -> None:
                         for _ in range(8):  # open every worker's collection copy before measuring
                             procs.wait_http(peer_url + "/healthz", proc=peer)
                         pids = [peer.pid, *procs.children(peer.pid)]
-                        row = run_level(peer_url, "sse", level, warmup, duration, pids, looplag=False)
+                        row = run_level(
+                            peer_url,
+                            "sse",
+                            level,
+                            warmup,
+                            duration,
+                            pids,
+                            looplag=False,
+                            floor_ms=UPSTREAM_MS,
+                        )
                     row["design"] = "sync"
                     row["loop_cpu_ms_per_turn"] = None  # no event loop: threads
                     report["levels"].append(row)
