@@ -11,7 +11,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 readme: $(STAMP)
 	$(BIN)/python -m chatbot.settings_doc
 
-.PHONY: readme run serve test test-unit test-service test-loopback test-transport test-browser test-reliability chaos soak crash-ingest lint typecheck check bench bench-quick eval provision clean
+.PHONY: readme run serve test test-unit test-service test-loopback test-transport test-browser test-reliability chaos soak crash-ingest lint typecheck check bench bench-quick bench-offline bench-readme eval provision clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -70,6 +70,14 @@ bench: $(STAMP)
 ## bench-quick: the same suite in ~3 minutes (short windows, small micro-benchmarks)
 bench-quick: $(STAMP)
 	$(BIN)/python -m bench.run --quick
+
+## bench-offline: the offline default (local embedder, extractive answer) under websocket load, alone
+bench-offline: $(STAMP)
+	$(BIN)/python -m bench.offline
+
+## bench-readme: the README performance tables from the newest bench/results/*.json (RESULTS=file to pick one)
+bench-readme: $(STAMP)
+	$(BIN)/python -m bench.readme_table $${RESULTS:-$$(ls -t bench/results/*.json | head -1)}
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .mypy_cache .ruff_cache

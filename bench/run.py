@@ -11,7 +11,11 @@ Workload (every process on 127.0.0.1, every loop bounded in count and time):
 - closed-loop clients in their own process (bench/load.py) over websocket and SSE at 1, 10, 50 and 100
   concurrent conversations, each level with a warm-up and a bounded window;
 - the synchronous peer (bench/sync_peer.py: Flask on gunicorn gthread) on the same workload over SSE;
-- micro-benchmarks (bench/micro.py): offline ingestion throughput, retrieval latency by collection size.
+- micro-benchmarks (bench/micro.py): offline ingestion throughput, retrieval latency by collection size;
+- the sections in bench/sections.py SECTIONS, each its own process (bench/offline.py: the offline default
+  under websocket load; the others measure workers, embedded scale and ingestion overlap);
+- at the end, ONE table of every issue-15 target with MET / NOT MET (bench/targets.py), also in the JSON
+  ("targets"); `python -m bench.readme_table <results.json>` turns a results file into the README table.
 
 Per level: server CPU ms per turn (all threads, and the event-loop thread alone), turns/s, time to first
 token minus the upstream's own 130 ms (p50, p99), inter-token-frame gap p99, loop lag p99 measured inside
@@ -36,6 +40,8 @@ from typing import Any
 from bench import procs
 from bench.levels import HEADER, capacity, print_row, run_level
 from bench.procs import PYTHON, RESULTS, ROOT
+from bench.sections import SECTIONS, figure_from_dict, level_figures, run_section
+from bench.targets import table
 
 UPSTREAM_MS = 30 + 100  # the fake's embedding latency + first-token latency: the floor of TTFT
 EMBED_MODEL = "bench-embed-384"
@@ -124,6 +130,12 @@ def main() -> None:
     parser.add_argument("--rebuild", action="store_true", help="rebuild the cached collection")
     parser.add_argument(
         "--ws-no-compression", action="store_true", help="websocket clients do not offer permessage-deflate"
+    )
+    parser.add_argument(
+        "--sections",
+        nargs="*",
+        default=SECTIONS,
+        help=f"section modules run after the load levels (default: {' '.join(SECTIONS)}; none: no sections)",
     )
     parser.add_argument("--out", type=Path, help="JSON output (default bench/results/<date>.json)")
     args = parser.parse_args()
@@ -262,6 +274,7 @@ def main() -> None:
                         print(line, flush=True)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+    report["sections"] = {m: run_section(m, quick=args.quick, log=log) for m in args.sections}
 
     summary: dict[str, Any] = {}
     async_sse = [r for r in report["levels"] if r["design"] == "async" and r["transport"] == "sse"]
@@ -281,6 +294,11 @@ def main() -> None:
             flush=True,
         )
     report["summary"] = summary
+    figures = level_figures(report["levels"]) + [
+        figure_from_dict(d) for section in report["sections"].values() for d in section["figures"]
+    ]
+    report["targets"] = [f.to_dict() for f in figures]
+    print("\nissue 15 targets\n" + table(figures), flush=True)
     report["elapsed_s"] = round(time.monotonic() - started, 1)
     out = args.out or RESULTS / f"{stamp}.json"
     out.write_text(json.dumps(report, indent=2))
