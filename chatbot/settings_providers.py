@@ -78,6 +78,12 @@ class LocalModelSettings(BaseModel):
         le=16,
         description="Inference worker threads of the offline embedder (unset: the core count, at most 4).",
     )
+    nice: int = Field(
+        5,
+        ge=0,
+        le=19,
+        description="Niceness of the offline embedder's inference threads (Linux): the event loop wins a busy core.",
+    )
     query_batch: int = Field(
         16, ge=1, le=256, description="Most concurrent query texts the offline embedder merges into one run."
     )

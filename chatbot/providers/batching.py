@@ -13,6 +13,8 @@ concurrent future, so nothing on the event loop waits behind inference and the q
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -35,17 +37,26 @@ class _Job(Generic[T, R]):
 class InferenceQueue(Generic[T, R]):
     """Runs `run(items) -> results` (one result per item, in order) on `workers` threads.
 
-    `runs` counts the calls of `run` (tests and metrics read it).
+    `runs` counts the calls of `run` (tests and metrics read it). `nice` is added to each worker thread's
+    niceness (Linux schedules threads, not processes): on a saturated box the event loop thread then wins
+    a contended core over inference, which only makes the next batch bigger.
     """
 
     def __init__(
-        self, run: Callable[[list[T]], list[R]], *, workers: int, max_batch: int, name: str = "inference"
+        self,
+        run: Callable[[list[T]], list[R]],
+        *,
+        workers: int,
+        max_batch: int,
+        name: str = "inference",
+        nice: int = 0,
     ) -> None:
         if workers < 1 or max_batch < 1:
             raise ValueError("workers and max_batch must be at least 1")
         self._run = run
         self._max_batch = max_batch
         self._name = name
+        self._nice = nice
         self._workers = workers
         self._cond = threading.Condition()
         self._urgent: deque[_Job[T, R]] = deque()
@@ -113,6 +124,10 @@ class InferenceQueue(Generic[T, R]):
             return jobs
 
     def _work(self) -> None:
+        if self._nice > 0:
+            # the calling thread only; unprivileged callers may always lower their priority
+            with contextlib.suppress(OSError, AttributeError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
         while (taken := self._take()) is not None:
             jobs = [job for job in taken if job.future.set_running_or_notify_cancel()]  # drop cancelled
             if not jobs:

@@ -247,3 +247,22 @@ class TestWithLocalEmbedder:
         """Unset workers means one per core (at most 4); an explicit count wins."""
         assert 1 <= inference_workers(LocalModelSettings()) <= 4
         assert inference_workers(LocalModelSettings(workers=3)) == 3
+
+
+class TestNice:
+    async def test_workers_run_at_the_given_niceness(self) -> None:
+        """With nice=3 the worker thread runs 3 nicer than the caller (Linux), so the loop wins a busy core."""
+        import os
+
+        base = os.getpriority(os.PRIO_PROCESS, 0)
+
+        def niceness(items: list[str]) -> list[int]:
+            return [os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) for _ in items]
+
+        queue: InferenceQueue[str, int] = InferenceQueue(niceness, workers=1, max_batch=1, nice=3)
+        try:
+            assert await queue.urgent(["x"]) == [min(19, base + 3)]
+        finally:
+            queue.close()
+            await asyncio.to_thread(queue.join)
+        assert os.getpriority(os.PRIO_PROCESS, 0) == base  # the caller's thread is untouched
