@@ -220,8 +220,8 @@ class TestWithLocalEmbedder:
         np.testing.assert_allclose(np.array([v[0] for v in together]), np.array(alone), rtol=0, atol=1e-6)
 
     async def test_a_query_is_not_starved_by_a_long_ingestion(self, embedder: LocalEmbedder) -> None:
-        """Queries asked during a 16-batch ingestion all finish while it still has most batches to run."""
-        texts = [f"Chunk {i}: " + QUESTIONS[i % len(QUESTIONS)] * 6 for i in range(128)]  # batch_size 8
+        """Three queries asked during a 6-batch ingestion all finish while it still has batches to run."""
+        texts = [f"Chunk {i}: " + QUESTIONS[i % len(QUESTIONS)] * 6 for i in range(48)]  # batch_size 8
         ingestion = asyncio.create_task(embedder.embed(texts, "document"))
         await asyncio.sleep(0.02)
         for question in QUESTIONS[:3]:
@@ -229,13 +229,13 @@ class TestWithLocalEmbedder:
             await embedder.embed([question], "query")
             assert embedder.runs - runs <= 2  # at most the ingestion batch in front of it, then its own
         assert not ingestion.done()
-        assert len(await ingestion) == 128
+        assert len(await ingestion) == 48
 
     async def test_closed_embedder_fails_a_waiting_query(self) -> None:
         """A query waiting behind an ingestion batch when the embedder closes raises ShuttingDown."""
-        local = LocalEmbedder(LocalModelSettings(workers=1, batch_size=64))
+        local = LocalEmbedder(LocalModelSettings(workers=1, batch_size=8))
         await local.warm_up()
-        ingestion = asyncio.create_task(local.embed(["word " * 200] * 64, "document"))
+        ingestion = asyncio.create_task(local.embed(["word " * 60] * 8, "document"))  # one run, ~50 ms
         await asyncio.sleep(0.01)
         query = asyncio.create_task(local.embed(["a question"], "query"))
         await settle()
