@@ -85,7 +85,7 @@ class LocalModelSettings(BaseModel):
         description="Niceness of the offline embedder's inference threads (Linux): the event loop wins a busy core.",
     )
     query_batch: int = Field(
-        16, ge=1, le=256, description="Most concurrent query texts the offline embedder merges into one run."
+        8, ge=1, le=256, description="Most concurrent query texts the offline embedder merges into one run."
     )
     batch_size: int = Field(
         8, ge=1, le=1024, description="Texts per inference batch (8 measured fastest for chunks)."
