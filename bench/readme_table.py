@@ -78,7 +78,8 @@ def offline_table(levels: list[dict[str, Any]]) -> str:
 def targets_table(targets: list[dict[str, Any]]) -> str:
     rows = []
     for t in targets:
-        measured = "-" if t.get("value") is None else f"{num(t['value'])} {t['unit']}"
+        # three significant digits: a verdict must be readable from the figure (6.02 ms is not "6 ms")
+        measured = "-" if t.get("value") is None else f"{float(t['value']):.3g} {t['unit']}"
         verdict = f"**{t['verdict']}**" + (f" ({t['note']})" if t.get("note") else "")
         rows.append([str(t["label"]), measured, str(t["target"]), verdict])
     return _table(["target (issue 15)", "measured", "bound", "verdict"], rows)

@@ -100,6 +100,19 @@ class TestMerging:
         await held
         assert [len(b) for b in run.batches] == [1, 4, 2]
 
+    async def test_a_call_bigger_than_max_batch_runs_alone(self, gated: Gated) -> None:
+        """An urgent call of more items than max_batch is one run of its own, never split or refused."""
+        run, queue = gated
+        held = await run.hold(queue)
+        big = asyncio.create_task(queue.urgent([str(i) for i in range(9)]))
+        small = asyncio.create_task(queue.urgent(["s"]))
+        await settle()
+        run.release()
+        assert await big == [str(i) for i in range(9)]
+        assert await small == ["S"]
+        await held
+        assert [len(b) for b in run.batches] == [1, 9, 1]
+
     async def test_an_idle_worker_runs_a_call_at_once(self, gated: Gated) -> None:
         """With nothing running, an urgent call is its own run: no timer holds it back."""
         run, queue = gated

@@ -115,6 +115,7 @@ class TestReadmeTable:
         assert "| sync peer | ws | 50 | 10 | 7.5 | 4 / 60 | 40 | n/a | 480 |" in text
         assert "| capacity | 50 | 0 | 123 | 7.5 | 4 / 60 | 9 | 480 |" in text
         assert "| offline: turns/s, 50 closed-loop ws | 123 turns/s | >= 200 turns/s | **NOT MET** |" in text
+        assert "| fake upstream: server CPU per turn, 50 ws | 7.5 ms | <= 6 ms | **NOT MET** |" in text
         assert "| fake upstream: TTFT excess p50, 1 ws | 4 ms | <= 5 ms | **MET** |" in text
 
     def test_cli_prints_the_markdown(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
