@@ -79,7 +79,8 @@ def main() -> None:
     port = procs.free_port()
     url = f"http://127.0.0.1:{port}"
     name = f"offline-store-{args.chunks}-v{STORE_VERSION}"
-    store, setup = procs.cached_store(name, offline_env(Path("unused"), 0), args.chunks, log, args.rebuild)
+    build_env = {**offline_env(Path("unused"), 0), "CHATBOT_LOCAL__THREADS": "2"}  # a batch job: both cores
+    store, setup = procs.cached_store(name, build_env, args.chunks, log, args.rebuild)
     print(f"offline collection: {setup}", flush=True)
     plan = [("capacity", 50, 0.0), ("paced", 100, 1.0)]
     levels: list[dict[str, Any]] = []
