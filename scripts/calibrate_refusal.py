@@ -20,11 +20,12 @@ import random
 import sys
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 from chatbot.eval.batching import BatchingEmbedder
 from chatbot.eval.beir import read_beir
 from chatbot.eval.harness import EVAL_TENANT, eval_settings, ingest_corpus
-from chatbot.eval.refusal import fit_threshold, rates, top_similarities
+from chatbot.eval.refusal import Rates, fit_threshold, rates, top_similarities
 from chatbot.ingest.service import Ingestor
 from chatbot.providers.registry import build_providers
 from chatbot.rag.confidence import ConfidenceCheck
@@ -45,7 +46,7 @@ async def main(args: argparse.Namespace) -> None:
     if args.other_docs is not None:  # the claims' relevant documents and a seeded sample of the others
         relevant = {doc for judged in data.qrels.values() for doc in judged}
         others = [d for d in data.corpus if d.doc_id not in relevant]
-        sample = set(random.Random(0).sample(range(len(others)), min(args.other_docs, len(others))))
+        sample = set(random.Random(0).sample(range(len(others)), min(args.other_docs, len(others))))  # noqa: S311
         corpus = [d for d in data.corpus if d.doc_id in relevant] + [
             d for i, d in enumerate(others) if i in sample
         ]
@@ -86,32 +87,38 @@ async def main(args: argparse.Namespace) -> None:
         "max_false_refusal": args.max_false_refusal,
         "sets": {n: vars_of(rates(threshold, answerable[n], unanswerable[n])) for n in answerable},
         "unanswerable_by_kind": {k: rates(threshold, [], v).refusal_rate for k, v in by_kind.items()},
-        "all": vars_of(rates(threshold, sum(answerable.values(), []), sum(unanswerable.values(), []))),
+        "all": vars_of(rates(threshold, flat(answerable), flat(unanswerable))),
     }
     if args.scores is not None:  # every score, to study other rules
         args.scores.write_text(json.dumps({"answerable": answerable, "unanswerable": by_kind}))
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return
-    print(
-        f"embedder {embedder.name}: threshold {threshold} (false refusals <= {args.max_false_refusal:.0%} per set)"
-    )
-    print(f"{'set':<10} {'refused (unanswerable)':>23} {'false refusals (answerable)':>28}")
+    print(json.dumps(result, indent=2) if args.json else table(result))  # noqa: T201
+
+
+def table(result: dict[str, Any]) -> str:
+    threshold, a = result["threshold"], result["all"]
+    lines = [
+        f"embedder {result['embedder']}: threshold {threshold} "
+        f"(false refusals <= {result['max_false_refusal']:.0%} of each answerable set)",
+        f"{'set':<10} {'refused (unanswerable)':>24} {'false refusals (answerable)':>29}",
+    ]
     for name, r in result["sets"].items():
-        print(
-            f"{name:<10} {r['refusal_rate']:>15.1%} of {r['unanswerable']:<4d} {r['false_refusal_rate']:>20.1%} of {r['answerable']:<4d}"
-        )
-    for kind, rate in result["unanswerable_by_kind"].items():
-        print(f"  {kind:<22} refused {rate:.1%}")
-    a = result["all"]
-    print(
-        f'\n    "{embedder.name}": Calibration(threshold={threshold}, refusal_rate={a["refusal_rate"]:.3f}, '
+        refused = f"{r['refusal_rate']:.1%} of {r['unanswerable']}"
+        false = f"{r['false_refusal_rate']:.1%} of {r['answerable']}"
+        lines.append(f"{name:<10} {refused:>24} {false:>29}")
+    lines += [f"  {kind:<22} refused {rate:.1%}" for kind, rate in result["unanswerable_by_kind"].items()]
+    lines.append(
+        f'\n    "{result["embedder"]}": Calibration(threshold={threshold}, refusal_rate={a["refusal_rate"]:.3f}, '
         f'false_refusal_rate={a["false_refusal_rate"]:.3f}, data="..."),'
     )
+    return "\n".join(lines)
 
 
-def vars_of(r: object) -> dict[str, float]:
-    return {k: getattr(r, k) for k in r.__slots__}  # type: ignore[attr-defined]
+def vars_of(r: Rates) -> dict[str, float]:
+    return {k: getattr(r, k) for k in Rates.__slots__}
+
+
+def flat(sets: dict[str, list[float]]) -> list[float]:
+    return [score for scores in sets.values() for score in scores]
 
 
 if __name__ == "__main__":

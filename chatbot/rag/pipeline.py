@@ -4,7 +4,8 @@
         ...
 
 Stages: load history (and embed the raw question at the same time) -> rewrite a follow-up -> retrieve
-(raw and rewritten queries fused in one vector store call) -> rerank (optional) -> sources event -> render
+(raw and rewritten queries fused in one vector store call) -> rerank (optional) -> confidence (rag/confidence.py:
+no source close enough, no sources) -> sources event -> render
 prompts -> stream the model's reply as token events -> done. Embedding, retrieval and reranking are the
 Retriever's (rag/retriever.py), which the evaluation harness measures. Each stage has its own deadline. Any failure
 becomes exactly one error event. The turn is saved on every path: done, stopped (generator closed early or

@@ -13,7 +13,7 @@ from chatbot.events import ChatEvent, SourcesEvent, TokenEvent
 from chatbot.providers.base import ChatChunk, ChatRequest, EmbedKind, RankedPassage
 from chatbot.providers.extractive import NOT_FOUND
 from chatbot.providers.registry import Providers
-from chatbot.rag.confidence import ConfidenceCheck
+from chatbot.rag.confidence import CALIBRATIONS, ConfidenceCheck
 from chatbot.rag.pipeline import AnswerRequest
 from chatbot.settings import RetrievalSettings
 from chatbot.stores.base import VectorStore
@@ -139,3 +139,20 @@ class TestRefusal:
         events = await ask(offline_providers, guide_store, IN_SCOPE, tenant="nobody-here")
         assert sources_of(events) == SourcesEvent(sources=(), no_relevant_sources=True)
         assert text_of(events) == NOT_FOUND
+
+    async def test_the_offline_default_refuses_off_topic(
+        self, offline_providers: Providers, guide_store: VectorStore
+    ) -> None:
+        """With no setting, the offline embedder's calibrated threshold declines off-topic and answers the guide."""
+        async with build_services(
+            make_settings(), providers=offline_providers, store=guide_store
+        ) as services:
+            assert (
+                services.pipeline.confidence.threshold
+                == CALIBRATIONS[offline_providers.embedder.name].threshold
+            )
+            for question, refused in ((OFF_TOPIC, True), (IN_SCOPE, False)):
+                request = AnswerRequest(tenant="public", question=question, message_id="m1", history=())
+                async with contextlib.aclosing(services.pipeline.stream_answer(request)) as events:
+                    got = [e async for e in events]
+                assert sources_of(got).no_relevant_sources is refused, question
