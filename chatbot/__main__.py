@@ -90,6 +90,17 @@ def main(argv: list[str] | None = None) -> int:
     eval_p.add_argument("--modes", help="Comma-separated: dense,sparse,hybrid,rerank (default: all usable).")
     eval_p.add_argument("--limit-queries", type=int, help="Evaluate only the first N judged queries.")
     eval_p.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+    eval_p.add_argument(
+        "--answers",
+        action="store_true",
+        help="Also answer the queries through the pipeline (citations, refusals).",
+    )
+    eval_p.add_argument(
+        "--unanswerable", type=Path, help="With --answers: {_id, text} lines the corpus does not answer."
+    )
+    eval_p.add_argument(
+        "--pairs", type=Path, help="With --answers: {question, expected_source, kind} lines to answer too."
+    )
     feedback_p = sub.add_parser(
         "feedback", help="Export rated answers as JSONL (an evaluation regression set)."
     )
@@ -139,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("worker needs CHATBOT_JOBS__BACKEND=redis and CHATBOT_REDIS__URL")
             run(worker(settings, run_worker), settings)
         elif args.command == "eval":
+            from chatbot.eval.answers import answer_cases
             from chatbot.eval.harness import eval_command
 
             if "CHATBOT_LOCAL__THREADS" not in os.environ:  # a batch job, like ingest: both cores
@@ -153,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                     modes=args.modes,
                     limit_queries=args.limit_queries,
                     as_json=args.json,
+                    answers=answer_cases(args),
                 ),
                 settings,
             )

@@ -106,8 +106,12 @@ class StartEvent(_Event):
 
 
 class SourcesEvent(_Event):
+    """The passages the answer may cite. `no_relevant_sources`: retrieval found nothing relevant enough
+    (rag/confidence.py), so `sources` is empty and the answer says the documents don't cover the question."""
+
     type: Literal["sources"] = "sources"
     sources: tuple[Source, ...]
+    no_relevant_sources: bool = False
 
 
 class TokenEvent(_Event):

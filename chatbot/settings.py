@@ -144,6 +144,13 @@ class RetrievalSettings(BaseModel):
     rerank: bool = Field(True, description="Rerank with Cohere when a Cohere key is configured.")
     rerank_candidates: int = Field(25, ge=1, le=200, description="Candidates sent to the reranker.")
     rewrite_followups: bool = Field(True, description="Rewrite follow-up questions into standalone queries.")
+    refusal_threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Answer 'the documents don't cover it' when the best dense cosine is below this "
+        "(default: the embedder's calibration in rag/confidence.py, none for API embedders; 0 = never).",
+    )
 
 
 class Settings(BaseSettings):

@@ -37,6 +37,7 @@ from typing import Any, Literal, TextIO
 from tqdm import tqdm
 
 from chatbot.errors import ConfigError, UnreadableDocument
+from chatbot.eval.answers import AnswerCase, AnswerResult, beir_cases, evaluate_answers, format_answers
 from chatbot.eval.batching import BatchingEmbedder
 from chatbot.eval.beir import BeirData, CorpusDoc, corpus_id, document_bytes, document_source, read_beir
 from chatbot.eval.metrics import RECALL_K, ModeResult, rank_by_score, score_run, unique
@@ -87,8 +88,11 @@ class EvalReport:
     prefetch_limit: int
     ingest: IngestStats
     results: list[ModeResult] = field(default_factory=list)
+    answers: list[AnswerResult] = field(default_factory=list)  # eval --answers (eval/answers.py)
+    chat: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        answers = {"chat": self.chat, "modes": {r.mode: r.to_dict() for r in self.answers}}
         return {
             "embedder": self.embedder,
             "sparse": self.sparse,
@@ -97,7 +101,7 @@ class EvalReport:
             "prefetch_limit": self.prefetch_limit,
             "ingest": self.ingest.to_dict(),
             "modes": {r.mode: r.to_dict() for r in self.results},
-        }
+        } | ({"answers": answers} if self.answers else {})
 
 
 def format_table(report: EvalReport) -> str:
@@ -116,6 +120,8 @@ def format_table(report: EvalReport) -> str:
             f"{r.mode:<8} {r.ndcg_at_10:>8.4f} {r.recall_at_100:>11.4f} {r.mrr_at_10:>8.4f} "
             f"{r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.queries:>8d}"
         )
+    if report.answers:
+        lines += ["", format_answers(report.answers, report.chat)]
     return "\n".join(lines)
 
 
@@ -222,8 +228,10 @@ async def run_evaluation(
     providers: Providers | None = None,
     concurrency: int = 16,
     progress: bool = True,
+    answer_cases: Sequence[AnswerCase] | None = None,
 ) -> EvalReport:
-    """Ingest `data.corpus` into a scratch collection, run the judged queries per mode, score them."""
+    """Ingest `data.corpus` into a scratch collection, run the judged queries per mode, score them; with
+    `answer_cases`, also answer them through the pipeline per mode (eval/answers.py)."""
     settings = eval_settings(settings)
     async with _scratch(settings, providers) as (providers, store):
         wanted = parse_modes(modes, rerank_available=providers.reranker is not None)
@@ -267,6 +275,12 @@ async def run_evaluation(
                     else rank_by_score((corpus_id(s.source), s.score) for s in sources)
                 )
             report.results.append(score_run(mode, run, data.qrels, latencies))
+        if answer_cases is not None:
+            report.chat = providers.chat.name
+            for mode in wanted:
+                report.answers.append(
+                    await evaluate_answers(settings, store, providers, mode, answer_cases, EVAL_TENANT)
+                )
         return report
 
 
@@ -282,11 +296,20 @@ async def eval_command(
     providers: Providers | None = None,
     progress: bool = True,
     out: TextIO | None = None,
+    answers: Sequence[AnswerCase] | None = None,
 ) -> EvalReport:
-    """`python -m chatbot eval`: read the data set, evaluate, print a table or JSON."""
+    """`python -m chatbot eval`: read the data set, evaluate, print a table or JSON. With `answers` (cases
+    beside the judged queries: unanswerable questions, pairs), answer-level metrics too."""
     data = await asyncio.to_thread(read_beir, corpus, queries, qrels)
+    cases = None if answers is None else [*beir_cases(data, limit_queries), *answers]
     report = await run_evaluation(
-        settings, data, modes=modes, limit_queries=limit_queries, providers=providers, progress=progress
+        settings,
+        data,
+        modes=modes,
+        limit_queries=limit_queries,
+        providers=providers,
+        progress=progress,
+        answer_cases=cases,
     )
     text = json.dumps(report.to_dict(), indent=2) if as_json else format_table(report)
     print(text, file=out or sys.stdout, flush=True)

@@ -4,7 +4,8 @@
         ...
 
 Stages: load history (and embed the raw question at the same time) -> rewrite a follow-up -> retrieve
-(raw and rewritten queries fused in one vector store call) -> rerank (optional) -> sources event -> render
+(raw and rewritten queries fused in one vector store call) -> rerank (optional) -> confidence (rag/confidence.py:
+no source close enough, no sources) -> sources event -> render
 prompts -> stream the model's reply as token events -> done. Embedding, retrieval and reranking are the
 Retriever's (rag/retriever.py), which the evaluation harness measures. Each stage has its own deadline. Any failure
 becomes exactly one error event. The turn is saved on every path: done, stopped (generator closed early or
@@ -45,10 +46,11 @@ from chatbot.providers.base import (
 )
 from chatbot.rag import cached_answers
 from chatbot.rag.answer_request import AnswerRequest
+from chatbot.rag.confidence import ConfidenceCheck
 from chatbot.rag.followups import fallback_rewrite, looks_like_followup
 from chatbot.rag.history import TurnProgress, load_history, save_turn
 from chatbot.rag.prompts import Prompts
-from chatbot.rag.retriever import Retriever, elapsed_ms
+from chatbot.rag.retriever import Retriever, elapsed_ms, staged
 from chatbot.rag.stream_deadline import StreamDeadline
 from chatbot.settings import Settings
 from chatbot.stores.base import (
@@ -94,6 +96,7 @@ class Pipeline:
             settings=settings.retrieval,
             deadlines=settings.deadlines,
         )
+        self.confidence = ConfidenceCheck(store=store, embedder=embedder, settings=settings.retrieval)
 
     @property
     def search_mode(self) -> SearchMode:
@@ -167,7 +170,15 @@ class Pipeline:
                 queries.append(await self.retriever.embed(search_text, timings))
 
         sources = await self.retriever.retrieve(req.tenant, queries, search_text, timings, where=req.where)
-        yield SourcesEvent(sources=tuple(sources))
+        relevant = bool(sources) and await staged(
+            "confidence",
+            self.settings.deadlines.retrieve,
+            self.confidence.passes(req.tenant, queries, search_text, where=req.where),
+            timings,
+        )
+        if not relevant:  # the prompt then says no source is relevant: the answer declines, cites nothing
+            sources = []
+        yield SourcesEvent(sources=tuple(sources), no_relevant_sources=not relevant)
 
         passages = [Passage(n=s.n, text=s.text, title=s.title) for s in sources]
         request = ChatRequest(

@@ -53,7 +53,9 @@ async def pipeline_services(
     providers = Providers(
         embedder=offline.embedder, sparse=offline.sparse, chat=chat or offline.chat, reranker=None
     )
-    settings = make_settings(**overrides)
+    # refusals off: the store then sees the retrieval's searches only (rag/confidence.py's check adds its own)
+    retrieval = {"refusal_threshold": 0, **overrides.pop("retrieval", {})}
+    settings = make_settings(retrieval=retrieval, **overrides)
     async with build_services(settings, providers=providers, store=store) as services:  # type: ignore[arg-type]
         yield services
 
