@@ -90,6 +90,10 @@ def main(argv: list[str] | None = None) -> int:
     eval_p.add_argument("--modes", help="Comma-separated: dense,sparse,hybrid,rerank (default: all usable).")
     eval_p.add_argument("--limit-queries", type=int, help="Evaluate only the first N judged queries.")
     eval_p.add_argument("--json", action="store_true", help="Print JSON instead of a table.")
+    eval_p.add_argument(
+        "--store", type=Path, help="Keep the ingested corpus in this folder; reuse it next time."
+    )
+    eval_p.add_argument("--collection", default="eval", help="Name of the kept collection (with --store).")
     feedback_p = sub.add_parser(
         "feedback", help="Export rated answers as JSONL (an evaluation regression set)."
     )
@@ -153,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
                     modes=args.modes,
                     limit_queries=args.limit_queries,
                     as_json=args.json,
+                    store=args.store,
+                    collection=args.collection,
                 ),
                 settings,
             )

@@ -40,6 +40,7 @@ from chatbot.errors import ConfigError, UnreadableDocument
 from chatbot.eval.batching import BatchingEmbedder
 from chatbot.eval.beir import BeirData, CorpusDoc, corpus_id, document_bytes, document_source, read_beir
 from chatbot.eval.metrics import RECALL_K, ModeResult, rank_by_score, score_run, unique
+from chatbot.eval.stored import StoredCollection, fingerprint
 from chatbot.ingest.service import Ingestor
 from chatbot.providers.registry import Providers, build_providers
 from chatbot.rag.retriever import Retriever
@@ -62,6 +63,13 @@ class IngestStats:
     chunks: int = 0
     seconds: float = 0.0
     embed_calls: int = 0
+    reused: bool = False  # read from the kept collection: the figures are its ingest's
+
+    @classmethod
+    def recorded(cls, figures: dict[str, Any]) -> IngestStats:
+        """The figures a kept collection's ingest recorded (to_dict's), marked as reused."""
+        known = ("documents", "skipped", "chunks", "seconds", "embed_calls")
+        return cls(reused=True, **{k: type(getattr(cls(), k))(figures[k]) for k in known if k in figures})
 
     @property
     def chunks_per_second(self) -> float:
@@ -75,6 +83,7 @@ class IngestStats:
             "seconds": round(self.seconds, 2),
             "chunks_per_second": round(self.chunks_per_second, 1),
             "embed_calls": self.embed_calls,
+            "reused": self.reused,
         }
 
 
@@ -105,17 +114,19 @@ def format_table(report: EvalReport) -> str:
     lines = [
         f"embedder {report.embedder}, sparse {report.sparse}, reranker {report.reranker}, "
         f"fusion {report.fusion}, prefetch_limit {report.prefetch_limit}",
-        f"ingested {ing.documents} documents, {ing.chunks} chunks in {ing.seconds:.1f} s "
+        ("reused a collection that ingested " if ing.reused else "ingested ")
+        + f"{ing.documents} documents, {ing.chunks} chunks in {ing.seconds:.1f} s "
         f"({ing.chunks_per_second:.1f} chunks/s, {ing.embed_calls} embed calls)",
         "",
-        f"{'mode':<8} {'nDCG@10':>8} {'Recall@100':>11} {'MRR@10':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'queries':>8}",
+        f"{'mode':<8} {'split':<7} {'nDCG@10':>8} {'Recall@100':>11} {'MRR@10':>8} {'p50 ms':>8} "
+        f"{'p99 ms':>8} {'queries':>7}",
     ]
     for r in report.results:
-        lines.append(
-            f"{r.mode:<8} {r.ndcg_at_10:>8.4f} {r.recall_at_100:>11.4f} {r.mrr_at_10:>8.4f} "
-            f"{r.p50_ms:>8.1f} {r.p99_ms:>8.1f} {r.queries:>8d}"
-        )
+        for name, row in [("all", r), *r.splits.items()]:
+            lines.append(
+                f"{r.mode:<8} {name:<7} {row.ndcg_at_10:>8.4f} {row.recall_at_100:>11.4f} "
+                f"{row.mrr_at_10:>8.4f} {row.p50_ms:>8.1f} {row.p99_ms:>8.1f} {row.queries:>7d}"
+            )
     return "\n".join(lines)
 
 
@@ -135,9 +146,13 @@ def parse_modes(text: str | None, *, rerank_available: bool) -> list[EvalMode]:
     return modes
 
 
-def eval_settings(settings: Settings) -> Settings:
-    """The deployment's settings (its store knobs too) with a scratch in-memory store and the sparse model on."""
-    scratch = {"url": None, "api_key": None, "path": ":memory:", "collection": "eval"}
+def eval_settings(settings: Settings, stored: StoredCollection | None = None) -> Settings:
+    """The deployment's settings (its store knobs too) with the sparse model on and the evaluation's own store:
+    a scratch in-memory one, or the kept collection's folder."""
+    if stored is None:
+        scratch = {"url": None, "api_key": None, "path": ":memory:", "collection": "eval"}
+    else:
+        scratch = {"url": None, "api_key": None, "path": str(stored.index), "collection": stored.name}
     return settings.model_copy(
         update={
             "qdrant": settings.qdrant.model_copy(update=scratch),
@@ -149,20 +164,25 @@ def eval_settings(settings: Settings) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def _scratch(
-    settings: Settings, providers: Providers | None
-) -> AsyncIterator[tuple[Providers, VectorStore]]:
+async def _providers(settings: Settings, providers: Providers | None) -> AsyncIterator[Providers]:
     async with AsyncExitStack() as stack:
         if providers is None:
             providers = build_providers(settings, stack)
         warm_up = getattr(providers.embedder, "warm_up", None)
         if warm_up is not None:
             await warm_up()
-        store = vector_store(settings.qdrant)
-        await store.open()
-        stack.push_async_callback(store.aclose)
+        yield providers
+
+
+@contextlib.asynccontextmanager
+async def _opened(settings: Settings, providers: Providers) -> AsyncIterator[VectorStore]:
+    store = vector_store(settings.qdrant)
+    await store.open()
+    try:
         await store.ensure_collection(providers.embedder.name, providers.embedder.dimensions, sparse=True)
-        yield providers, store
+        yield store
+    finally:
+        await store.aclose()
 
 
 def retriever_for(settings: Settings, store: VectorStore, providers: Providers, mode: EvalMode) -> Retriever:
@@ -222,52 +242,84 @@ async def run_evaluation(
     providers: Providers | None = None,
     concurrency: int = 16,
     progress: bool = True,
+    stored: StoredCollection | None = None,
+    log: TextIO | None = None,
 ) -> EvalReport:
-    """Ingest `data.corpus` into a scratch collection, run the judged queries per mode, score them."""
-    settings = eval_settings(settings)
-    async with _scratch(settings, providers) as (providers, store):
+    """Ingest `data.corpus` into a scratch collection (or reuse the `stored` one when it already holds this
+    corpus as these providers ingest it), run the judged queries per mode, score them."""
+    settings = eval_settings(settings, stored)
+    async with _providers(settings, providers) as providers:
         wanted = parse_modes(modes, rerank_available=providers.reranker is not None)
         if providers.sparse is None and any(m != "dense" for m in wanted):
             raise ConfigError("Modes sparse, hybrid and rerank need the BM25 sparse model.")
-        batching = BatchingEmbedder(providers.embedder, max_batch=settings.local.batch_size)
-        ingestor = Ingestor(
-            embedder=batching,
-            sparse=providers.sparse,
-            store=store,
-            batch_size=settings.local.batch_size,
-            max_bytes=settings.limits.max_upload_bytes,
-        )
-        try:
-            stats = await ingest_corpus(ingestor, data.corpus, concurrency=concurrency, progress=progress)
-        finally:
-            await batching.aclose()
-        stats.embed_calls = batching.calls
-        report = EvalReport(
-            embedder=providers.embedder.name,
-            sparse=providers.sparse.name if providers.sparse else "none",
-            reranker=providers.reranker.name if providers.reranker else "none",
-            fusion=settings.retrieval.fusion,
-            prefetch_limit=settings.retrieval.prefetch_limit,
-            ingest=stats,
-        )
-        judged = [q for q in data.queries if any(g > 0 for g in data.qrels.get(q, {}).values())]
-        if limit_queries is not None:
-            judged = judged[:limit_queries]
-        for mode in wanted:
-            retriever = retriever_for(settings, store, providers, mode)
-            run: dict[str, list[str]] = {}
-            latencies: list[float] = []
-            for qid in tqdm(judged, unit="query", desc=mode, disable=not progress, file=sys.stderr):
-                started = time.perf_counter()
-                sources = await retriever.search(EVAL_TENANT, data.queries[qid])
-                latencies.append((time.perf_counter() - started) * 1000)
-                run[qid] = (
-                    unique(corpus_id(s.source) for s in sources)
-                    if mode == "rerank"
-                    else rank_by_score((corpus_id(s.source), s.score) for s in sources)
-                )
-            report.results.append(score_run(mode, run, data.qrels, latencies))
-        return report
+        reuse = False
+        if stored is not None:
+            print_ = log or sys.stderr
+            want = fingerprint(data.corpus, providers)
+            reason = await asyncio.to_thread(stored.explain, want)
+            reuse = reason is None
+            if reuse:
+                print(f"reusing the ingested collection {stored.folder}", file=print_, flush=True)
+            else:
+                print(f"ingesting into {stored.folder} ({reason})", file=print_, flush=True)
+                await asyncio.to_thread(stored.reset)
+        async with _opened(settings, providers) as store:
+            if reuse and stored is not None:
+                stats = IngestStats.recorded(stored.ingest_figures())
+            else:
+                stats = await _ingest(settings, providers, store, data, concurrency, progress)
+                if stored is not None:
+                    await asyncio.to_thread(stored.record, want, stats.to_dict())
+            report = EvalReport(
+                embedder=providers.embedder.name,
+                sparse=providers.sparse.name if providers.sparse else "none",
+                reranker=providers.reranker.name if providers.reranker else "none",
+                fusion=settings.retrieval.fusion,
+                prefetch_limit=settings.retrieval.prefetch_limit,
+                ingest=stats,
+            )
+            judged = [q for q in data.queries if any(g > 0 for g in data.qrels.get(q, {}).values())]
+            if limit_queries is not None:
+                judged = judged[:limit_queries]
+            for mode in wanted:
+                retriever = retriever_for(settings, store, providers, mode)
+                run: dict[str, list[str]] = {}
+                latencies: dict[str, float] = {}
+                for qid in tqdm(judged, unit="query", desc=mode, disable=not progress, file=sys.stderr):
+                    started = time.perf_counter()
+                    sources = await retriever.search(EVAL_TENANT, data.queries[qid])
+                    latencies[qid] = (time.perf_counter() - started) * 1000
+                    run[qid] = (
+                        unique(corpus_id(s.source) for s in sources)
+                        if mode == "rerank"
+                        else rank_by_score((corpus_id(s.source), s.score) for s in sources)
+                    )
+                report.results.append(score_run(mode, run, data.qrels, latencies, splits=True))
+            return report
+
+
+async def _ingest(
+    settings: Settings,
+    providers: Providers,
+    store: VectorStore,
+    data: BeirData,
+    concurrency: int,
+    progress: bool,
+) -> IngestStats:
+    batching = BatchingEmbedder(providers.embedder, max_batch=settings.local.batch_size)
+    ingestor = Ingestor(
+        embedder=batching,
+        sparse=providers.sparse,
+        store=store,
+        batch_size=settings.local.batch_size,
+        max_bytes=settings.limits.max_upload_bytes,
+    )
+    try:
+        stats = await ingest_corpus(ingestor, data.corpus, concurrency=concurrency, progress=progress)
+    finally:
+        await batching.aclose()
+    stats.embed_calls = batching.calls
+    return stats
 
 
 async def eval_command(
@@ -282,11 +334,21 @@ async def eval_command(
     providers: Providers | None = None,
     progress: bool = True,
     out: TextIO | None = None,
+    store: Path | None = None,
+    collection: str = "eval",
+    log: TextIO | None = None,
 ) -> EvalReport:
     """`python -m chatbot eval`: read the data set, evaluate, print a table or JSON."""
     data = await asyncio.to_thread(read_beir, corpus, queries, qrels)
     report = await run_evaluation(
-        settings, data, modes=modes, limit_queries=limit_queries, providers=providers, progress=progress
+        settings,
+        data,
+        modes=modes,
+        limit_queries=limit_queries,
+        providers=providers,
+        progress=progress,
+        stored=None if store is None else StoredCollection(store, collection),
+        log=log,
     )
     text = json.dumps(report.to_dict(), indent=2) if as_json else format_table(report)
     print(text, file=out or sys.stdout, flush=True)

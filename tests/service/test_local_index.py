@@ -20,6 +20,7 @@ from chatbot.stores.qdrant.mirror import MirroredStore
 from chatbot.stores.qdrant.points import SPARSE
 from chatbot.stores.qdrant.statistics import TERMS_FIELD, uses_collection_idf
 from chatbot.stores.qdrant.store import QdrantStore
+from chatbot.stores.records import Fusion
 
 DIMS = 24
 TENANTS = ("a", "b", "c")
@@ -72,7 +73,7 @@ def same(a: list, b: list) -> None:  # type: ignore[type-arg]
         assert x.heading_path == y.heading_path
 
 
-async def compare(mirrored: VectorStore, native: VectorStore, seed: int) -> int:
+async def compare(mirrored: VectorStore, native: VectorStore, seed: int, fusion: Fusion = "rrf") -> int:
     checked = 0
     qs = queries(seed)
     for tenant in TENANTS:
@@ -85,7 +86,13 @@ async def compare(mirrored: VectorStore, native: VectorStore, seed: int) -> int:
                 ("hybrid", [q], None),
                 ("hybrid", [q, qs[(i + 1) % len(qs)]], None),
             ):
-                kwargs = {"mode": mode, "limit": 7, "prefetch_limit": 15, "score_threshold": threshold}
+                kwargs = {
+                    "mode": mode,
+                    "limit": 7,
+                    "prefetch_limit": 15,
+                    "score_threshold": threshold,
+                    "fusion": fusion,
+                }
                 same(
                     await mirrored.search(tenant, qlist, **kwargs),
                     await native.search(tenant, qlist, **kwargs),
@@ -105,6 +112,18 @@ class TestMirror:
             for store in (mirrored, native):
                 await store.upsert(records, dense, sparse)
             assert await compare(mirrored, native, seed=1) == 375
+        finally:
+            await mirrored.aclose()
+            await native.aclose()
+
+    async def test_dbsf_same_as_qdrant_local_mode(self) -> None:
+        """DBSF over 2 and 4 prefetches (with a threshold narrowing the dense lists) matches Qdrant's Fusion.DBSF."""
+        records, dense, sparse = corpus(seed=3)
+        mirrored, native = await open_store("m7", mirror=True), await open_store("n7", mirror=False)
+        try:
+            for store in (mirrored, native):
+                await store.upsert(records, dense, sparse)
+            assert await compare(mirrored, native, seed=4, fusion="dbsf") == 375
         finally:
             await mirrored.aclose()
             await native.aclose()
