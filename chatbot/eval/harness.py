@@ -1,20 +1,23 @@
 """Retrieval evaluation on a BEIR-layout data set, through the product's own ingestion and search paths.
 
     python -m chatbot eval --corpus corpus.jsonl --queries queries.jsonl --qrels qrels/test.tsv \
-        [--modes dense,sparse,hybrid,rerank] [--limit-queries N] [--json]
+        [--modes dense,sparse,hybrid,rerank] [--limit-queries N] [--json] [--store DIR [--collection NAME]]
 
 The corpus is ingested with `Ingestor.ingest_bytes`, one markdown document per corpus line (the title as
-its heading, so it reaches every chunk's embed text as the user guide's headings do), into a scratch
-in-memory collection under the tenant "eval". Every query then runs through the pipeline's own
-`Retriever` (rag/retriever.py: embed -> search -> rerank) with the deployment's retrieval settings
-(prefetch_limit, fusion, score_threshold, rerank_candidates), the search mode set to the mode evaluated
-and `top_k` raised to 100 for Recall@100. Search results are chunks; a document is ranked where its best
-chunk is. `rerank` is hybrid search reranked by the configured reranker, exactly as the pipeline does:
-the reranker orders the `rerank_candidates` best hits (Cohere only: no reranker runs offline).
+its heading, so it reaches every chunk's embed text as the user guide's headings do), under the tenant
+"eval": into a scratch in-memory collection, or with `--store` into a kept collection that later runs
+reuse while it holds the same corpus ingested the same way (eval/stored.py: a fingerprint of the corpus,
+embedder, BM25 and chunking parameters; a mismatch re-ingests and says why). Every query then runs through
+the pipeline's own `Retriever` (rag/retriever.py: embed -> search -> rerank) with the deployment's
+retrieval settings (prefetch_limit, fusion, score_threshold, rerank_candidates), the search mode set to the
+mode evaluated and `top_k` raised to 100 for Recall@100. Search results are chunks; a document is ranked
+where its best chunk is. `rerank` is hybrid search reranked by the configured reranker, exactly as the
+pipeline does: the reranker orders the `rerank_candidates` best hits (Cohere only: no reranker runs offline).
 
 Metrics (eval/metrics.py) follow BEIR (pytrec_eval): nDCG@10 with linear gains, Recall@100 and MRR@10,
-averaged over the queries that have at least one relevant document in the qrels. Latency is per query,
-wall clock, from embedding the question to the ranked list (p50/p99, nearest rank).
+averaged over the queries that have at least one relevant document in the qrels, for all of them and for
+the dev and test halves (split by a hash of the query id: tune on dev, confirm on test). Latency is per
+query, wall clock, from embedding the question to the ranked list (p50/p99, nearest rank).
 
 Adapter, documented: the corpus is ingested by `concurrency` documents at a time, and the embedder is
 wrapped in `BatchingEmbedder` (eval/batching.py), which merges the concurrent per-document embed calls into full batches
