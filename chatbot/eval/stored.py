@@ -96,6 +96,8 @@ class StoredCollection:
         recorded = self.recorded()
         if recorded is None:
             return "no completed ingest recorded" if self.index.exists() else "new collection"
+        if not self.index.is_dir():
+            return "the index folder is missing"
         changed = [k for k in wanted if recorded.get("fingerprint", {}).get(k) != wanted[k]]
         return f"{', '.join(changed)} changed" if changed else None
 

@@ -264,6 +264,10 @@ class TestStoredCollection:
         kept.record(want, {"documents": 3})
         assert kept.explain(want) is None
         assert kept.explain({"corpus": "y"}) == "corpus changed"
+        (kept.index / "data").unlink()
+        kept.index.rmdir()
+        assert kept.explain(want) == "the index folder is missing"
+        kept.index.mkdir()
         (kept.folder / FINGERPRINT).write_text("{not json")
         assert kept.explain(want) == "no completed ingest recorded"
         (kept.folder / FINGERPRINT).write_text("[1, 2]")
