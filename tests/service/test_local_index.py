@@ -8,13 +8,14 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from qdrant_client import models
 
 from chatbot.providers.base import SparseVector
 from chatbot.settings import QdrantSettings
-from chatbot.stores.base import ChunkRecord, QueryVectors, SearchMode, VectorStore
+from chatbot.stores.base import ChunkRecord, QueryVectors, ScoredChunk, SearchMode, VectorStore
 from chatbot.stores.factory import vector_store
 from chatbot.stores.qdrant.mirror import MirroredStore
 from chatbot.stores.qdrant.points import SPARSE
@@ -191,6 +192,36 @@ class TestMirror:
                 assert {h.doc_id for h in hits} <= {r.doc_id for r in records if r.tenant == tenant}
             with pytest.raises(ValueError, match="tenant"):
                 await store.search("", queries(5, 1), mode="dense", limit=3)
+        finally:
+            await store.aclose()
+
+
+class SearchRecorder(QdrantStore):
+    """A real local-mode QdrantStore that counts the searches it is asked to run."""
+
+    searches = 0
+
+    async def search(self, *args: Any, **kwargs: Any) -> list[ScoredChunk]:
+        self.searches += 1
+        return await super().search(*args, **kwargs)
+
+
+class TestFusionOnTheFastPath:
+    @pytest.mark.parametrize("fusion", ["rrf", "dbsf"])
+    async def test_fused_searches_never_reach_qdrant(self, fusion: Fusion) -> None:
+        """RRF and DBSF hybrid searches (one and two queries) are answered by the mirror, not local mode's loops."""
+        records, dense, sparse = corpus(seed=9)
+        inner = SearchRecorder(QdrantSettings(path=":memory:", collection="fast"))
+        store = MirroredStore(inner)
+        await store.open()
+        try:
+            await store.ensure_collection("test/model", DIMS, sparse=True)
+            await store.upsert(records, dense, sparse)
+            qs = queries(10, 2)
+            for batch in ([qs[0]], qs):
+                hits = await store.search("a", batch, mode="hybrid", limit=5, fusion=fusion)
+                assert hits
+            assert inner.searches == 0
         finally:
             await store.aclose()
 
