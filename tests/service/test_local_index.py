@@ -17,6 +17,7 @@ from chatbot.providers.base import SparseVector
 from chatbot.settings import QdrantSettings
 from chatbot.stores.base import ChunkRecord, QueryVectors, ScoredChunk, SearchMode, VectorStore
 from chatbot.stores.factory import vector_store
+from chatbot.stores.qdrant.local_index import Hit, LocalIndex
 from chatbot.stores.qdrant.mirror import MirroredStore
 from chatbot.stores.qdrant.points import SPARSE
 from chatbot.stores.qdrant.statistics import TERMS_FIELD, uses_collection_idf
@@ -224,6 +225,14 @@ class TestFusionOnTheFastPath:
             assert inner.searches == 0
         finally:
             await store.aclose()
+
+
+class TestDbsfEdges:
+    def test_an_empty_list_is_skipped_and_a_single_hit_scores_half(self) -> None:
+        """A probe that found nothing (e.g. no term matched) adds nothing; a one-hit list scores 0.5, as in Qdrant."""
+        hit = Hit("p1", 0.3, {})
+        assert LocalIndex.dbsf([[], [hit]], 5) == [Hit("p1", 0.5, {})]
+        assert LocalIndex.dbsf([[], []], 5) == []
 
 
 class FilterDeleteRecorder(QdrantStore):

@@ -313,6 +313,8 @@ class LocalIndex:
 
 def _normalised(scores: list[float]) -> list[float]:
     """One list's scores on [0, 1]: (score - low) / (high - low) with low/high = mean -+ 3 sample std."""
+    if not scores:  # a probe that found nothing (qdrant-client skips it)
+        return []
     if len(scores) == 1:
         return [0.5]
     mean = sum(scores) / len(scores)
