@@ -30,7 +30,7 @@ class MirroredStore:
     def __init__(self, inner: QdrantStore) -> None:
         self.inner = inner
         self.index = LocalIndex()
-        inner.statistics = self  # searches forwarded to Qdrant (DBSF) take the tenant's IDF from memory
+        inner.statistics = self  # a search that reaches Qdrant itself takes the tenant's IDF from memory
 
     @property
     def qdrant(self) -> QdrantStore:
