@@ -101,6 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     eval_p.add_argument(
         "--pairs", type=Path, help="With --answers: {question, expected_source, kind} lines to answer too."
     )
+    eval_p.add_argument(
+        "--store", type=Path, help="Keep the ingested corpus in this folder; reuse it next time."
+    )
+    eval_p.add_argument("--collection", default="eval", help="Name of the kept collection (with --store).")
     feedback_p = sub.add_parser(
         "feedback", help="Export rated answers as JSONL (an evaluation regression set)."
     )
@@ -166,6 +170,8 @@ def main(argv: list[str] | None = None) -> int:
                     limit_queries=args.limit_queries,
                     as_json=args.json,
                     answers=answer_cases(args),
+                    store=args.store,
+                    collection=args.collection,
                 ),
                 settings,
             )

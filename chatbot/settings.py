@@ -139,8 +139,11 @@ class RetrievalSettings(BaseModel):
     mode: Literal["auto", "dense", "sparse", "hybrid"] = Field(
         "auto", description="auto = hybrid when a sparse model is available, else dense."
     )
-    fusion: Literal["rrf", "dbsf"] = Field("rrf", description="How hybrid mode fuses dense and sparse hits.")
-    prefetch_limit: int = Field(40, ge=1, le=1000, description="Candidates each prefetch brings to fusion.")
+    fusion: Literal["rrf", "dbsf"] = Field(
+        "dbsf",
+        description="How hybrid mode fuses dense and sparse hits (dbsf: distribution-based score fusion).",
+    )
+    prefetch_limit: int = Field(100, ge=1, le=1000, description="Candidates each prefetch brings to fusion.")
     rerank: bool = Field(True, description="Rerank with Cohere when a Cohere key is configured.")
     rerank_candidates: int = Field(25, ge=1, le=200, description="Candidates sent to the reranker.")
     rewrite_followups: bool = Field(True, description="Rewrite follow-up questions into standalone queries.")

@@ -4,14 +4,22 @@ nearest rank. Pure functions."""
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 NDCG_K = 10
 RECALL_K = 100
 MRR_K = 10
+SPLITS = ("dev", "test")  # halves of the judged queries, by query id (split_of)
+
+
+def split_of(query_id: str) -> str:
+    """`dev` or `test`, from the first byte of the id's SHA-256: a fixed, ~50/50 split that does not depend
+    on the file's order or on which queries are evaluated. Tune on dev, confirm on test."""
+    return SPLITS[hashlib.sha256(query_id.encode()).digest()[0] & 1]
 
 
 def unique(ranked: Iterable[str]) -> list[str]:
@@ -73,9 +81,10 @@ class ModeResult:
     p50_ms: float
     p99_ms: float
     queries: int
+    splits: dict[str, ModeResult] = field(default_factory=dict)  # the same run scored per split
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        figures: dict[str, Any] = {
             "ndcg@10": round(self.ndcg_at_10, 4),
             "recall@100": round(self.recall_at_100, 4),
             "mrr@10": round(self.mrr_at_10, 4),
@@ -83,27 +92,43 @@ class ModeResult:
             "p99_ms": round(self.p99_ms, 2),
             "queries": self.queries,
         }
+        if self.splits:
+            figures["splits"] = {name: r.to_dict() for name, r in self.splits.items()}
+        return figures
 
 
 def score_run(
     mode: str,
     run: Mapping[str, Sequence[str]],
     qrels: Mapping[str, Mapping[str, int]],
-    latencies_ms: Sequence[float],
+    latencies_ms: Sequence[float] | Mapping[str, float],
+    *,
+    splits: bool = False,
 ) -> ModeResult:
-    """Mean metrics over the queries of `run` that have a relevant document; the others are not counted."""
+    """Mean metrics over the queries of `run` that have a relevant document; the others are not counted.
+    With `splits`, also per split (split_of; latencies then per query id)."""
     judged = [q for q in run if any(g > 0 for g in qrels.get(q, {}).values())]
     n = len(judged)
 
     def mean(metric: Callable[[Sequence[str], Mapping[str, int]], float]) -> float:
         return sum(metric(run[q], qrels[q]) for q in judged) / n if n else 0.0
 
+    latencies = list(latencies_ms.values()) if isinstance(latencies_ms, Mapping) else latencies_ms
+    by_split: dict[str, ModeResult] = {}
+    if splits:
+        if not isinstance(latencies_ms, Mapping):
+            raise TypeError("per-split scores need the latencies by query id")
+        for name in SPLITS:
+            part = {q: run[q] for q in run if split_of(q) == name}
+            times = {q: latencies_ms[q] for q in part if q in latencies_ms}
+            by_split[name] = score_run(mode, part, qrels, times)
     return ModeResult(
         mode=mode,
         ndcg_at_10=mean(ndcg_at_k),
         recall_at_100=mean(recall_at_k),
         mrr_at_10=mean(mrr_at_k),
-        p50_ms=percentile(latencies_ms, 50),
-        p99_ms=percentile(latencies_ms, 99),
+        p50_ms=percentile(latencies, 50),
+        p99_ms=percentile(latencies, 99),
         queries=n,
+        splits=by_split,
     )

@@ -32,6 +32,9 @@ _PARAGRAPH: Final = re.compile(r"\S(?:[^\n]*\S)?(?:[^\S\n]*\n[^\S\n]*\S(?:[^\n]*
 
 Span = tuple[int, int]
 
+MAX_CHARS: Final = 1000  # chunk size; all-MiniLM-L6-v2 reads about 1000 characters of English
+OVERLAP_CHARS: Final = 150  # how far the next chunk of a section starts back
+
 
 @dataclass(frozen=True, slots=True)
 class Chunk:
@@ -67,7 +70,9 @@ class _Block:
     code: bool
 
 
-def chunk_document(doc: ParsedDocument, *, max_chars: int = 1000, overlap_chars: int = 150) -> list[Chunk]:
+def chunk_document(
+    doc: ParsedDocument, *, max_chars: int = MAX_CHARS, overlap_chars: int = OVERLAP_CHARS
+) -> list[Chunk]:
     """Chunks of at most ``max_chars`` characters, numbered from 0 across the document.
 
     Within a section, whole paragraphs are packed greedily; a paragraph that does not fit is cut at sentence

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import math
@@ -12,8 +13,12 @@ from typing import Any
 import pytest
 
 from chatbot.__main__ import main
+from chatbot.errors import ConfigError
+from chatbot.eval.beir import CorpusDoc
 from chatbot.eval.harness import EvalMode, eval_command, retriever_for
+from chatbot.eval.stored import FINGERPRINT, StoredCollection, fingerprint
 from chatbot.events import SourcesEvent
+from chatbot.providers.local_models import BM25SparseEmbedder
 from chatbot.providers.registry import Providers
 from chatbot.rag.pipeline import AnswerRequest
 from chatbot.stores.base import VectorStore
@@ -197,3 +202,95 @@ class TestSameRetrievalAsThePipeline:
                 ranked = await retriever.search("public", question)
                 assert cited
                 assert ranked[: settings.retrieval.top_k] == list(cited)
+
+
+class TestKeptCollection:
+    async def test_the_second_run_reuses_the_ingested_collection(
+        self, tmp_path: Path, offline_providers: Providers
+    ) -> None:
+        """--store keeps the ingest: a second run skips it, says so, and scores the same."""
+        paths = write_fixture(tmp_path)
+        logs = [io.StringIO(), io.StringIO()]
+        reports = [
+            await eval_command(
+                make_settings(),
+                **paths,
+                modes="hybrid",
+                providers=offline_providers,
+                progress=False,
+                out=io.StringIO(),
+                store=tmp_path / "kept",
+                collection="tiny",
+                log=log,
+            )
+            for log in logs
+        ]
+        assert "(new collection)" in logs[0].getvalue()
+        assert "reusing the ingested collection" in logs[1].getvalue()
+        first, second = (r.ingest for r in reports)
+        assert (first.reused, second.reused) == (False, True)
+        assert second.documents == first.documents == len(DOCS)
+        assert second.chunks == first.chunks
+        assert reports[1].results[0].ndcg_at_10 == pytest.approx(NDCG, abs=1e-4)
+        assert reports[1].to_dict()["ingest"]["reused"] is True
+
+    async def test_a_changed_corpus_is_ingested_again(
+        self, tmp_path: Path, offline_providers: Providers
+    ) -> None:
+        """Another corpus in the same kept collection re-ingests from scratch (no stale documents) and says why."""
+        paths = write_fixture(tmp_path)
+        kwargs: dict[str, Any] = {"modes": "sparse", "providers": offline_providers, "progress": False}
+        kwargs |= {"out": io.StringIO(), "store": tmp_path / "kept"}
+        await eval_command(make_settings(), **paths, **kwargs, log=io.StringIO())
+        lines = paths["corpus"].read_text().splitlines(keepends=True)
+        paths["corpus"].write_text("".join(line for line in lines if '"d01"' not in line))
+        log = io.StringIO()
+        report = await eval_command(make_settings(), **paths, **kwargs, log=log)
+        assert "(corpus, documents changed)" in log.getvalue()
+        assert report.ingest.documents == len(DOCS) - 1
+        assert not report.ingest.reused
+        assert report.results[0].ndcg_at_10 == pytest.approx(NDCG - 1 / JUDGED, abs=1e-4)  # q1 lost d01
+
+
+class TestStoredCollection:
+    def test_an_interrupted_or_unreadable_record_means_ingest_again(self, tmp_path: Path) -> None:
+        """An index without a fingerprint (ingest interrupted) or with a corrupt one is never reused."""
+        kept = StoredCollection(tmp_path, "c")
+        want = {"corpus": "x"}
+        assert kept.explain(want) == "new collection"
+        kept.index.mkdir(parents=True)
+        (kept.index / "data").write_text("half written")
+        assert kept.explain(want) == "no completed ingest recorded"
+        kept.record(want, {"documents": 3})
+        assert kept.explain(want) is None
+        assert kept.explain({"corpus": "y"}) == "corpus changed"
+        (kept.index / "data").unlink()
+        kept.index.rmdir()
+        assert kept.explain(want) == "the index folder is missing"
+        kept.index.mkdir()
+        (kept.folder / FINGERPRINT).write_text("{not json")
+        assert kept.explain(want) == "no completed ingest recorded"
+        (kept.folder / FINGERPRINT).write_text("[1, 2]")
+        assert kept.recorded() is None
+        assert kept.ingest_figures() == {}
+        kept.reset()
+        assert not kept.index.exists()
+        assert kept.folder.is_dir()
+
+    @pytest.mark.parametrize("name", ["", "..", "../elsewhere", "a/b", ".hidden", "x\x00y", "sp ace"])
+    def test_hostile_collection_names_are_refused(self, tmp_path: Path, name: str) -> None:
+        """A collection name that could leave the store folder (or hide in it) is a ConfigError."""
+        with pytest.raises(ConfigError):
+            StoredCollection(tmp_path, name)
+
+    def test_fingerprint_names_what_the_points_depend_on(self, offline_providers: Providers) -> None:
+        """Corpus text, embedder and BM25 parameters change the fingerprint; the same inputs give the same one."""
+        corpus = [CorpusDoc("a", "T", "text one"), CorpusDoc("b", "", "text two")]
+        base = fingerprint(corpus, offline_providers)
+        assert base == fingerprint(list(corpus), offline_providers)
+        assert base["sparse"] == {"name": "bm25", "k": 1.2, "b": 0.75, "avg_len": 256.0}
+        edited = [corpus[0], CorpusDoc("b", "", "text two!")]
+        assert fingerprint(edited, offline_providers)["corpus"] != base["corpus"]
+        tuned = dataclasses.replace(offline_providers, sparse=BM25SparseEmbedder(k=0.9))
+        assert fingerprint(corpus, tuned)["sparse"] != base["sparse"]
+        assert fingerprint(corpus, dataclasses.replace(offline_providers, sparse=None))["sparse"] is None

@@ -8,18 +8,21 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from qdrant_client import models
 
 from chatbot.providers.base import SparseVector
 from chatbot.settings import QdrantSettings
-from chatbot.stores.base import ChunkRecord, QueryVectors, SearchMode, VectorStore
+from chatbot.stores.base import ChunkRecord, QueryVectors, ScoredChunk, SearchMode, VectorStore
 from chatbot.stores.factory import vector_store
+from chatbot.stores.qdrant.local_index import Hit, LocalIndex
 from chatbot.stores.qdrant.mirror import MirroredStore
 from chatbot.stores.qdrant.points import SPARSE
 from chatbot.stores.qdrant.statistics import TERMS_FIELD, uses_collection_idf
 from chatbot.stores.qdrant.store import QdrantStore
+from chatbot.stores.records import Fusion
 
 DIMS = 24
 TENANTS = ("a", "b", "c")
@@ -72,7 +75,7 @@ def same(a: list, b: list) -> None:  # type: ignore[type-arg]
         assert x.heading_path == y.heading_path
 
 
-async def compare(mirrored: VectorStore, native: VectorStore, seed: int) -> int:
+async def compare(mirrored: VectorStore, native: VectorStore, seed: int, fusion: Fusion = "rrf") -> int:
     checked = 0
     qs = queries(seed)
     for tenant in TENANTS:
@@ -85,7 +88,13 @@ async def compare(mirrored: VectorStore, native: VectorStore, seed: int) -> int:
                 ("hybrid", [q], None),
                 ("hybrid", [q, qs[(i + 1) % len(qs)]], None),
             ):
-                kwargs = {"mode": mode, "limit": 7, "prefetch_limit": 15, "score_threshold": threshold}
+                kwargs = {
+                    "mode": mode,
+                    "limit": 7,
+                    "prefetch_limit": 15,
+                    "score_threshold": threshold,
+                    "fusion": fusion,
+                }
                 same(
                     await mirrored.search(tenant, qlist, **kwargs),
                     await native.search(tenant, qlist, **kwargs),
@@ -105,6 +114,18 @@ class TestMirror:
             for store in (mirrored, native):
                 await store.upsert(records, dense, sparse)
             assert await compare(mirrored, native, seed=1) == 375
+        finally:
+            await mirrored.aclose()
+            await native.aclose()
+
+    async def test_dbsf_same_as_qdrant_local_mode(self) -> None:
+        """DBSF over 2 and 4 prefetches (with a threshold narrowing the dense lists) matches Qdrant's Fusion.DBSF."""
+        records, dense, sparse = corpus(seed=3)
+        mirrored, native = await open_store("m7", mirror=True), await open_store("n7", mirror=False)
+        try:
+            for store in (mirrored, native):
+                await store.upsert(records, dense, sparse)
+            assert await compare(mirrored, native, seed=4, fusion="dbsf") == 375
         finally:
             await mirrored.aclose()
             await native.aclose()
@@ -174,6 +195,44 @@ class TestMirror:
                 await store.search("", queries(5, 1), mode="dense", limit=3)
         finally:
             await store.aclose()
+
+
+class SearchRecorder(QdrantStore):
+    """A real local-mode QdrantStore that counts the searches it is asked to run."""
+
+    searches = 0
+
+    async def search(self, *args: Any, **kwargs: Any) -> list[ScoredChunk]:
+        self.searches += 1
+        return await super().search(*args, **kwargs)
+
+
+class TestFusionOnTheFastPath:
+    @pytest.mark.parametrize("fusion", ["rrf", "dbsf"])
+    async def test_fused_searches_never_reach_qdrant(self, fusion: Fusion) -> None:
+        """RRF and DBSF hybrid searches (one and two queries) are answered by the mirror, not local mode's loops."""
+        records, dense, sparse = corpus(seed=9)
+        inner = SearchRecorder(QdrantSettings(path=":memory:", collection="fast"))
+        store = MirroredStore(inner)
+        await store.open()
+        try:
+            await store.ensure_collection("test/model", DIMS, sparse=True)
+            await store.upsert(records, dense, sparse)
+            qs = queries(10, 2)
+            for batch in ([qs[0]], qs):
+                hits = await store.search("a", batch, mode="hybrid", limit=5, fusion=fusion)
+                assert hits
+            assert inner.searches == 0
+        finally:
+            await store.aclose()
+
+
+class TestDbsfEdges:
+    def test_an_empty_list_is_skipped_and_a_single_hit_scores_half(self) -> None:
+        """A probe that found nothing (e.g. no term matched) adds nothing; a one-hit list scores 0.5, as in Qdrant."""
+        hit = Hit("p1", 0.3, {})
+        assert LocalIndex.dbsf([[], [hit]], 5) == [Hit("p1", 0.5, {})]
+        assert LocalIndex.dbsf([[], []], 5) == []
 
 
 class FilterDeleteRecorder(QdrantStore):

@@ -22,7 +22,16 @@ from chatbot.eval.beir import (
     read_queries,
 )
 from chatbot.eval.harness import eval_settings, parse_modes
-from chatbot.eval.metrics import mrr_at_k, ndcg_at_k, percentile, rank_by_score, recall_at_k, score_run
+from chatbot.eval.metrics import (
+    SPLITS,
+    mrr_at_k,
+    ndcg_at_k,
+    percentile,
+    rank_by_score,
+    recall_at_k,
+    score_run,
+    split_of,
+)
 from chatbot.ingest.loaders import load_document
 from chatbot.providers.base import EmbedKind
 from chatbot.settings import Settings
@@ -118,6 +127,45 @@ class TestScoreRun:
         result = score_run("dense", {"q": ["a"]}, {}, [])
         metrics = (result.ndcg_at_10, result.recall_at_100, result.mrr_at_10, result.queries)
         assert metrics == (0.0, 0.0, 0.0, 0)
+
+
+class TestSplits:
+    def test_split_is_a_fixed_function_of_the_id_about_half_each(self) -> None:
+        """Every id lands in dev or test by its hash alone: same answer every time, ~50/50 over many ids."""
+        ids = [str(n) for n in range(1000)]
+        first = [split_of(q) for q in ids]
+        assert first == [split_of(q) for q in ids]
+        assert set(first) == set(SPLITS)
+        assert 400 < first.count("dev") < 600
+        assert split_of("2") == "dev"
+        assert split_of("0") == "test"
+
+    def test_hostile_ids_still_split(self) -> None:
+        """Empty, huge and non-ASCII ids (from a stranger's queries file) get a split without error."""
+        for qid in ("", "x" * 100_000, "\u00e9\U0001f600", "\x00\n\t"):
+            assert split_of(qid) in SPLITS
+
+    def test_run_scored_per_split_adds_up(self) -> None:
+        """Per-split figures are the same metrics over each half; their query counts sum to the whole."""
+        qrels = {str(n): {f"d{n}": 1} for n in range(40)}
+        run = {q: ([f"d{q}"] if int(q) % 2 else ["x", f"d{q}"]) for q in qrels}
+        latencies = {q: float(n) for n, q in enumerate(run)}
+        result = score_run("sparse", run, qrels, latencies, splits=True)
+        assert set(result.splits) == set(SPLITS)
+        parts = result.splits.values()
+        assert sum(r.queries for r in parts) == result.queries == 40
+        weighted = sum(r.mrr_at_10 * r.queries for r in parts) / result.queries
+        assert weighted == pytest.approx(result.mrr_at_10)
+        dev = [q for q in run if split_of(q) == "dev"]
+        assert result.splits["dev"].mrr_at_10 == pytest.approx(
+            sum(1.0 if int(q) % 2 else 0.5 for q in dev) / len(dev)
+        )
+        assert set(result.to_dict()["splits"]) == set(SPLITS)
+
+    def test_splits_need_latencies_by_query(self) -> None:
+        """A latency list cannot be split by query: asking for splits with one is a programming error."""
+        with pytest.raises(TypeError):
+            score_run("dense", {"q": ["a"]}, {"q": {"a": 1}}, [1.0], splits=True)
 
 
 class TestBeirFiles:

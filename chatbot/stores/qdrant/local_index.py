@@ -8,7 +8,9 @@ of record (and the API for servers), the mirror answers searches in about a mill
 Same semantics as Qdrant: cosine on normalised vectors with `score >= threshold`; sparse scores are the dot
 product of the document weights with the query weighted by the searching tenant's IDF (statistics.py:
 idf = ln((N - df + 0.5) / (df + 0.5) + 1) over the tenant's live points that have BM25 terms, never another
-tenant's); only points sharing a term with the query match; RRF scores sum 1 / (rank + 2) (0-based ranks).
+tenant's); only points sharing a term with the query match; RRF scores sum 1 / (rank + 2) (0-based ranks);
+DBSF (distribution-based score fusion) maps each list's scores through mean +- 3 sample standard deviations
+onto [0, 1] (a one-hit or constant list scores 0.5) and sums them, as qdrant-client's local mode does.
 """
 
 from __future__ import annotations
@@ -269,6 +271,18 @@ class LocalIndex:
         ordered = sorted(scores, key=lambda pid: -scores[pid])[:limit]
         return [Hit(pid, scores[pid], first[pid].payload) for pid in ordered]
 
+    @staticmethod
+    def dbsf(lists: Sequence[list[Hit]], limit: int) -> list[Hit]:
+        """Qdrant's Fusion.DBSF, with the same arithmetic in the same order (qdrant_client.hybrid.fusion)."""
+        scores: dict[str, float] = {}
+        first: dict[str, Hit] = {}
+        for hits in lists:
+            for hit, normalised in zip(hits, _normalised([h.score for h in hits]), strict=True):
+                scores[hit.point_id] = scores.get(hit.point_id, 0.0) + normalised
+                first.setdefault(hit.point_id, hit)
+        ordered = sorted(scores, key=lambda pid: scores[pid], reverse=True)[:limit]
+        return [Hit(pid, scores[pid], first[pid].payload) for pid in ordered]
+
     # -- internals -------------------------------------------------------------------------------------
 
     @staticmethod
@@ -295,3 +309,18 @@ class LocalIndex:
         for row, terms in enumerate(t.sparse):
             if terms is not None:
                 t.add_terms(row, terms)
+
+
+def _normalised(scores: list[float]) -> list[float]:
+    """One list's scores on [0, 1]: (score - low) / (high - low) with low/high = mean -+ 3 sample std."""
+    if not scores:  # a probe that found nothing (qdrant-client skips it)
+        return []
+    if len(scores) == 1:
+        return [0.5]
+    mean = sum(scores) / len(scores)
+    variance = sum((x - mean) ** 2 for x in scores) / (len(scores) - 1)
+    if variance == 0:
+        return [0.5] * len(scores)
+    std = variance**0.5
+    low, high = mean - 3 * std, mean + 3 * std
+    return [(x - low) / (high - low) for x in scores]

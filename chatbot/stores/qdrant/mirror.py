@@ -4,8 +4,8 @@ A wrapper, not a mode of the store: Qdrant stays the store of record and receive
 mirror (local_index.LocalIndex) is loaded once at start-up and then updated after each write, so it always
 holds what Qdrant holds. Local mode is single-process (Qdrant holds a file lock), so no other writer exists.
 
-Searches that the mirror answers exactly as Qdrant does (one probe, or several fused by RRF) never reach
-qdrant-client's Python loops; DBSF fusion is forwarded. The mirror also finds a document's points by id,
+Searches that the mirror answers exactly as Qdrant does (one probe, or several fused by RRF or DBSF) never
+reach qdrant-client's Python loops. The mirror also finds a document's points by id,
 so re-ingesting or deleting a document deletes by id instead of by a payload filter, which local mode
 evaluates over every point of the collection (issue 15: ingestion was quadratic).
 """
@@ -30,7 +30,7 @@ class MirroredStore:
     def __init__(self, inner: QdrantStore) -> None:
         self.inner = inner
         self.index = LocalIndex()
-        inner.statistics = self  # searches forwarded to Qdrant (DBSF) take the tenant's IDF from memory
+        inner.statistics = self  # a search that reaches Qdrant itself takes the tenant's IDF from memory
 
     @property
     def qdrant(self) -> QdrantStore:
@@ -73,27 +73,17 @@ class MirroredStore:
         fusion: Fusion = "rrf",
         where: MetadataFilter | None = None,
     ) -> list[ScoredChunk]:
-        """The same search as Qdrant's (same ids, order and scores), RRF over several probes; a metadata
+        """The same search as Qdrant's (same ids, order and scores), RRF or DBSF over several probes; a metadata
         filter is the same predicate as Qdrant's (MetadataFilter.matches)."""
         probes = search_probes(queries, mode, has_sparse=self.has_sparse)
-        if len(probes) > 1 and fusion != "rrf":
-            return await self.inner.search(
-                tenant,
-                queries,
-                mode=mode,
-                limit=limit,
-                prefetch_limit=prefetch_limit,
-                score_threshold=score_threshold,
-                fusion=fusion,
-                where=where,
-            )
         check_tenant(tenant)  # the same guard as every Qdrant query
         if not probes:
             return []
         depth = limit if len(probes) == 1 else prefetch_limit
         allow = None if where is None else _allow(where)
         lists = [self.index.search(tenant, p.dense, p.sparse, depth, score_threshold, allow) for p in probes]
-        hits = lists[0] if len(lists) == 1 else LocalIndex.rrf(lists, limit)
+        fuse = LocalIndex.dbsf if fusion == "dbsf" else LocalIndex.rrf
+        hits = lists[0] if len(lists) == 1 else fuse(lists, limit)
         return [ScoredChunk.from_payload(hit.payload, hit.score) for hit in hits]
 
     async def idfs(self, tenant: str, terms: Sequence[int]) -> list[float]:
