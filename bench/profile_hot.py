@@ -51,6 +51,8 @@ def one_run(
     args: argparse.Namespace,
     log: Path,
     profile: Path | None,
+    *,
+    no_compression: bool = False,
 ) -> dict[str, Any]:
     """A fresh server from checkout `root` on a copy of the collection, one load level, optionally py-spy."""
     port = procs.free_port()
@@ -90,7 +92,7 @@ def one_run(
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-        extra = ("--no-compression",) if args.no_compression else ()
+        extra = ("--no-compression",) if no_compression else ()
         row = run.run_level(
             url, "ws", level, args.warmup, args.duration, [server.pid], looplag=True, extra=extra
         )
@@ -120,12 +122,18 @@ def main() -> None:
     parser.add_argument("--b-env", nargs="*", default=[], help="variant B: extra server env KEY=VALUE")
     parser.add_argument("--a-env", nargs="*", default=[], help="variant A: extra server env KEY=VALUE")
     parser.add_argument("--no-compression", action="store_true", help="clients do not offer deflate")
+    parser.add_argument(
+        "--b-no-compression", action="store_true", help="variant B: clients do not offer deflate"
+    )
     parser.add_argument("--profile", type=Path, help="py-spy raw folded stacks of variant A's last run")
     args = parser.parse_args()
 
-    variants: list[tuple[str, Path, dict[str, str]]] = [("A", ROOT, _env_pairs(args.a_env))]
-    if args.b_root is not None or args.b_env:
-        variants.append(("B", (args.b_root or ROOT).resolve(), _env_pairs(args.b_env)))
+    variants: list[tuple[str, Path, dict[str, str], bool]] = [
+        ("A", ROOT, _env_pairs(args.a_env), args.no_compression)
+    ]
+    if args.b_root is not None or args.b_env or args.b_no_compression:
+        b_plain = args.no_compression or args.b_no_compression
+        variants.append(("B", (args.b_root or ROOT).resolve(), _env_pairs(args.b_env), b_plain))
     run_dir = Path(tempfile.mkdtemp(prefix="chatbot-hot-", dir=run._fast_tmp()))
     log = run_dir / "servers.log"
     fake_port = procs.free_port()
@@ -138,10 +146,21 @@ def main() -> None:
             print(run.HEADER, flush=True)
             for k in range(args.rounds):
                 for level in args.levels:
-                    for name, root, env in variants:
+                    for name, root, env, plain in variants:
                         last = k == args.rounds - 1 and name == "A"
                         profile = args.profile if last else None
-                        row = one_run(root, env, store, run_dir, fake_port, level, args, log, profile)
+                        row = one_run(
+                            root,
+                            env,
+                            store,
+                            run_dir,
+                            fake_port,
+                            level,
+                            args,
+                            log,
+                            profile,
+                            no_compression=plain,
+                        )
                         rows.setdefault((name, level), []).append(row)
                         run.print_row(name, row)
                         time.sleep(0.5)

@@ -209,7 +209,8 @@ async def serve(settings: Settings) -> None:
     from chatbot.serving import install_protocol_fixes
     from chatbot.wiring import build_services
 
-    install_protocol_fixes()  # close frames on websocket protocol violations; pings only after quiet
+    # close frames on websocket protocol violations; pings only after quiet; deflate only when configured
+    install_protocol_fixes(compression=settings.server.websocket_compression)
     loop = asyncio.get_running_loop()
     budget = settings.server.shutdown_seconds
     reserve = min(CLOSE_RESERVE_SECONDS, budget / 3)
