@@ -1,7 +1,10 @@
-"""The streamed chat body (providers/openai_models.chat_body) is what chat.completions.create would send."""
+"""What openai_models posts and reads without the SDK's models: the streamed chat body (what
+chat.completions.create would send) and the /embeddings response (what embeddings.create would read)."""
 
 from __future__ import annotations
 
+import base64
+import struct
 from typing import Any
 
 import pytest
@@ -9,7 +12,7 @@ from openai._utils import async_maybe_transform
 from openai.types.chat import completion_create_params
 
 from chatbot.providers.base import ChatMessage, ChatRequest, GenerationOptions, Tool, ToolCall
-from chatbot.providers.openai_models import chat_body
+from chatbot.providers.openai_models import chat_body, read_embeddings
 
 FULL = ChatRequest(
     messages=[
@@ -74,3 +77,37 @@ def test_keys_come_in_create_order_and_unset_options_are_not_sent() -> None:
         "tool",
     ]
     assert list(chat_body("gpt-x", PLAIN)) == ["model", "stream", "messages", "stream_options"]
+
+
+def b64(*values: float) -> str:
+    return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode()
+
+
+class TestReadEmbeddings:
+    def test_base64_and_float_lists_read_in_index_order(self) -> None:
+        """base64 float32 (asked for) and plain numbers (servers that ignore the ask) both read, by index."""
+        payload = {"data": [{"index": 1, "embedding": [1, 2.5]}, {"index": 0, "embedding": b64(0.5, -1.0)}]}
+        assert read_embeddings(payload) == [[0.5, -1.0], [1.0, 2.5]]
+
+    @pytest.mark.parametrize(
+        "payload",
+        [
+            None,
+            [],
+            {},
+            {"data": None},
+            {"data": [None]},
+            {"data": [{"embedding": [1.0]}]},
+            {"data": [{"index": "x", "embedding": [1.0]}]},
+            {"data": [{"index": 0}]},
+            {"data": [{"index": 0, "embedding": "not base64!"}]},
+            {"data": [{"index": 0, "embedding": base64.b64encode(b"abc").decode()}]},
+            {"data": [{"index": 0, "embedding": [1.0, "2"]}]},
+            {"data": [{"index": 0, "embedding": [True]}]},
+            {"data": [{"index": 0, "embedding": {"a": 1}}]},
+        ],
+    )
+    def test_anything_else_is_a_value_error(self, payload: Any) -> None:
+        """A hostile or broken upstream body is a ValueError (the embedder's UpstreamBadResponse), never a crash."""
+        with pytest.raises(ValueError):  # noqa: PT011 - the message names what was wrong, which varies
+            read_embeddings(payload)
