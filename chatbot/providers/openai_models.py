@@ -65,6 +65,9 @@ def build_openai_client(settings: OpenAISettings) -> AsyncOpenAI:
         base_url=settings.base_url or DEFAULT_BASE_URL,
         timeout=settings.timeout,
         max_retries=settings.max_retries,
+        # the SDK's aiohttp transport: per streamed chunk it skips httpcore2's h11 parse and anyio cancel
+        # scopes (embed + 50-token stream: 2.57 -> 1.75 ms of loop CPU); closed with the client
+        http_client=openai.DefaultAioHttpClient() if settings.http_backend == "aiohttp" else None,
     )
 
 
@@ -340,14 +343,29 @@ def _usage(usage: Any) -> tuple[int | None, int | None]:
     return (prompt if isinstance(prompt, int) else None, completion if isinstance(completion, int) else None)
 
 
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a timeout error was caused by a timeout. The SDK's aiohttp transport raises httpx2's
+    ConnectTimeout for any aiohttp ClientConnectionError, a refused or dropped connection included; a real
+    timeout has a TimeoutError in its cause chain on either transport (asyncio's, aiohttp's, anyio's)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, TimeoutError):
+            return True
+        cause = cause.__cause__
+    return False
+
+
 def translate_error(exc: Exception) -> UpstreamError:
     """The chatbot error for an SDK or transport exception. Details go to the log, never to the message."""
     if isinstance(exc, openai.APIStatusError):
         log.warning("openai: HTTP %s (request id %s): %.300s", exc.status_code, exc.request_id, exc.message)
         return error_for_status(PROVIDER, exc.status_code, exc.response.headers)
-    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
+    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException) and _timed_out(exc):
         log.warning("openai: timed out: %r", exc)
         return UpstreamTimeout(provider=PROVIDER)
+    if isinstance(exc, openai.APITimeoutError | httpx2.TimeoutException):
+        log.warning("openai: connection failed (reported as a timeout): %r", exc.__cause__ or exc)
+        return UpstreamUnavailable(provider=PROVIDER)
     if isinstance(exc, openai.APIConnectionError | httpx2.TransportError):
         log.warning("openai: connection failed: %r", exc)
         return UpstreamUnavailable(provider=PROVIDER)
