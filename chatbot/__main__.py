@@ -224,10 +224,12 @@ async def serve(settings: Settings) -> None:
     from hypercorn.config import Config
 
     from chatbot.app import create_app, drain
+    from chatbot.ops.heap import freeze_startup_heap
     from chatbot.serving import install_protocol_fixes
     from chatbot.wiring import build_services
 
-    install_protocol_fixes()  # close frames on websocket protocol violations; pings only after quiet
+    # close frames on websocket protocol violations; pings only after quiet; deflate only when configured
+    install_protocol_fixes(compression=settings.server.websocket_compression)
     loop = asyncio.get_running_loop()
     budget = settings.server.shutdown_seconds
     reserve = min(CLOSE_RESERVE_SECONDS, budget / 3)
@@ -238,6 +240,7 @@ async def serve(settings: Settings) -> None:
         if settings.server.ingest_on_start:
             await bootstrap_documents(services, settings)
         app = create_app(settings, services=services)
+        freeze_startup_heap()  # keeps the collector's full passes off the start-up heap (ops/heap.py)
         config = Config()
         config.bind = [f"{settings.server.host}:{settings.server.port}"]
         config.websocket_ping_interval = settings.stream.heartbeat_seconds

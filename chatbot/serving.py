@@ -11,6 +11,12 @@ path with install_protocol_fixes() before hypercorn starts.
 2. Pings after quiet, not at accept. hypercorn pings as soon as it accepts and then every
    websocket_ping_interval; ours pings only once the connection has carried no frame in either direction for
    websocket_ping_interval seconds (the keep-alive the README promises with stream.heartbeat_seconds).
+3. Compression can be declined. hypercorn accepts permessage-deflate whenever a client offers it (browsers
+   always do) and has no setting to decline it; ours declines it when server.websocket_compression is off.
+   Deflating every frame cost 8% of the server's CPU per turn at 50 conversations (A/B, bench/profile_hot.py)
+   and keeps ~300 KB of zlib state per connection; the frames themselves are the same JSON either way. It
+   stays on by default: an uncompressed frame over websocket_max_message_size is not yet closed with 1009
+   in time (tests/reliability/test_fuzz_ws.py passes only with deflate negotiated).
 
 hypercorn builds its websocket streams from a module-level name in each protocol module (h11, h2, h3) and has
 no setting for the class, so installing the subclass means rebinding that name: a monkeypatch of hypercorn
@@ -42,8 +48,10 @@ _PROTOCOL_MODULES = ("hypercorn.protocol.h11", "hypercorn.protocol.h2", "hyperco
 
 
 class ProtocolCorrectWSStream(WSStream):
-    """hypercorn's WSStream, closing with the failure's code on a protocol violation and pinging after quiet."""
+    """hypercorn's WSStream, closing with the failure's code on a protocol violation, pinging after quiet, and
+    negotiating permessage-deflate only when `compression` is set."""
 
+    compression: bool = True  # set process-wide by install_protocol_fixes
     _last_traffic: float = 0.0
     _failed_at: float | None = None  # when wsproto failed the connection and we sent our close frame
 
@@ -99,6 +107,11 @@ class ProtocolCorrectWSStream(WSStream):
         if not self.closed:
             await self.send(StreamClosed(stream_id=self.stream_id))
 
+    async def _accept(self, message: Any) -> None:
+        if not self.compression:
+            self.handshake.extensions = None  # as if the client offered none: the accept names no extension
+        await super()._accept(message)
+
     async def _send_wsproto_event(self, event: Any) -> None:
         self._last_traffic = time.monotonic()
         await super()._send_wsproto_event(event)
@@ -114,8 +127,10 @@ class ProtocolCorrectWSStream(WSStream):
             await self._send_wsproto_event(Ping())
 
 
-def install_protocol_fixes() -> None:
-    """Make hypercorn build ProtocolCorrectWSStream for every websocket (idempotent; process-wide)."""
+def install_protocol_fixes(*, compression: bool = True) -> None:
+    """Make hypercorn build ProtocolCorrectWSStream for every websocket (idempotent; process-wide); without
+    `compression`, its websockets decline permessage-deflate."""
+    ProtocolCorrectWSStream.compression = compression
     for module in _protocol_modules():
         setattr(module, "WSStream", ProtocolCorrectWSStream)  # noqa: B010 - the module attribute is the hook
 

@@ -54,6 +54,11 @@ class ServerSettings(BaseModel):
     looplag_threshold_ms: float = Field(
         100.0, gt=0, description="Warn (naming what ran) when the event loop wakes this many ms too late."
     )
+    websocket_compression: bool = Field(
+        True,
+        description="Accept permessage-deflate when a websocket client offers it: a token frame goes from ~105 "
+        "to ~16 bytes, for ~8% more server CPU per turn and ~300 KB of zlib state per connection.",
+    )
 
 
 class LimitSettings(BaseModel):

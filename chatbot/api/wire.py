@@ -142,5 +142,10 @@ def error_frame(
     return frame
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+
+
 def dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
+    """Compact JSON text, non-ASCII as it is (json.dumps with these arguments, without building an encoder
+    for every frame)."""
+    return _ENCODER.encode(obj)

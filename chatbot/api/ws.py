@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from quart import Blueprint, g, jsonify, websocket
 from quart.typing import ResponseReturnValue
+from quart.wrappers import Websocket
 
 from chatbot.api.context import caller, services
 from chatbot.api.routes import route
@@ -53,16 +54,66 @@ def origin_allowed(origin: str | None, host: str | None, allowed: list[str]) -> 
     return host is not None and netloc.lower() == host.lower()
 
 
+class SendDeadlines:
+    """One timer for all the sends of a connection, where asyncio.timeout around each send armed and cancelled
+    a timer per frame (~20 per turn). A send still pending `seconds` after it began has its task cancelled, and
+    end() then tells the sender the cancellation was the deadline's. The timer is armed by a send when none is
+    armed; when it fires it re-arms for the oldest send still pending, if any, so each deadline is exact."""
+
+    __slots__ = ("_expired", "_loop", "_pending", "_seconds", "_timer")
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._loop = asyncio.get_running_loop()
+        self._pending: dict[asyncio.Task[Any], float] = {}  # sending task -> loop time its send began
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def begin(self, task: asyncio.Task[Any]) -> None:
+        self._pending[task] = self._loop.time()
+        if self._timer is None:
+            self._timer = self._loop.call_later(self._seconds, self._expire)
+
+    def end(self, task: asyncio.Task[Any]) -> bool:
+        """The task's send is over; True if its deadline cancelled it."""
+        del self._pending[task]
+        if task in self._expired:
+            self._expired.discard(task)
+            return True
+        return False
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _expire(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        oldest: float | None = None
+        for task, began in self._pending.items():
+            if began + self._seconds <= now:
+                if task not in self._expired:
+                    self._expired.add(task)
+                    task.cancel()
+            elif oldest is None or began < oldest:
+                oldest = began
+        if oldest is not None:
+            self._timer = self._loop.call_at(oldest + self._seconds, self._expire)
+
+
 class Socket:
     """One accepted websocket: reads client frames, sends frames, pumps the answers it follows."""
 
     def __init__(self, chat: Connection, settings: Settings) -> None:
         self.chat = chat
         self.settings = settings
-        self.client = websocket.remote_addr or ""  # limits.max_connections_per_client counts by address
+        self.ws: Websocket = websocket._get_current_object()  # type: ignore[attr-defined]  # no proxy per frame
+        self.client = self.ws.remote_addr or ""  # limits.max_connections_per_client counts by address
         self.pumps: dict[str, asyncio.Task[None]] = {}
         self.closing = asyncio.Event()
         self.close_code = CLOSE_SERVICE_RESTART
+        self.deadlines = SendDeadlines(settings.stream.send_timeout)
 
     def close(self, code: int) -> None:
         self.close_code = code
@@ -78,10 +129,11 @@ class Socket:
                     async with asyncio.timeout(
                         2
                     ):  # a client that stopped reading may not take the close frame
-                        await websocket.close(self.close_code)
+                        await self.ws.close(self.close_code)
             else:
                 receiving.result()
         finally:
+            self.deadlines.close()
             tasks = [receiving, closing, *self.pumps.values()]
             for t in tasks:
                 t.cancel()
@@ -90,7 +142,7 @@ class Socket:
     async def _receive_loop(self) -> None:
         limit = self.settings.limits.max_frame_bytes
         while True:
-            raw = await websocket.receive() or b""  # Quart hands over an empty binary frame as None
+            raw = await self.ws.receive() or b""  # Quart hands over an empty binary frame as None
             request_id = None
             try:
                 if len(raw) > limit:
@@ -137,14 +189,24 @@ class Socket:
                 del self.pumps[message_id]
 
     async def send(self, frame: dict[str, Any]) -> None:
+        """Send a frame within stream.send_timeout; past it, close the connection (1013)."""
+        task = asyncio.current_task()
+        assert task is not None  # noqa: S101 - always called from a task
+        cancelling = task.cancelling()  # cancel requests before ours (asyncio.timeout counts the same way)
+        self.deadlines.begin(task)
         try:
-            async with asyncio.timeout(self.settings.stream.send_timeout):
-                await websocket.send(dumps(frame))
-        except TimeoutError:
-            log.info(
-                "websocket client did not read for %ss; disconnecting", self.settings.stream.send_timeout
-            )
-            self.close(CLOSE_TRY_AGAIN_LATER)  # run() closes the socket and cancels the pumps
+            await self.ws.send(dumps(frame))
+        except asyncio.CancelledError:
+            if not (self.deadlines.end(task) and task.uncancel() <= cancelling):
+                raise  # a stop or shutdown (also) asked: it stays a cancellation
+        except BaseException:
+            self.deadlines.end(task)
+            raise
+        else:
+            self.deadlines.end(task)
+            return
+        log.info("websocket client did not read for %ss; disconnecting", self.settings.stream.send_timeout)
+        self.close(CLOSE_TRY_AGAIN_LATER)  # run() closes the socket and cancels the pumps
 
 
 def _refusal(err: ChatbotError, request_id: str) -> ResponseReturnValue:

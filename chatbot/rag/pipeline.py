@@ -149,8 +149,10 @@ class Pipeline:
             self._cache_generation(req.tenant),
         )
         use_cache = self.cache is not None and cached_answers.cacheable(req, history, raw_vectors)
-        variant = cached_answers.cache_variant(
-            req, model=self.chat.name, prompts_version=self.prompts.version
+        variant = (  # a JSON dump and a hash: only for an answer the cache may serve or keep
+            cached_answers.cache_variant(req, model=self.chat.name, prompts_version=self.prompts.version)
+            if use_cache
+            else ""
         )
         if use_cache:
             hit = await self._cached(req, generation, variant, raw_vectors, timings)

@@ -12,13 +12,13 @@ import openai
 import pytest
 from openai import AsyncOpenAI
 
-from chatbot.errors import ConfigError, UpstreamBadResponse
+from chatbot.errors import ConfigError, UpstreamBadResponse, UpstreamTimeout, UpstreamUnavailable
 from chatbot.providers.base import ChatMessage, GenerationOptions, Tool, ToolCall
 from chatbot.providers.openai_models import OpenAIChatModel, _read_event, _ToolCalls, build_openai_client
 from chatbot.settings import OpenAISettings
-from tests.fakes import FakeOpenAI, Reply, embed_text
+from tests.fakes import FakeOpenAI, Fault, Reply, embed_text
 from tests.fakes.openai_api import TOOL_ARGUMENTS, TOOL_CALL_ID
-from tests.loopback.contract import API_KEY, ProviderContract, Vendor, ask, collect
+from tests.loopback.contract import API_KEY, ProviderContract, Vendor, ask, collect, collect_until_error
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -269,3 +269,39 @@ class TestToolsAndOptions:
 
         with pytest.raises(UpstreamBadResponse):
             read()
+
+
+@pytest.mark.parametrize("backend", ["aiohttp", "httpx"])
+class TestHttpBackends:
+    """Both of the SDK's transports (openai.http_backend) read the same and fail the same way."""
+
+    async def test_same_text_usage_and_vectors(self, vendor: Vendor, backend: str) -> None:
+        """A streamed answer and an embedding read identically on either transport."""
+        vendor.fake.reply = Reply(text=("Naïve café — 東京 🚀 [1]. " * 9).strip(), prompt_tokens=12)
+        embedder, chat = vendor.make(http_backend=backend)
+        chunks = await collect(chat, ask())
+        assert "".join(c.delta for c in chunks) == vendor.fake.reply.text
+        assert chunks[-1].prompt_tokens == 12
+        assert await embedder.embed(["hello"], "query") == [
+            pytest.approx(embed_text("hello", 1536), abs=1e-6)
+        ]
+
+    async def test_refused_and_dropped_connections_are_unavailable_not_timeouts(
+        self, vendor: Vendor, backend: str, unused_tcp_port: int
+    ) -> None:
+        """The aiohttp transport reports a refused or dropped connection as ConnectTimeout; we do not."""
+        closed = vendor.fake.base_url.replace(vendor.fake.origin, f"http://127.0.0.1:{unused_tcp_port}")
+        embedder, chat = vendor.make(base_url=closed, http_backend=backend)
+        _, exc = await collect_until_error(chat, ask())
+        assert isinstance(exc, UpstreamUnavailable)
+        embedder, _ = vendor.make(http_backend=backend)
+        vendor.fake.inject(Fault.drop_after(0))
+        with pytest.raises(UpstreamUnavailable):
+            await embedder.embed(["hello"], "query")
+
+    async def test_a_real_timeout_stays_a_timeout(self, vendor: Vendor, backend: str) -> None:
+        """No first chunk within the SDK timeout is an UpstreamTimeout on either transport."""
+        _, chat = vendor.make(timeout=0.2, http_backend=backend)
+        vendor.fake.inject(Fault.slow_first_chunk(2.0))
+        _, exc = await collect_until_error(chat, ask())
+        assert isinstance(exc, UpstreamTimeout)
