@@ -46,6 +46,7 @@ from chatbot.providers.base import (
 from chatbot.rag import cached_answers
 from chatbot.rag.answer_request import AnswerRequest
 from chatbot.rag.followups import fallback_rewrite, looks_like_followup
+from chatbot.rag.grouping import group_by_document
 from chatbot.rag.history import TurnProgress, load_history, save_turn
 from chatbot.rag.prompts import Prompts
 from chatbot.rag.retriever import Retriever, elapsed_ms
@@ -166,7 +167,8 @@ class Pipeline:
             if search_text != req.question:
                 queries.append(await self.retriever.embed(search_text, timings))
 
-        sources = await self.retriever.retrieve(req.tenant, queries, search_text, timings, where=req.where)
+        hits = await self.retriever.retrieve(req.tenant, queries, search_text, timings, where=req.where)
+        sources = group_by_document(hits)  # a citation [n] names a document (and page): rag/grouping.py
         yield SourcesEvent(sources=tuple(sources))
 
         passages = [Passage(n=s.n, text=s.text, title=s.title) for s in sources]
@@ -178,6 +180,7 @@ class Pipeline:
             temperature=req.temperature,
             options=req.options,
             continuation=req.continuation,
+            query_vector=raw_vectors.dense,
         )
         gen_started = time.perf_counter()
         generate_span = tracing.start(
