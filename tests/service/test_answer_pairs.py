@@ -106,3 +106,31 @@ class TestAnswerPairs:
             misses,
         )
         assert hits >= 0.9 * len(pairs), misses
+
+
+class TestSourcesPerDocument:
+    async def test_sources_name_each_document_page_once(self, pairs_services: Services) -> None:
+        """Every answer's sources hold each (document, page) once, numbered 1.. in order."""
+        caller = Caller(tenant=TENANT, subject="key:pairs")
+        chat = pairs_services.chat_service
+        for question in ("How do I stop an answer over websocket?", "How do I upload documents?"):
+            answer = await chat.collect(caller, (await chat.start(caller, Ask(question))).message_id)
+            keys = [(s.doc_id, s.page_start) for s in answer.sources]
+            assert len(keys) == len(set(keys)), keys
+            assert [s.n for s in answer.sources] == list(range(1, len(keys) + 1))
+
+    async def test_the_cited_source_carries_the_quoted_sentences_page(self, pairs_services: Services) -> None:
+        """A fact on page 3 of the PDF and on slide 2 of the deck is cited with that page."""
+        caller = Caller(tenant=TENANT, subject="key:pairs")
+        chat = pairs_services.chat_service
+        for question, name in (
+            ("In which month do the herons fly south to the Camargue?", "report.pdf"),
+            ("By what percentage did the glacier unit's income grow?", "deck.pptx"),
+        ):
+            answer = await chat.collect(caller, (await chat.start(caller, Ask(question))).message_id)
+            fact, page = documents.FACTS[name]
+            by_n = {s.n: s for s in answer.sources}
+            cited = [by_n[int(n)] for n in _CITATION.findall(answer.text)]
+            assert fact.rstrip(".") in answer.text
+            assert cited[0].source == name
+            assert cited[0].page_start == page

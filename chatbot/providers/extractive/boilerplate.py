@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 _MAX_REPEATED_WORDS = 12  # a running header is a short line
+_LEADER_TAIL = 160  # a dot leader is looked for at the end of a line only (bounded regex work)
 _FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
 _DOT_LEADER = re.compile(r"(\.\s?){4,}\s*\d+\s*$|\u2026{2,}\s*\d+\s*$|_{4,}\s*\d+\s*$")
 _PAGE_NUMBER = re.compile(
@@ -73,7 +74,7 @@ def is_boilerplate(text: str) -> bool:
     bare = line.strip(_ARROWS).rstrip(".").lower()
     if bare in _NAVIGATION or _PAGER.match(line):
         return True
-    if _PAGE_NUMBER.match(line) or _ROMAN_PAGE.match(line) or _DOT_LEADER.search(line):
+    if _PAGE_NUMBER.match(line) or _ROMAN_PAGE.match(line) or _DOT_LEADER.search(line[-_LEADER_TAIL:]):
         return True
     if _COPYRIGHT.match(line):
         return True

@@ -6,12 +6,20 @@ lexical coverage of the question and, when an embedder is given, its dense simil
 (select.py), near-duplicates are dropped, and the best few are quoted in reading order (passage rank,
 then position), each ending with its citation.
 
-Cost (measured on the 2-core dev box under load from other jobs; CPU time, which survives the load):
-lexical scoring of the usual 5 passages of ~800 characters is ~0.3 ms; MiniLM costs ~3.5 ms CPU for the
-question and ~4.5 ms per new sentence, so sentence vectors live in an LRU (vectors.py): a passage read
-before costs nothing, and a cold answer embeds at most `budget` sentences. Embedding sentences at ingest
-instead was rejected: it roughly doubles the embedding work of an ingest (every sentence of every chunk,
-most never quoted) and stores ~7 more vectors per chunk.
+Cost, in CPU time (2-core dev box shared with other jobs; CPU time survives the load), over the 49
+questions of tests/fixtures/answer_pairs.jsonl: lexical scoring alone ~0.65 ms per answer; with sentence
+vectors from the LRU (vectors.py) ~0.7 ms per answer once the passages were seen; cold, ~25 ms per answer
+on average (at most `budget` = 16 new sentences per answer at ~4.5-8 ms each; 113 sentences embedded over
+the 49 answers, the guide's passages recurring). The question is not embedded again: the pipeline passes
+the retriever's vector (ChatRequest.query_vector), saving ~3.5 ms. Three options were measured:
+- embedding every sentence of the 5 passages per answer: ~15 sentences, ~70-120 ms CPU: far over the
+  ~5 ms per turn budget;
+- sentence vectors at ingest: the guide's 31 chunks hold 83 sentences; embedding them costs ~650 ms CPU
+  next to ~1,240 ms for the chunks (+53% ingest embedding work, 2.7 more vectors stored per chunk, most
+  never quoted) and a stored-payload change;
+- the LRU with a per-answer budget (kept): popular passages cost nothing after their first answer, the
+  cold cost is bounded, and ingestion is unchanged. Budget 8/16/all gave 46/46/46 of 49 cited with a 0.5
+  similarity floor; 16 keeps the first citation right as often as all (43).
 """
 
 from __future__ import annotations
