@@ -128,3 +128,10 @@ class TestNeverQuoted:
     def test_a_row_longer_than_its_header_keeps_its_extra_cells(self) -> None:
         """Cells past the header's columns are kept unnamed."""
         assert [s.text for s in split_sentences("| a |\n| 1 | 2 |")] == ["a: 1; 2"]
+
+    def test_hostile_table_lines_split_in_linear_time(self) -> None:
+        """A 200k-dash pseudo rule and a 50k-cell row are read without catastrophic backtracking."""
+        text = "| a | b |\n| " + "-" * 200_000 + "x\n|" + " 1 |" * 50_000
+        spans = split_sentences(text)
+        assert len(spans) == 2
+        assert spans[1].text.startswith("a: 1; b: 1; 1; 1")
