@@ -51,7 +51,7 @@ def offline_providers() -> Iterator[Providers]:
     yield Providers(
         embedder=embedder,
         sparse=BM25SparseEmbedder(),
-        chat=ExtractiveChatModel(settings.local),
+        chat=ExtractiveChatModel(settings.local, embedder=embedder),  # as the registry wires it offline
         reranker=None,
     )
     embedder.close()

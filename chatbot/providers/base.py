@@ -108,6 +108,9 @@ class ChatRequest:
     options: GenerationOptions = PLAIN
     # Messages after the question (an agent loop: the assistant's tool calls and the tool results).
     continuation: Sequence[ChatMessage] = ()
+    # The question's dense vector when the retriever computed one (with the configured embedder): a model
+    # that scores by meaning (extractive) need not embed the question again.
+    query_vector: Sequence[float] | None = None
 
 
 OPTIONS = ("stop", "seed", "response_format", "tools", "tool_choice", "messages")

@@ -70,7 +70,7 @@ def _import(module: str, package: str) -> Any:
 def build_providers(settings: Settings, stack: AsyncExitStack) -> Providers:
     clients = _Clients(settings, stack)
     embedder = _build_embedder(settings, clients, stack)
-    chat = _build_chat(settings, clients)
+    chat = _build_chat(settings, clients, embedder)
     reranker = None
     if settings.retrieval.rerank and settings.cohere.api_key is not None:
         cohere_models = _import("chatbot.providers.cohere_models", "cohere")
@@ -107,13 +107,13 @@ def _build_embedder(settings: Settings, clients: _Clients, stack: AsyncExitStack
     return local
 
 
-def _build_chat(settings: Settings, clients: _Clients) -> ChatModel:
+def _build_chat(settings: Settings, clients: _Clients, embedder: Embedder) -> ChatModel:
     """The configured chat model; with failover, followed by every other configured one."""
     primary = settings.resolved_chat_provider
     if primary == "extractive":
         from chatbot.providers.extractive import ExtractiveChatModel
 
-        return ExtractiveChatModel(settings.local)
+        return ExtractiveChatModel(settings.local, embedder=extractive_embedder(embedder))
     models = [_chat_model(primary, clients, settings)]
     if settings.failover.enabled:
         if primary == "openai" and clients.openai_fallback() is not None:
@@ -127,6 +127,13 @@ def _build_chat(settings: Settings, clients: _Clients) -> ChatModel:
     return FailoverChatModel(
         models, threshold=settings.failover.threshold, cooldown=settings.failover.cooldown_seconds
     )
+
+
+def extractive_embedder(embedder: Embedder) -> Embedder | None:
+    """The embedder the extractive answer scores sentences with: the one in use (the collection's), when it
+    is the offline model. An API embedder is not used: it would add a paid, rate-limited call with its
+    network latency to every answer of the offline mode (any Embedder works if passed in directly)."""
+    return embedder if embedder.name.startswith("local/") else None
 
 
 def _chat_model(name: str, clients: _Clients, settings: Settings) -> ChatModel:

@@ -48,6 +48,7 @@ from chatbot.rag import cached_answers
 from chatbot.rag.answer_request import AnswerRequest
 from chatbot.rag.confidence import ConfidenceCheck
 from chatbot.rag.followups import fallback_rewrite, looks_like_followup
+from chatbot.rag.grouping import group_by_document
 from chatbot.rag.history import TurnProgress, load_history, save_turn
 from chatbot.rag.prompts import Prompts
 from chatbot.rag.retriever import Retriever, elapsed_ms, staged
@@ -171,15 +172,16 @@ class Pipeline:
             if search_text != req.question:
                 queries.append(await self.retriever.embed(search_text, timings))
 
-        sources = await self.retriever.retrieve(req.tenant, queries, search_text, timings, where=req.where)
-        relevant = bool(sources) and await staged(
+        hits = await self.retriever.retrieve(req.tenant, queries, search_text, timings, where=req.where)
+        relevant = bool(hits) and await staged(
             "confidence",
             self.settings.deadlines.retrieve,
             self.confidence.passes(req.tenant, queries, search_text, where=req.where),
             timings,
         )
-        if not relevant:  # the prompt then says no source is relevant: the answer declines, cites nothing
-            sources = []
+        # A citation [n] names a document (and page): rag/grouping.py. Below the confidence threshold the
+        # prompt says no source is relevant: the answer declines and cites nothing.
+        sources = group_by_document(hits) if relevant else []
         yield SourcesEvent(sources=tuple(sources), no_relevant_sources=not relevant)
 
         passages = [Passage(n=s.n, text=s.text, title=s.title) for s in sources]
@@ -191,6 +193,7 @@ class Pipeline:
             temperature=req.temperature,
             options=req.options,
             continuation=req.continuation,
+            query_vector=raw_vectors.dense,
         )
         gen_started = time.perf_counter()
         generate_span = tracing.start(

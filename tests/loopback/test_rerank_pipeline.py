@@ -73,12 +73,14 @@ class TestRerankedAnswer:
         [body] = fake_rerank_requests(fake_cohere)
         assert body["query"] == QUESTION
         assert len(body["documents"]) == CANDIDATES
-        assert body["documents"][:TOP_K] == [s.text for s in plain]
+        assert all(any(d in s.text for s in plain) for d in body["documents"][:TOP_K])
         expected = fake_rerank(body)["results"][:TOP_K]
-        sources = sources_of(events)
-        assert [s.text for s in sources] == [body["documents"][r["index"]] for r in expected]
-        assert [s.score for s in sources] == pytest.approx([r["relevance_score"] for r in expected])
-        assert [s.n for s in sources] == list(range(1, TOP_K + 1))
+        sources = sources_of(events)  # grouped per document (rag/grouping.py): a source holds its chunks
+        ranked = [body["documents"][r["index"]] for r in expected]
+        assert all(any(d in s.text for s in sources) for d in ranked)
+        assert ranked[0] in sources[0].text
+        assert sources[0].score == pytest.approx(expected[0]["relevance_score"])
+        assert [s.n for s in sources] == list(range(1, len(sources) + 1))
         assert [s.text for s in sources] != [s.text for s in plain]  # the reranker changed the order
 
 

@@ -95,10 +95,10 @@ class TestSplitSentences:
         spans = split_sentences("- first item\n  continues here\n2. second\n* [x] done\n> quoted text")
         assert [s.text for s in spans] == ["first item continues here", "second", "done", "quoted text"]
 
-    def test_tables_rules_and_html_are_dropped(self) -> None:
-        """Table rows, horizontal rules and lone HTML tags produce nothing."""
+    def test_rules_and_html_are_dropped_table_rows_named_by_column(self) -> None:
+        """Rules and lone HTML tags produce nothing; a table's data row is one sentence naming its columns."""
         text = "Intro.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n---\n<details>\nOutro."
-        assert [s.text for s in split_sentences(text)] == ["Intro.", "Outro."]
+        assert [s.text for s in split_sentences(text)] == ["Intro.", "a: 1; b: 2", "Outro."]
 
     def test_inline_code_is_kept(self) -> None:
         """Inline code survives splitting verbatim."""
@@ -289,4 +289,4 @@ class TestStreamReply:
         texts = [RESUMING + " " + UPLOADS * 40 for _ in range(8)]
         req = request("How do I resume after the connection drops?", *texts)
         chunks = await collect(model, req)
-        assert "".join(c.delta for c in chunks) == model.answer(req)
+        assert "".join(c.delta for c in chunks) == await model.answer(req)
