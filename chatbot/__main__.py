@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from chatbot import cli_ingest
-from chatbot.cli_serve import bootstrap_documents, run, serve
+from chatbot.cli_serve import bootstrap_documents, run, serve_command
 from chatbot.errors import ChatbotError, ConfigError, StoreInUse
 from chatbot.ops.observability import configure_logging, wants_json_logs
 from chatbot.ops.redaction import known_secrets
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     serve_p = sub.add_parser("serve", help="Serve HTTP and websocket (hypercorn).")
     serve_p.add_argument("--host", help="Override CHATBOT_SERVER__HOST.")
     serve_p.add_argument("--port", type=int, help="Override CHATBOT_SERVER__PORT.")
+    serve_p.add_argument("--workers", type=int, help="Processes serving the port (CHATBOT_SERVER__WORKERS).")
     ask_p = sub.add_parser(
         "ask", help="Ask one question through the chat service; prints the answer and sources."
     )
@@ -102,14 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             settings.log_level, json=wants_json_logs(settings), secrets=known_secrets(settings)
         )
         if args.command == "serve":
-            overrides: dict[str, Any] = {}
-            if args.host:
-                overrides["host"] = args.host
-            if args.port is not None:
-                overrides["port"] = args.port
-            if overrides:
-                settings.server = settings.server.model_copy(update=overrides)
-            run(serve(settings), settings)
+            return serve_command(settings, args.host, args.port, args.workers)
         elif args.command == "ask":
             run(
                 ask(settings, args.question, args.tenant or settings.default_tenant, args.conversation),
