@@ -29,6 +29,8 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from chatbot.cli_remote import announced
 from chatbot.errors import ChatbotError, ConfigError
 from chatbot.settings import Settings
@@ -64,7 +66,11 @@ def serve_command(settings: Settings, host: str | None, port: int | None, worker
     if workers is not None:
         overrides["workers"] = workers
     if overrides:
-        settings.server = settings.server.model_validate(settings.server.model_dump() | overrides)
+        try:
+            settings.server = settings.server.model_validate(settings.server.model_dump() | overrides)
+        except ValidationError as exc:
+            first = exc.errors(include_url=False)[0]
+            raise ConfigError(f"--{first['loc'][0]}: {first['msg']}") from None
     if settings.server.workers == 1:
         run(serve(settings), settings)
         return 0

@@ -86,6 +86,21 @@ class TestRefusals:
         assert err.count("\n") == 1
 
 
+@pytest.mark.parametrize("workers", ["0", "-3", "65"])
+def test_a_worker_count_out_of_range_is_refused(workers: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """`serve --workers 0` (or negative, or above 64): exit code 2 and one line, before anything starts."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        assert main(["serve", "--workers", workers]) == 2
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert err.startswith("error: --workers: "), err
+    assert err.count("\n") == 1
+
+
 async def test_a_read_only_copy_answers_reads_and_refuses_writes() -> None:
     """ReadOnlyStore: count and list go through; upsert, relabel and deletes get 409 store_read_only."""
     store = ReadOnlyStore(QdrantStore(QdrantSettings(path=":memory:", collection="copy")))
