@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,7 +77,7 @@ class Pipeline:
         self.finish = finish
         self.on_chunks = on_chunks
 
-    async def run(self, plans: AsyncIterator[Plan]) -> None:
+    async def run(self, plans: AsyncGenerator[Plan, None]) -> None:
         planned: asyncio.Queue[Plan | None] = asyncio.Queue(PLANNED_AHEAD)
         embedded: asyncio.Queue[_Batch | _Finish | None] = asyncio.Queue(BATCHES_AHEAD)
         tasks = [
@@ -94,12 +94,12 @@ class Pipeline:
         finally:
             for task in tasks:
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _plan(self, plans: AsyncIterator[Plan], planned: asyncio.Queue[Plan | None]) -> None:
-        async for plan in plans:
-            await planned.put(plan)
+    async def _plan(self, plans: AsyncGenerator[Plan, None], planned: asyncio.Queue[Plan | None]) -> None:
+        async with contextlib.aclosing(plans):  # cancelled or failed: the generator's cleanup runs now
+            async for plan in plans:
+                await planned.put(plan)
         await planned.put(None)
 
     async def _embed(

@@ -15,7 +15,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -131,7 +131,7 @@ class Ingestor:
         plan = await self.plan(tenant, source, data, metadata)
         results: list[IngestResult] = []
 
-        async def one() -> AsyncIterator[Plan]:
+        async def one() -> AsyncGenerator[Plan, None]:
             yield plan
 
         await self._pipeline(results, on_chunks).run(one())
@@ -235,7 +235,7 @@ class Ingestor:
         parsed ahead while earlier ones are embedded and written, their chunks sharing embedding batches."""
         report = IngestReport([], [])
 
-        async def plans() -> AsyncIterator[Plan]:
+        async def plans() -> AsyncGenerator[Plan, None]:
             for path in expand_paths(paths):
                 source = str(path.relative_to(root)) if root and path.is_relative_to(root) else str(path)
                 try:
