@@ -10,24 +10,20 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import argparse
-import asyncio
-import contextlib
 import logging
 import re
-import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from chatbot import cli_ingest
-from chatbot.cli_remote import announced
+from chatbot.cli_serve import bootstrap_documents, run, serve_command
 from chatbot.errors import ChatbotError, ConfigError, StoreInUse
 from chatbot.ops.observability import configure_logging, wants_json_logs
 from chatbot.ops.redaction import known_secrets
 from chatbot.settings import Settings, load_settings
 
 log = logging.getLogger("chatbot")
-DEFAULT_DOCS = Path(__file__).resolve().parents[1] / "docs" / "guide"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     serve_p = sub.add_parser("serve", help="Serve HTTP and websocket (hypercorn).")
     serve_p.add_argument("--host", help="Override CHATBOT_SERVER__HOST.")
     serve_p.add_argument("--port", type=int, help="Override CHATBOT_SERVER__PORT.")
+    serve_p.add_argument("--workers", type=int, help="Processes serving the port (CHATBOT_SERVER__WORKERS).")
     ask_p = sub.add_parser(
         "ask", help="Ask one question through the chat service; prints the answer and sources."
     )
@@ -121,14 +118,7 @@ def main(argv: list[str] | None = None) -> int:
             settings.log_level, json=wants_json_logs(settings), secrets=known_secrets(settings)
         )
         if args.command == "serve":
-            overrides: dict[str, Any] = {}
-            if args.host:
-                overrides["host"] = args.host
-            if args.port is not None:
-                overrides["port"] = args.port
-            if overrides:
-                settings.server = settings.server.model_copy(update=overrides)
-            run(serve(settings), settings)
+            return serve_command(settings, args.host, args.port, args.workers)
         elif args.command == "ask":
             run(
                 ask(settings, args.question, args.tenant or settings.default_tenant, args.conversation),
@@ -202,87 +192,6 @@ def server(args: argparse.Namespace) -> cli_ingest.Server:
     )
 
 
-def run(coro: Any, settings: Settings) -> None:
-    if settings.server.uvloop:
-        try:
-            import uvloop
-
-            uvloop.run(coro)
-            return
-        except ImportError:
-            pass
-    asyncio.run(coro)
-
-
-# Of server.shutdown_seconds, this much (or a third, if less) is kept for what follows the answers' drain:
-# hypercorn's graceful close of the connections, then closing the stores and clients.
-CLOSE_RESERVE_SECONDS = 1.5
-
-
-async def serve(settings: Settings) -> None:
-    from hypercorn.asyncio import serve as hypercorn_serve
-    from hypercorn.config import Config
-
-    from chatbot.app import create_app, drain
-    from chatbot.ops.heap import freeze_startup_heap
-    from chatbot.serving import install_protocol_fixes
-    from chatbot.wiring import build_services
-
-    # close frames on websocket protocol violations; pings only after quiet; deflate only when configured
-    install_protocol_fixes(compression=settings.server.websocket_compression)
-    loop = asyncio.get_running_loop()
-    budget = settings.server.shutdown_seconds
-    reserve = min(CLOSE_RESERVE_SECONDS, budget / 3)
-    exit_by: list[float] = []  # set at the signal: everything after it ends by then
-    stack = contextlib.AsyncExitStack()
-    try:
-        services = await stack.enter_async_context(build_services(settings))
-        if settings.server.ingest_on_start:
-            await bootstrap_documents(services, settings)
-        app = create_app(settings, services=services)
-        freeze_startup_heap()  # keeps the collector's full passes off the start-up heap (ops/heap.py)
-        config = Config()
-        config.bind = [f"{settings.server.host}:{settings.server.port}"]
-        config.websocket_ping_interval = settings.stream.heartbeat_seconds
-        # hypercorn buffers a whole message before the app sees it (default 16 MiB): bound that buffer too;
-        # frames up to it get our payload_too_large error frame, larger ones a close with 1009
-        config.websocket_max_message_size = max(1 << 20, 4 * settings.limits.max_frame_bytes)
-        config.accesslog = None
-        config.errorlog = logging.getLogger("hypercorn.error")  # through the root handler: JSON in prod, once
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-
-        async def shutdown_trigger() -> None:
-            """One budget for the whole exit: answers drain, websockets close, then hypercorn closes the
-            connections in what is left (graceful_timeout is read after this returns) less the stores' share."""
-            await stop.wait()
-            exit_by.append(loop.time() + budget)
-            log.info("shutting down: draining running answers (up to %ss)", budget)
-            await drain(app, budget - reserve)
-            config.graceful_timeout = max(0.05, exit_by[0] - loop.time() - reserve / 2)
-
-        print(
-            f"chatbot serving on http://{settings.server.host}:{settings.server.port} "
-            f"(websocket ws://{settings.server.host}:{settings.server.port}/v1/ws); "
-            f"embedder={services.embedder.name} chat={services.chat.name}; "
-            + (
-                f"{len(settings.auth.api_keys)} API keys"
-                if settings.auth.api_keys
-                else "OPEN ACCESS: no API keys configured (anyone who can reach this port may chat and ingest)"
-            ),
-            flush=True,
-        )
-        with announced(settings):  # `ingest` and friends find this server while it holds the store
-            await hypercorn_serve(app, config, shutdown_trigger=shutdown_trigger)
-    finally:
-        left = exit_by[0] - loop.time() if exit_by else budget
-        try:  # stores and clients close in what is left of the budget; past it the process exits anyway
-            await asyncio.wait_for(stack.aclose(), max(0.05, left))
-        except TimeoutError:
-            log.warning("shutdown: closing stores and clients did not finish within the shutdown budget")
-
-
 def make_key(tenant: str, roles: str, key_id: str | None, *, as_json: bool) -> int:
     import json
     import secrets
@@ -305,20 +214,6 @@ def make_key(tenant: str, roles: str, key_id: str | None, *, as_json: bool) -> i
         print(f"API key (shown once, store it now): {key}")
         print(f"Add to CHATBOT_AUTH__API_KEYS (a JSON list): {entry}")
     return 0
-
-
-async def bootstrap_documents(services: Any, settings: Settings) -> None:
-    """Ingest the bundled user guide when the default tenant has no documents yet."""
-    docs_dir = settings.docs_dir or DEFAULT_DOCS
-    if not docs_dir.is_dir() or await services.store.count(settings.default_tenant) > 0:
-        return
-    log.info("collection is empty: ingesting %s", docs_dir)
-    report = await services.ingestor.ingest_paths(settings.default_tenant, [docs_dir], root=docs_dir)
-    log.info(
-        "ingested %d documents, %d chunks", len(report.documents), sum(r.chunks for r in report.documents)
-    )
-    for skipped in report.skipped:
-        log.warning("skipped %s: %s (%s)", skipped.source, skipped.reason, skipped.code)
 
 
 async def ask(settings: Settings, question: str, tenant: str, conversation_id: str | None) -> None:

@@ -47,6 +47,18 @@ class ServerSettings(BaseModel):
                 raise ValueError(f"{network!r} is not an IP address or network") from None
         return value
 
+    workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Processes serving one port (`serve --workers N`). Above 1 every worker must see the same "
+        "state: needs CHATBOT_REDIS__URL, jobs.backend=redis and a Qdrant server (or embedded_replicas).",
+    )
+    embedded_replicas: bool = Field(
+        False,
+        description="With workers > 1 and the embedded store: each worker serves a read-only copy of the "
+        "collection taken at start (writes get 409 store_read_only: ingest before serving).",
+    )
     uvloop: bool = Field(True, description="Run hypercorn on uvloop when it is installed.")
     ingest_on_start: bool = Field(
         True, description="`serve` ingests docs/guide when the collection is empty."

@@ -5,8 +5,8 @@ chunk ids, so re-ingesting the same content writes nothing. A changed document i
 (missing chunks embedded and upserted, kept chunks re-labelled), then older versions' chunks are deleted:
 a crash at any point leaves the previous version searchable, and a re-run converges.
 Parsing and chunking run in a budgeted worker process (parsing.py; small text files in a thread); embedding
-runs in the embedder's own worker. A file that cannot be ingested from a batch is reported in ``skipped``
-with its error code and reason, never dropped silently.
+runs in the embedder's own worker, overlapping with parsing and writing (pipeline.py). A file that cannot be
+ingested from a batch is reported in ``skipped`` with its error code and reason, never dropped silently.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from chatbot.errors import BadRequest, PayloadTooLarge
 from chatbot.ingest.loaders import SUPPORTED_SUFFIXES
 from chatbot.ingest.loaders.registry import split_name
 from chatbot.ingest.parsing import Parsed, ParserPool, parse_and_chunk
+from chatbot.ingest.pipeline import Pipeline, Plan
 from chatbot.ops import tracing
 from chatbot.providers.base import Embedder, SparseEmbedder
 from chatbot.stores.base import AnswerCache, ChunkRecord, VectorStore
@@ -127,6 +128,19 @@ class Ingestor:
         on_chunks: Callable[[int], None] | None,
         metadata: Mapping[str, Any] | None,
     ) -> IngestResult:
+        plan = await self.plan(tenant, source, data, metadata)
+        results: list[IngestResult] = []
+
+        async def one() -> AsyncGenerator[Plan, None]:
+            yield plan
+
+        await self._pipeline(results, on_chunks).run(one())
+        return results[0]
+
+    async def plan(
+        self, tenant: str, source: str, data: bytes, metadata: Mapping[str, Any] | None = None
+    ) -> Plan:
+        """Parse and chunk one document and diff its chunks against the store: what ingesting it must do."""
         if len(data) > self.max_bytes:
             raise PayloadTooLarge(f"{source} is larger than {self.max_bytes} bytes.")
         doc = await self._parse(tenant, source, data)
@@ -159,30 +173,36 @@ class Ingestor:
         stored = await self.store.versions_of(ids)
         missing = [r for r in records if r.point_id not in stored]
         relabel = [i for i, v in stored.items() if v != version]
-        if not missing and not relabel:
-            await self.store.delete_stale(tenant, doc_id, version)
+        texts = [embed_texts[r.point_id] for r in missing]
+        return Plan(tenant, source, doc_id, doc.title, version, records, missing, texts, relabel, meta)
+
+    def _pipeline(self, results: list[IngestResult], on_chunks: Callable[[int], None] | None) -> Pipeline:
+        """Embed and write plans (overlapping: pipeline.py); each finished document's result into `results`."""
+
+        async def finish(plan: Plan) -> None:
+            """After every missing chunk is upserted: relabel kept chunks, delete older versions."""
+            unchanged = not plan.missing and not plan.relabel
+            if not unchanged:
+                await self.store.set_version(plan.relabel, plan.version, metadata=plan.metadata)
+            await self.store.delete_stale(plan.tenant, plan.doc_id, plan.version)
+            if not unchanged and self.cache is not None:
+                await self.cache.invalidate(plan.tenant)
             if on_chunks:
-                on_chunks(len(records))
-            return IngestResult(doc_id, source, doc.title, len(records), 0, unchanged=True)
-        for start in range(0, len(missing), self.batch_size):
-            batch = missing[start : start + self.batch_size]
-            texts = [embed_texts[r.point_id] for r in batch]
-            dense = await self.embedder.embed(texts, "document")
-            sparse = (
-                await self.sparse.embed_sparse(texts, "document")
-                if self.sparse and self.store.has_sparse
-                else None
+                on_chunks(len(plan.records) - len(plan.missing))
+            results.append(
+                IngestResult(
+                    plan.doc_id, plan.source, plan.title, len(plan.records), len(plan.missing), unchanged
+                )
             )
-            await self.store.upsert(batch, dense, sparse)
-            if on_chunks:
-                on_chunks(len(batch))
-        await self.store.set_version(relabel, version, metadata=meta)
-        await self.store.delete_stale(tenant, doc_id, version)
-        if self.cache is not None:
-            await self.cache.invalidate(tenant)
-        if on_chunks:
-            on_chunks(len(records) - len(missing))
-        return IngestResult(doc_id, source, doc.title, len(records), len(missing), unchanged=False)
+
+        return Pipeline(
+            embedder=self.embedder,
+            sparse=self.sparse,
+            store=self.store,
+            batch_size=self.batch_size,
+            finish=finish,
+            on_chunks=on_chunks,
+        )
 
     async def _parse(self, tenant: str, source: str, data: bytes) -> Parsed:
         """Small text files in a thread; everything else in a budgeted worker process."""
@@ -211,26 +231,33 @@ class Ingestor:
         root: Path | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> IngestReport:
-        """Every file given and below each directory; a file that fails is reported in ``skipped``."""
+        """Every file given and below each directory; a file that fails is reported in ``skipped``. Files are
+        parsed ahead while earlier ones are embedded and written, their chunks sharing embedding batches."""
         report = IngestReport([], [])
-        for path in expand_paths(paths):
-            source = str(path.relative_to(root)) if root and path.is_relative_to(root) else str(path)
-            try:
-                size = path.stat().st_size
-                if size > self.max_bytes:
-                    raise PayloadTooLarge(
-                        f"The file is {size:,} bytes; the limit is {self.max_bytes:,} bytes."
+
+        async def plans() -> AsyncGenerator[Plan, None]:
+            for path in expand_paths(paths):
+                source = str(path.relative_to(root)) if root and path.is_relative_to(root) else str(path)
+                try:
+                    size = path.stat().st_size
+                    if size > self.max_bytes:
+                        raise PayloadTooLarge(
+                            f"The file is {size:,} bytes; the limit is {self.max_bytes:,} bytes."
+                        )
+                    data = await asyncio.to_thread(path.read_bytes)
+                    plan = await self.plan(tenant, source, data, metadata)
+                except BadRequest as exc:  # the file's own fault: report it and go on with the others
+                    report.skipped.append(Skipped(source, exc.code, exc.message))
+                    continue
+                except OSError as exc:
+                    report.skipped.append(
+                        Skipped(source, "unreadable_file", f"The file could not be read: {exc.strerror}.")
                     )
-                data = await asyncio.to_thread(path.read_bytes)
-                report.documents.append(
-                    await self.ingest_bytes(tenant, source, data, on_chunks=on_chunks, metadata=metadata)
-                )
-            except BadRequest as exc:  # the file's own fault: report it and go on with the others
-                report.skipped.append(Skipped(source, exc.code, exc.message))
-            except OSError as exc:
-                report.skipped.append(
-                    Skipped(source, "unreadable_file", f"The file could not be read: {exc.strerror}.")
-                )
+                    continue
+                yield plan
+
+        with tracing.span("chatbot.ingest", {"chatbot.stage": "ingest"}):
+            await self._pipeline(report.documents, on_chunks).run(plans())
         return report
 
 
