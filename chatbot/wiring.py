@@ -19,12 +19,12 @@ from chatbot.ops.looplag import LoopLagMonitor
 from chatbot.ops.observability import Metrics, upstream_provider_label
 from chatbot.ops.tracing import tracing_from_env
 from chatbot.providers.base import ChatModel, Embedder, Reranker, SparseEmbedder
-from chatbot.providers.registry import Providers, build_providers
+from chatbot.providers.registry import Providers, build_providers, choose_embedder
 from chatbot.rag.pipeline import Pipeline
 from chatbot.rag.prompts import Prompts
 from chatbot.settings import Settings
 from chatbot.stores.base import ConversationStore, Counters, EventLog, VectorStore
-from chatbot.stores.factory import open_stores
+from chatbot.stores.factory import open_stores, vector_store
 from chatbot.stores.memory import MemoryCounters
 from chatbot.stores.redis.client import RedisConnection
 
@@ -67,7 +67,14 @@ async def build_services(
             tracing_from_env(settings.tracing)
         )  # OTEL_* variables; off unless an exporter is set
         if providers is None:
-            providers = build_providers(settings, stack)
+            if store is None:  # opened first: the collection says which embedder it was built with
+                opened = vector_store(settings.qdrant)
+                await opened.open()
+                stack.push_async_callback(opened.aclose)
+                store = opened
+            recorded = await store.recorded_model()
+            embedder = choose_embedder(settings, recorded, settings.qdrant.collection)
+            providers = build_providers(settings, stack, embedder=embedder)
         warm_up = getattr(providers.embedder, "warm_up", None)
         if warm_up is not None:
             await warm_up()  # loads the offline model in its worker thread, not per request

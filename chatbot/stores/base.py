@@ -61,6 +61,11 @@ class VectorStore(Protocol):
         """Create the collection on first use; refuse one that was filled by another embedding model."""
         ...
 
+    async def recorded_model(self) -> str | None:
+        """The dense model the collection records it was built with; None before it exists (chooses the
+        embedder at start-up: providers/registry.choose_embedder)."""
+        ...
+
     async def ping(self) -> bool:
         """True when the store answers and the collection exists."""
         ...

@@ -16,6 +16,15 @@ from chatbot.stores.qdrant.statistics import Run, migrate_to_tenant_idf, uses_co
 log = logging.getLogger(__name__)
 
 
+async def recorded_dense_model(run: Run, name: str) -> str | None:
+    """The dense model collection `name` records (metadata dense_model); None when it does not exist."""
+    if not await run(lambda c: c.collection_exists(name)):
+        return None
+    info: models.CollectionInfo = await run(lambda c: c.get_collection(name))
+    recorded = (info.config.metadata or {}).get("dense_model")
+    return str(recorded) if recorded is not None else None
+
+
 async def open_collection(
     run: Run, settings: QdrantSettings, dense_model: str, dimensions: int, *, sparse: bool
 ) -> tuple[bool, set[str]]:
@@ -29,7 +38,8 @@ async def open_collection(
         if recorded is not None and recorded != dense_model:
             raise EmbeddingMismatch(
                 f"Collection '{name}' holds vectors from '{recorded}', but this server embeds with "
-                f"'{dense_model}'. Use another collection (CHATBOT_QDRANT__COLLECTION) or the same model."
+                f"'{dense_model}'. Re-embed it (`python -m chatbot reindex`), use another collection "
+                "(CHATBOT_QDRANT__COLLECTION) or the same model."
             )
         sparse_cfg = info.config.params.sparse_vectors or {}
         has_sparse = SPARSE in sparse_cfg

@@ -56,6 +56,9 @@ class MirroredStore:
     async def ping(self) -> bool:
         return await self.inner.ping()
 
+    async def recorded_model(self) -> str | None:
+        return await self.inner.recorded_model()
+
     async def ensure_collection(self, dense_model: str, dimensions: int, *, sparse: bool) -> None:
         await self.inner.ensure_collection(dense_model, dimensions, sparse=sparse)
 

@@ -20,7 +20,7 @@ from chatbot.errors import ChatbotError, StoreInUse, VectorStoreUnavailable
 from chatbot.providers.base import SparseVector
 from chatbot.settings import QdrantSettings
 from chatbot.stores.base import ChunkRecord, MetadataFilter, QueryVectors, ScoredChunk, SearchMode
-from chatbot.stores.qdrant.collection import open_collection
+from chatbot.stores.qdrant.collection import open_collection, recorded_dense_model
 from chatbot.stores.qdrant.conditions import METADATA, metadata_filter, tenant_filter
 from chatbot.stores.qdrant.indexes import PayloadIndexes
 from chatbot.stores.qdrant.loop_thread import LoopThread
@@ -127,6 +127,10 @@ class QdrantStore:
             self.run, self.settings, dense_model, dimensions, sparse=sparse
         )
         await self.indexes.ensure_system(sparse=self.has_sparse, existing=existing)
+
+    async def recorded_model(self) -> str | None:
+        """The dense model the collection records it was built with; None before it exists."""
+        return await recorded_dense_model(self.run, self.collection)
 
     async def ping(self) -> bool:
         """True when the store answers and the collection exists."""
