@@ -124,6 +124,11 @@ def _build_embedder(settings: Settings, name: str, clients: _Clients, stack: Asy
     return local
 
 
+def build_embedder(settings: Settings, name: str, stack: AsyncExitStack) -> Embedder:
+    """The embedder `name` on its own (a reindex's target), its clients and model closed by `stack`."""
+    return _build_embedder(settings, name, _Clients(settings, stack), stack)
+
+
 def _needs_key(name: str, has_key: bool, variable: str) -> None:
     if not has_key:
         raise ConfigError(
