@@ -90,11 +90,12 @@ class Reindexer:
             warm_up = getattr(embedder, "warm_up", None)
             if warm_up is not None:
                 await warm_up()
-            await self._rebuild(embedder, progress, notify)
-            self.stack.push_async_exit(owned.pop_all())  # it serves now: closed with the services
+            await self._rebuild(embedder, owned, progress, notify)
         log.info("reindex: %d chunks re-embedded with %s (was %s)", progress.written, target, current)
 
-    async def _rebuild(self, embedder: Embedder, progress: Any, notify: Notify) -> None:
+    async def _rebuild(
+        self, embedder: Embedder, owned: AsyncExitStack, progress: Any, notify: Notify
+    ) -> None:
         staged = self.store.staging(uuid.uuid4().hex[:8])
         switched = False
 
@@ -102,6 +103,7 @@ class Reindexer:
             nonlocal switched
             switched = True
             self.use_embedder(embedder)
+            self.stack.push_async_exit(owned.pop_all())  # it serves now: closed with the services
 
         try:
             await staged.ensure_collection(embedder.name, embedder.dimensions, sparse=self.store.has_sparse)
@@ -116,8 +118,22 @@ class Reindexer:
                     await staged.upsert(records, dense, sparse)  # type: ignore[arg-type]  # None-free above
                     progress.written += len(part)
                     await notify()
-            await self.store.promote(staged, switch)
+            promote = asyncio.ensure_future(self.store.promote(staged, switch))
+            try:
+                await asyncio.shield(promote)
+            except asyncio.CancelledError:
+                await asyncio.wait([promote])  # a switch cut half-way could lose both collections
+                log.warning("reindex cancelled during the switch, which completed: switched=%s", switched)
+                raise
         except BaseException:
             if not switched:  # the copy never served: drop it, the old collection serves on
-                await asyncio.shield(self.store.discard(staged))
+                await asyncio.shield(self._drop(staged))
             raise
+
+    async def _drop(self, staged: VectorStore) -> None:
+        """Drop the staged copy, unless the serving collection is gone (a switch that failed half-way):
+        then the copy is all there is, and it stays for the operator."""
+        if await self.store.ping():
+            await self.store.discard(staged)
+        else:
+            log.error("reindex: the collection is gone after a failed switch; its staged copy was kept")

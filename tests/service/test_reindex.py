@@ -5,6 +5,8 @@ new embedder with no embedding setting."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,14 @@ import pytest
 
 from chatbot.cli_ingest import Server
 from chatbot.cli_remote import reindex_command
-from chatbot.errors import ChatbotError, EmbeddingMismatch
+from chatbot.errors import ChatbotError, EmbeddingMismatch, VectorStoreUnavailable
 from chatbot.ingest.jobs import JobProgress, JobSpec
+from chatbot.ingest.reindex import Reindexer
+from chatbot.ingest.service import Ingestor
+from chatbot.providers.base import Embedder
+from chatbot.providers.registry import Providers
+from chatbot.stores.base import VectorStore
+from chatbot.stores.qdrant.store import QdrantStore
 from chatbot.wiring import Services, build_services
 from tests.conftest import make_settings
 from tests.serving import serve_app
@@ -161,3 +169,60 @@ class TestReindexCommand:
                 assert reply.status_code == 422  # hostile: an over-long name is refused before any job
             await asyncio.sleep(0)
             assert await top_source(svc, "À quelle fréquence part le train pour Berlin ?") == "trains.md"
+
+
+async def nothing() -> None:
+    """A job's notify that tells no one."""
+
+
+class HalfSwitchStore(QdrantStore):
+    """A store whose switch fails half-way: its own collection is already dropped, the alias not made."""
+
+    async def promote(self, staged: VectorStore, on_switch: Callable[[], None]) -> None:
+        await self.run(lambda c: c.delete_collection(self.collection))
+        raise VectorStoreUnavailable(provider="qdrant")
+
+
+class TestRefusals:
+    async def test_a_switch_failing_half_way_keeps_the_staged_copy(
+        self, offline_providers: Providers
+    ) -> None:
+        """The serving collection gone and no alias: the re-embedded copy is kept, not dropped."""
+        settings = make_settings(qdrant={"path": ":memory:", "collection": "kb"})
+        store = HalfSwitchStore(settings.qdrant)
+        await store.open()
+        try:
+            await store.ensure_collection(MINILM, 384, sparse=True)
+            ingestor = Ingestor(
+                embedder=offline_providers.embedder, sparse=offline_providers.sparse, store=store
+            )
+            for name, text in DOCS.items():
+                await ingestor.ingest_bytes("public", name, text.encode())
+            switched: list[Embedder] = []
+            async with AsyncExitStack() as stack:
+                reindexer = Reindexer(settings, store, stack, switched.append)
+                progress = JobProgress(id="job_x", tenant="public", kind="reindex")
+                with pytest.raises(VectorStoreUnavailable):
+                    await reindexer.run(E5, progress, nothing)
+            names = {c.name for c in (await store.run(lambda c: c.get_collections())).collections}
+            assert switched == []
+            assert len(names) == 1
+            assert names.pop().startswith("kb--")
+        finally:
+            await store.aclose()
+
+    async def test_over_the_api_unknown_names_and_the_answer_cache_are_refused(self, tmp_path: Path) -> None:
+        """POST /v1/admin/reindex: a name of no provider is 400 unknown_embedder; with the cache on, 400."""
+        from chatbot.app import create_app
+
+        for overrides, code in (
+            ({}, "unknown_embedder"),
+            ({"cache": {"enabled": True}}, "reindex_unsupported"),
+        ):
+            settings = store_settings(tmp_path / code, **overrides)
+            async with build_services(settings) as svc, serve_app(create_app(settings, services=svc)) as url:
+                async with httpx.AsyncClient(base_url=url) as client:
+                    embedder = "ftp/model" if code == "unknown_embedder" else E5
+                    reply = await client.post("/v1/admin/reindex", json={"embedder": embedder})
+                assert reply.status_code == 400
+                assert reply.json()["error"]["code"] == code
