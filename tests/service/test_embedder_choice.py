@@ -3,13 +3,14 @@ setting OPENAI_API_KEY for generated answers keeps the offline collection servin
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from chatbot.errors import ConfigError, EmbeddingMismatch
-from chatbot.providers.registry import choose_embedder, configured_embedder, embedder_choices
+from chatbot.providers.registry import build_embedder, choose_embedder, configured_embedder, embedder_choices
 from chatbot.wiring import build_services
 from tests.conftest import make_settings
 
@@ -89,3 +90,31 @@ class TestStartUp:
         with pytest.raises(ConfigError, match=r"OPENAI_API_KEY.*python -m chatbot reindex"):
             async with build_services(auto(qdrant={"path": str(tmp_path / "store"), "collection": "kb"})):
                 pass
+
+
+class TestBuild:
+    @pytest.mark.parametrize(
+        ("name", "message"),
+        [
+            ("cohere/embed-english-v3.0", r"COHERE_API_KEY.*reindex --embedder local/all-MiniLM-L6-v2-int8"),
+            ("openai/text-embedding-3-small", r"OPENAI_API_KEY"),
+            (
+                "local/no-such-model",
+                r"Unknown embedder 'local/no-such-model'; the embedders are local/all-MiniLM",
+            ),
+        ],
+    )
+    async def test_an_embedder_this_process_cannot_build_is_a_config_error(
+        self, name: str, message: str
+    ) -> None:
+        """A recorded API embedder without its key, or an unknown name: a ConfigError saying what to do."""
+        async with AsyncExitStack() as stack:
+            with pytest.raises(ConfigError, match=message):
+                build_embedder(auto(), name, stack)
+
+    async def test_an_api_embedder_keeps_the_recorded_model(self) -> None:
+        """A collection recording openai/<model> is embedded with that model, not the configured default."""
+        keyed = auto(openai={"api_key": "sk-x", "base_url": "http://127.0.0.1:9"})
+        async with AsyncExitStack() as stack:
+            embedder = build_embedder(keyed, "openai/text-embedding-3-large", stack)
+            assert embedder.name == "openai/text-embedding-3-large"
