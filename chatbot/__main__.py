@@ -74,7 +74,16 @@ def main(argv: list[str] | None = None) -> int:
     docs_p.add_argument("action", choices=["list", "delete"])
     docs_p.add_argument("doc_id", nargs="?")
     docs_p.add_argument("--tenant")
-    for store_p in (ingest_p, sync_p, docs_p):  # commands that open the store, or use the server holding it
+    reindex_p = sub.add_parser(
+        "reindex",
+        help="Re-embed every chunk with another embedder (a job; the old collection serves until the switch).",
+    )
+    reindex_p.add_argument(
+        "--embedder",
+        help="local/all-MiniLM-L6-v2-int8, local/multilingual-e5-small-q4, openai/<model> or cohere/<model> "
+        "(default: the configured embedder).",
+    )
+    for store_p in (ingest_p, sync_p, docs_p, reindex_p):  # commands that open the store, or use its server
         store_p.add_argument(
             "--server",
             help="Send the work to this server's API (default: CHATBOT_SERVER_URL, else the server that "
@@ -133,6 +142,10 @@ def main(argv: list[str] | None = None) -> int:
             run(cli_ingest.ingest(settings, args.paths, args.tenant, server(args), metadata), settings)
         elif args.command == "sync":
             run(cli_ingest.sync(settings, args.folder, args.tenant, server(args)), settings)
+        elif args.command == "reindex":
+            from chatbot.cli_remote import reindex_command
+
+            run(reindex_command(settings, args.embedder, server(args)), settings)
         elif args.command == "mcp":
             run(mcp_stdio(settings, args.tenant or settings.default_tenant), settings)
         elif args.command == "documents":

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,40 @@ class RemoteServer:
 
     async def documents(self) -> list[dict[str, Any]]:
         return list((await self._call("GET", "/v1/documents")).get("documents", []))
+
+    async def reindex(self, embedder: str) -> dict[str, Any]:
+        """Start a reindex job (an admin key) and follow it to its end; a failed one raises its error."""
+        job = await self.wait_job(await self._call("POST", "/v1/admin/reindex", json={"embedder": embedder}))
+        if job.get("status") != "done":
+            err = job.get("error") or {"code": "cancelled", "message": "The reindex was cancelled."}
+            raise ChatbotError(str(err.get("message")), code=str(err.get("code")))
+        return job
+
+
+async def reindex_command(settings: Settings, requested: str | None, server: Any) -> None:
+    """`python -m chatbot reindex`: through the server holding the store (a job), else here on the store."""
+    from chatbot.cli_ingest import through_store_or_server
+    from chatbot.ingest.jobs import JobProgress, new_job_id
+    from chatbot.ingest.reindex import serving_settings, target_embedder
+
+    target = target_embedder(settings, requested)
+    print(f"reindex: re-embedding every chunk with {target}", file=sys.stderr)
+
+    async def remote(api: RemoteServer) -> None:
+        job = await api.reindex(target)
+        print(f"reindex: {job.get('written', 0)} chunks re-embedded; the server now embeds with {target}")
+
+    async def local(services: Any) -> None:
+        progress = JobProgress(id=new_job_id(), tenant=settings.default_tenant, kind="reindex")
+
+        async def notify() -> None:
+            if progress.written and progress.written % 1024 < services.reindexer.batch_size:
+                print(f"reindex: {progress.written} chunks", file=sys.stderr)
+
+        await services.reindexer.run(target, progress, notify)
+        print(f"reindex: {progress.written} chunks re-embedded; the collection now records {target}")
+
+    await through_store_or_server(serving_settings(settings), server, None, local, remote)
 
 
 def _result(raw: dict[str, Any]) -> IngestResult:

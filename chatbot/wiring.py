@@ -14,17 +14,18 @@ from chatbot.chat.quotas import Quotas
 from chatbot.chat.service import ChatService
 from chatbot.ingest.jobs import JobRunner, LocalJobs
 from chatbot.ingest.parsing import parser_pool
+from chatbot.ingest.reindex import Reindexer
 from chatbot.ingest.service import Ingestor
 from chatbot.ops.looplag import LoopLagMonitor
 from chatbot.ops.observability import Metrics, upstream_provider_label
 from chatbot.ops.tracing import tracing_from_env
 from chatbot.providers.base import ChatModel, Embedder, Reranker, SparseEmbedder
-from chatbot.providers.registry import Providers, build_providers
+from chatbot.providers.registry import Providers, build_providers, choose_embedder
 from chatbot.rag.pipeline import Pipeline
 from chatbot.rag.prompts import Prompts
 from chatbot.settings import Settings
 from chatbot.stores.base import ConversationStore, Counters, EventLog, VectorStore
-from chatbot.stores.factory import open_stores
+from chatbot.stores.factory import open_stores, vector_store
 from chatbot.stores.memory import MemoryCounters
 from chatbot.stores.redis.client import RedisConnection
 
@@ -54,6 +55,7 @@ class Services:
     redis: RedisConnection | None = None  # the one Redis client when settings.redis.url is set (/readyz)
     metrics: Metrics = field(default_factory=Metrics)  # this process's Prometheus series (GET /metrics)
     feedback: FeedbackService | None = None  # ratings of answers (POST /v1/messages/<id>/feedback, export)
+    reindexer: Reindexer | None = None  # re-embeds the collection with another embedder (a reindex job)
 
 
 @asynccontextmanager
@@ -67,7 +69,14 @@ async def build_services(
             tracing_from_env(settings.tracing)
         )  # OTEL_* variables; off unless an exporter is set
         if providers is None:
-            providers = build_providers(settings, stack)
+            if store is None:  # opened first: the collection says which embedder it was built with
+                opened = vector_store(settings.qdrant)
+                await opened.open()
+                stack.push_async_callback(opened.aclose)
+                store = opened
+            recorded = await store.recorded_model()
+            embedder = choose_embedder(settings, recorded, settings.qdrant.collection)
+            providers = build_providers(settings, stack, embedder=embedder)
         warm_up = getattr(providers.embedder, "warm_up", None)
         if warm_up is not None:
             await warm_up()  # loads the offline model in its worker thread, not per request
@@ -140,7 +149,15 @@ async def build_services(
             cache=cache,
             parser=parser_pool(settings.parsing),
         )
-        jobs = await open_job_runner(settings, ingestor)
+        switchable: list[Services] = []  # the services, once built: a reindex switches their embedder
+
+        def use_embedder(embedder: Embedder) -> None:
+            ingestor.embedder = pipeline.retriever.embedder = embedder
+            for built in switchable:
+                built.embedder = embedder
+
+        reindexer = Reindexer(settings, store, stack, use_embedder)
+        jobs = await open_job_runner(settings, ingestor, reindexer)
         stack.push_async_callback(jobs.aclose)
         services = Services(
             settings=settings,
@@ -164,7 +181,9 @@ async def build_services(
             connections=connections,
             metrics=metrics,
             feedback=feedback,
+            reindexer=reindexer,
         )
+        switchable.append(services)
         log.info(
             "services ready: embedder=%s chat=%s store=%s mode=%s",
             providers.embedder.name,
@@ -178,10 +197,12 @@ async def build_services(
             await answers.shutdown(settings.server.shutdown_seconds)
 
 
-async def open_job_runner(settings: Settings, ingestor: Ingestor) -> JobRunner:
+async def open_job_runner(
+    settings: Settings, ingestor: Ingestor, reindexer: Reindexer | None = None
+) -> JobRunner:
     """In-process jobs, or (jobs.backend = redis, with CHATBOT_REDIS__URL) jobs queued for `worker` processes."""
     if settings.jobs.backend == "redis":
         from chatbot.ingest.jobs_redis import RedisJobs
 
         return await RedisJobs.open(settings)
-    return LocalJobs(ingestor, settings)
+    return LocalJobs(ingestor, settings, reindexer)

@@ -48,7 +48,7 @@ class JobDoc(_Reply):
     """An ingestion job's progress."""
 
     job_id: JobId
-    kind: Literal["upload", "sync", "url"]
+    kind: Literal["upload", "sync", "url", "reindex"]
     status: Literal["queued", "running", "done", "failed", "cancelled"]
     files_total: Count
     files_done: Count
@@ -72,6 +72,17 @@ class SyncBody(BaseModel):
     url: str | None = Field(None, max_length=2048, description="A page or sitemap to ingest.")
     path: str | None = Field(
         None, max_length=4096, description="A server-side folder under jobs.sync_roots to mirror."
+    )
+
+
+class ReindexBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    embedder: str | None = Field(
+        None,
+        max_length=200,
+        description="The embedder to re-embed with, as collections record it (local/all-MiniLM-L6-v2-int8, "
+        "local/multilingual-e5-small-q4, openai/<model>, cohere/<model>); default: the configured one.",
     )
 
 
@@ -174,6 +185,30 @@ async def sync() -> Any:
     else:
         spec = JobSpec(kind="sync", path=str(allowed_folder(body.path or "", svc.settings.jobs.sync_roots)))
     return _accepted(await svc.jobs.submit(tenant(), spec))
+
+
+@route(
+    bp,
+    "POST",
+    "/v1/admin/reindex",
+    role="admin",
+    body=ReindexBody,
+    response=JobDoc,
+    status=202,
+    errors=(400, 422),
+    summary="Start a job re-embedding every chunk with another embedder into a new collection, switched to "
+    "atomically when complete (the old one serves until then, and is dropped after).",
+)
+async def reindex() -> Any:
+    from chatbot.ingest.reindex import target_embedder
+
+    svc = services()
+    body: ReindexBody = validate(ReindexBody, await json_body())
+    if svc.reindexer is None or svc.settings.jobs.backend != "local":
+        raise BadRequest("A reindex runs in the serving process (jobs.backend local).", code="invalid_job")
+    target = target_embedder(svc.settings, body.embedder)
+    svc.reindexer.check(target)
+    return _accepted(await svc.jobs.submit(tenant(), JobSpec(kind="reindex", embedder=target)))
 
 
 def allowed_folder(raw: str, roots: list[Path]) -> Path:

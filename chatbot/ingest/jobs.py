@@ -10,20 +10,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from chatbot.errors import ChatbotError, UnknownJob
 from chatbot.ingest.service import Ingestor, IngestResult
 
+if TYPE_CHECKING:
+    from chatbot.ingest.reindex import Reindexer
+
 log = logging.getLogger(__name__)
 
-Kind = Literal["upload", "sync", "url"]
+Kind = Literal["upload", "sync", "url", "reindex"]
 Status = Literal["queued", "running", "done", "failed", "cancelled"]
 TERMINAL: frozenset[str] = frozenset({"done", "failed", "cancelled"})
 MAX_LISTED = 200  # results / errors / skipped entries kept per job (the counters keep counting)
@@ -31,13 +35,15 @@ MAX_LISTED = 200  # results / errors / skipped entries kept per job (the counter
 
 @dataclass(frozen=True, slots=True)
 class JobSpec:
-    """What to ingest: uploaded files, a server-side folder to mirror, or a URL (page or sitemap)."""
+    """What to ingest: uploaded files, a server-side folder to mirror, or a URL (page or sitemap); or a
+    reindex of the whole collection with the embedder named `embedder` (ingest/reindex.py)."""
 
     kind: Kind
     files: tuple[tuple[str, bytes], ...] = ()
     path: str | None = None
     url: str | None = None
     metadata: dict[str, Any] | None = None  # uploads: stored on every chunk of these files
+    embedder: str | None = None  # reindex: the target embedder
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -46,6 +52,7 @@ class JobSpec:
             "path": self.path,
             "url": self.url,
             "metadata": self.metadata,
+            "embedder": self.embedder,
         }
 
     @classmethod
@@ -57,6 +64,7 @@ class JobSpec:
             path=raw.get("path"),
             url=raw.get("url"),
             metadata=raw.get("metadata"),
+            embedder=raw.get("embedder"),
         )
 
 
@@ -135,7 +143,12 @@ Notify = Callable[[], Awaitable[None]]
 
 
 async def run_job(
-    spec: JobSpec, progress: JobProgress, ingestor: Ingestor, settings: Any, notify: Notify
+    spec: JobSpec,
+    progress: JobProgress,
+    ingestor: Ingestor,
+    settings: Any,
+    notify: Notify,
+    reindexer: Reindexer | None = None,
 ) -> None:
     """Do the work of one job, updating `progress` and calling `notify` after each step. A file that fails
     is an entry in progress.errors and the job goes on; CancelledError propagates (cancel)."""
@@ -174,6 +187,12 @@ async def run_job(
             except ChatbotError as exc:
                 progress.add_error(page.source, exc)
             await notify()
+    elif spec.kind == "reindex" and spec.embedder is not None:
+        if reindexer is None:  # a worker process cannot switch the serving processes' embedder
+            raise ChatbotError(
+                "A reindex runs in the serving process (jobs.backend local).", code="invalid_job"
+            )
+        await reindexer.run(spec.embedder, progress, notify)
     else:
         raise ChatbotError("This job names nothing to ingest.", code="invalid_job")
 
@@ -197,13 +216,18 @@ def new_job_id() -> str:
 
 
 async def run_tracked(
-    spec: JobSpec, progress: JobProgress, ingestor: Ingestor, settings: Any, notify: Notify
+    spec: JobSpec,
+    progress: JobProgress,
+    ingestor: Ingestor,
+    settings: Any,
+    notify: Notify,
+    reindexer: Reindexer | None = None,
 ) -> None:
     """run_job with the job's life around it: running -> done | failed | cancelled, timestamps, one log line."""
     progress.status, progress.started_at = "running", time.time()
     await notify()
     try:
-        await run_job(spec, progress, ingestor, settings, notify)
+        await run_job(spec, progress, ingestor, settings, notify, reindexer)
         progress.status = "done"
     except asyncio.CancelledError:
         progress.status = "cancelled"
@@ -235,12 +259,16 @@ class _Local:
 
 
 class LocalJobs:
-    """Jobs as asyncio tasks of this process, at most `concurrency` running at once (the rest queued)."""
+    """Jobs as asyncio tasks of this process, at most `concurrency` running at once (the rest queued). A
+    reindex takes every slot: it waits for running jobs, and later ones wait for it (their chunks would
+    land in the collection being replaced)."""
 
-    def __init__(self, ingestor: Ingestor, settings: Any) -> None:
+    def __init__(self, ingestor: Ingestor, settings: Any, reindexer: Reindexer | None = None) -> None:
         self._ingestor = ingestor
         self._settings = settings
+        self._reindexer = reindexer
         self._slots = asyncio.Semaphore(settings.jobs.concurrency)
+        self._exclusive = asyncio.Lock()  # two reindexes taking slots at once would deadlock
         self._jobs: dict[str, _Local] = {}
 
     async def submit(self, tenant: str, spec: JobSpec) -> JobProgress:
@@ -255,8 +283,13 @@ class LocalJobs:
             job.changed.set()
 
         try:
-            async with self._slots:
-                await run_tracked(spec, job.progress, self._ingestor, self._settings, notify)
+            async with contextlib.AsyncExitStack() as held:
+                if spec.kind == "reindex":
+                    await held.enter_async_context(self._exclusive)
+                slots = self._settings.jobs.concurrency if spec.kind == "reindex" else 1
+                for _ in range(slots):
+                    await held.enter_async_context(self._slots)
+                await run_tracked(spec, job.progress, self._ingestor, self._settings, notify, self._reindexer)
         except asyncio.CancelledError:
             job.progress.status = "cancelled"  # also when cancelled while queued
             job.progress.finished_at = job.progress.finished_at or time.time()

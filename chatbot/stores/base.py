@@ -16,7 +16,7 @@ and refuses an empty one (`ids.check_tenant`).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from chatbot.events import ChatEvent
@@ -47,6 +47,9 @@ __all__ = [
 ]
 
 
+StoredChunk = tuple[ChunkRecord, SparseVector | None]  # a chunk as stored, with its BM25 vector (reindex)
+
+
 class VectorStore(Protocol):
     """Chunks of every tenant's documents with their vectors. Lifecycle: open(), ensure_collection(), aclose()."""
 
@@ -59,6 +62,11 @@ class VectorStore(Protocol):
 
     async def ensure_collection(self, dense_model: str, dimensions: int, *, sparse: bool) -> None:
         """Create the collection on first use; refuse one that was filled by another embedding model."""
+        ...
+
+    async def recorded_model(self) -> str | None:
+        """The dense model the collection records it was built with; None before it exists (chooses the
+        embedder at start-up: providers/registry.choose_embedder)."""
         ...
 
     async def ping(self) -> bool:
@@ -116,6 +124,26 @@ class VectorStore(Protocol):
     async def list_documents(self, tenant: str) -> list[DocumentInfo]: ...
 
     async def count(self, tenant: str) -> int: ...
+
+    # -- rebuilding the collection (python -m chatbot reindex: ingest/reindex.py) ------------------------
+
+    def stream_chunks(self) -> AsyncIterator[list[StoredChunk]]:
+        """Every chunk of every tenant with its BM25 vector, a page at a time."""
+        ...
+
+    def staging(self, label: str) -> VectorStore:
+        """A store on a new collection beside this one, on the same connection (ensure_collection creates
+        it): a rebuild fills it while this one keeps serving."""
+        ...
+
+    async def promote(self, staged: VectorStore, on_switch: Callable[[], None]) -> None:
+        """Serve `staged`'s collection under this store's name from now on, switching at once for readers
+        (`on_switch` runs synchronously at that moment), then drop the collection served until now."""
+        ...
+
+    async def discard(self, staged: VectorStore) -> None:
+        """Drop a staged collection that will not be promoted (a cancelled or failed rebuild)."""
+        ...
 
 
 # -- answer cache -----------------------------------------------------------------------------------

@@ -110,11 +110,15 @@ class TestTenantIsRequired:
         versions_of, set_version and delete_points address points by id, and ids are uuid5(tenant, source,
         ...): a caller cannot name another tenant's point without knowing its tenant. upsert writes records
         that carry their tenant. QdrantStore.run runs one client call for the answer cache (its own
-        collection, its own tenant filters)."""
+        collection, its own tenant filters). recorded_model, promote and discard are the collection's
+        lifecycle (start-up and the admin's reindex), reading or dropping whole collections."""
         by_id_or_lifecycle = {
             "open",
             "aclose",
             "ensure_collection",
+            "recorded_model",
+            "promote",
+            "discard",
             "ping",
             "run",
             "versions_of",

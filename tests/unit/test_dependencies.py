@@ -20,9 +20,11 @@ def normalise(name: str) -> str:
 
 @cache
 def declared() -> frozenset[str]:
-    """The distributions [project].dependencies names (extras and markers dropped)."""
+    """The distributions [project].dependencies and the optional `multilingual` extra name (extras and
+    markers dropped)."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    names = (re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", spec) for spec in project["dependencies"])
+    specs = [*project["dependencies"], *project["optional-dependencies"]["multilingual"]]
+    names = (re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", spec) for spec in specs)
     return frozenset(normalise(match.group()) for match in names if match)
 
 

@@ -16,6 +16,33 @@ from chatbot.stores.qdrant.statistics import Run, migrate_to_tenant_idf, uses_co
 log = logging.getLogger(__name__)
 
 
+async def recorded_dense_model(run: Run, name: str) -> str | None:
+    """The dense model collection `name` records (metadata dense_model); None when it does not exist."""
+    if not await run(lambda c: c.collection_exists(name)):
+        return None
+    info: models.CollectionInfo = await run(lambda c: c.get_collection(name))
+    recorded = (info.config.metadata or {}).get("dense_model")
+    return str(recorded) if recorded is not None else None
+
+
+async def switch_alias(run: Run, name: str, target: str) -> str | None:
+    """Make `name` an alias of collection `target`, atomically when `name` is already an alias. Returns the
+    collection `name` pointed at until now, for the caller to drop; None when `name` was a collection itself
+    (the first rebuild): it is dropped here, just before the alias takes its name."""
+    aliases = await run(lambda c: c.get_aliases())
+    current = next((a.collection_name for a in aliases.aliases if a.alias_name == name), None)
+    create = models.CreateAliasOperation(
+        create_alias=models.CreateAlias(collection_name=target, alias_name=name)
+    )
+    operations: list[models.AliasOperations] = [create]
+    if current is None:
+        await run(lambda c: c.delete_collection(name))
+    else:
+        operations.insert(0, models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name=name)))
+    await run(lambda c: c.update_collection_aliases(change_aliases_operations=operations))
+    return current
+
+
 async def open_collection(
     run: Run, settings: QdrantSettings, dense_model: str, dimensions: int, *, sparse: bool
 ) -> tuple[bool, set[str]]:
@@ -29,7 +56,8 @@ async def open_collection(
         if recorded is not None and recorded != dense_model:
             raise EmbeddingMismatch(
                 f"Collection '{name}' holds vectors from '{recorded}', but this server embeds with "
-                f"'{dense_model}'. Use another collection (CHATBOT_QDRANT__COLLECTION) or the same model."
+                f"'{dense_model}'. Re-embed it (`python -m chatbot reindex`), use another collection "
+                "(CHATBOT_QDRANT__COLLECTION) or the same model."
             )
         sparse_cfg = info.config.params.sparse_vectors or {}
         has_sparse = SPARSE in sparse_cfg

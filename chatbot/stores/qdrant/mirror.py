@@ -12,11 +12,19 @@ evaluates over every point of the collection (issue 15: ingestion was quadratic)
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from chatbot.providers.base import SparseVector
-from chatbot.stores.base import ChunkRecord, MetadataFilter, QueryVectors, ScoredChunk, SearchMode
+from chatbot.stores.base import (
+    ChunkRecord,
+    MetadataFilter,
+    QueryVectors,
+    ScoredChunk,
+    SearchMode,
+    StoredChunk,
+    VectorStore,
+)
 from chatbot.stores.ids import check_tenant
 from chatbot.stores.qdrant.conditions import METADATA
 from chatbot.stores.qdrant.local_index import Allow, LocalIndex
@@ -44,17 +52,39 @@ class MirroredStore:
         """Open Qdrant and mirror the collection if it exists (once: every later write passes through here).
         Loading here, not in ensure_collection, keeps a store that is only opened (the CLI's delete) exact."""
         await self.inner.open()
-        index = LocalIndex()
-        async for page in self.inner.stream_points():
-            for p in page:
-                index.upsert(p.point_id, p.tenant, p.dense, p.sparse, p.payload)
-        self.index = index
+        self.index = await _load(self.inner)
 
     async def aclose(self) -> None:
         await self.inner.aclose()
 
     async def ping(self) -> bool:
         return await self.inner.ping()
+
+    # -- rebuilding (reindex): the mirror of the staged collection is loaded before the switch ------------
+
+    def stream_chunks(self) -> AsyncIterator[list[StoredChunk]]:
+        return self.inner.stream_chunks()
+
+    def staging(self, label: str) -> QdrantStore:
+        return self.inner.staging(label)
+
+    async def promote(self, staged: VectorStore, on_switch: Callable[[], None]) -> None:
+        """Mirror the staged collection first, then switch Qdrant's alias and the mirror at the same moment."""
+        if not isinstance(staged, QdrantStore):
+            raise TypeError("promote() takes a store made by staging()")
+        index = await _load(staged)
+
+        def switch() -> None:
+            self.index = index
+            on_switch()
+
+        await self.inner.promote(staged, switch)
+
+    async def discard(self, staged: VectorStore) -> None:
+        await self.inner.discard(staged)
+
+    async def recorded_model(self) -> str | None:
+        return await self.inner.recorded_model()
 
     async def ensure_collection(self, dense_model: str, dimensions: int, *, sparse: bool) -> None:
         await self.inner.ensure_collection(dense_model, dimensions, sparse=sparse)
@@ -156,3 +186,12 @@ def _allow(where: MetadataFilter) -> Allow:
     """A filter as the mirror's predicate on a point's payload, named by its canonical JSON."""
     holds = where.predicate()
     return Allow(where.model_dump_json(), lambda payload: holds(payload.get(METADATA)))
+
+
+async def _load(store: QdrantStore) -> LocalIndex:
+    """A mirror of every point of the store's collection (empty before it exists)."""
+    index = LocalIndex()
+    async for page in store.stream_points():
+        for p in page:
+            index.upsert(p.point_id, p.tenant, p.dense, p.sparse, p.payload)
+    return index

@@ -19,8 +19,16 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from chatbot.errors import ChatbotError, StoreInUse, VectorStoreUnavailable
 from chatbot.providers.base import SparseVector
 from chatbot.settings import QdrantSettings
-from chatbot.stores.base import ChunkRecord, MetadataFilter, QueryVectors, ScoredChunk, SearchMode
-from chatbot.stores.qdrant.collection import open_collection
+from chatbot.stores.base import (
+    ChunkRecord,
+    MetadataFilter,
+    QueryVectors,
+    ScoredChunk,
+    SearchMode,
+    StoredChunk,
+    VectorStore,
+)
+from chatbot.stores.qdrant.collection import open_collection, recorded_dense_model, switch_alias
 from chatbot.stores.qdrant.conditions import METADATA, metadata_filter, tenant_filter
 from chatbot.stores.qdrant.indexes import PayloadIndexes
 from chatbot.stores.qdrant.loop_thread import LoopThread
@@ -31,6 +39,7 @@ from chatbot.stores.qdrant.points import (
     StoredPoint,
     build_points,
     stored_point,
+    stored_record,
 )
 from chatbot.stores.qdrant.statistics import CountedStatistics, TermStatistics, weigh
 from chatbot.stores.records import DocumentInfo, Fusion, search_probes
@@ -48,6 +57,7 @@ class QdrantStore:
         self.collection = settings.collection
         self._loop_thread: LoopThread | None = None
         self._client: AsyncQdrantClient | None = None
+        self._shares_client = False  # a staged store (staging()) uses its parent's client and never closes it
         self.has_sparse = False
         self.dense_model = ""
         self.dimensions = 0
@@ -89,6 +99,9 @@ class QdrantStore:
             raise StoreInUse(f"The embedded store {location} is in use by another process.") from None
 
     async def aclose(self) -> None:
+        if self._shares_client:
+            self._client = self._loop_thread = None
+            return
         if self._client is not None:
             client, self._client = self._client, None
             await self._on_client_loop(client.close())
@@ -127,6 +140,10 @@ class QdrantStore:
             self.run, self.settings, dense_model, dimensions, sparse=sparse
         )
         await self.indexes.ensure_system(sparse=self.has_sparse, existing=existing)
+
+    async def recorded_model(self) -> str | None:
+        """The dense model the collection records it was built with; None before it exists."""
+        return await recorded_dense_model(self.run, self.collection)
 
     async def ping(self) -> bool:
         """True when the store answers and the collection exists."""
@@ -232,6 +249,45 @@ class QdrantStore:
             yield [stored for p in points if (stored := stored_point(p)) is not None]
             if offset is None:
                 return
+
+    async def stream_chunks(self) -> AsyncIterator[list[StoredChunk]]:
+        """Every chunk of every tenant with its BM25 vector, a page at a time (reindex)."""
+        async for page in self.stream_points(page=256):
+            yield [(stored_record(p.payload), p.sparse) for p in page]
+
+    # -- rebuilding: a staged collection promoted under this store's name (an alias) ----------------------
+
+    def staging(self, label: str) -> QdrantStore:
+        """A store on collection '<name>--<label>' on this store's client (opened: ensure_collection next)."""
+        staged = QdrantStore(self.settings.model_copy(update={"collection": f"{self.collection}--{label}"}))
+        staged._client, staged._loop_thread, staged._shares_client = self._client, self._loop_thread, True
+        return staged
+
+    async def promote(self, staged: VectorStore, on_switch: Callable[[], None]) -> None:
+        """Point this store's name (an alias) at the staged collection, then drop the one served until now."""
+        if not isinstance(staged, QdrantStore):
+            raise TypeError("promote() takes a store made by staging()")
+        old = await switch_alias(self.run, self.collection, staged.collection)
+        on_switch()
+        self.has_sparse, self.dense_model, self.dimensions = (
+            staged.has_sparse,
+            staged.dense_model,
+            staged.dimensions,
+        )
+        self.indexes = staged.indexes  # bound to the staged collection's own name, which the alias now names
+        if isinstance(self.statistics, CountedStatistics):  # a mirror answers them itself
+            self.statistics = CountedStatistics(self.run, self.collection, tenant_filter)
+        if old is not None:
+            await self.run(lambda c: c.delete_collection(old))
+        await staged.aclose()
+
+    async def discard(self, staged: VectorStore) -> None:
+        """Drop a staged collection (a cancelled or failed rebuild); this store's collection is untouched."""
+        if not isinstance(staged, QdrantStore) or staged.collection == self.collection:
+            raise TypeError("discard() takes a store made by staging()")
+        name = staged.collection
+        await self.run(lambda c: c.delete_collection(name))
+        await staged.aclose()
 
     # -- writes -------------------------------------------------------------------------------------------
 
