@@ -8,7 +8,7 @@ refuse writes with 409 store_read_only and ingestion happens before serving (or 
 # ruff: noqa: ARG002  (the writes are refused whatever their arguments)
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
 from chatbot.errors import Conflict
@@ -19,6 +19,7 @@ from chatbot.stores.base import (
     QueryVectors,
     ScoredChunk,
     SearchMode,
+    StoredChunk,
     VectorStore,
 )
 from chatbot.stores.records import DocumentInfo, Fusion
@@ -34,7 +35,8 @@ def refuse() -> NoReturn:
 
 
 class ReadOnlyStore:
-    """Reads go to `inner`; set_version, upsert, delete_stale and delete_document raise store_read_only."""
+    """Reads go to `inner`; writes (set_version, upsert, delete_stale, delete_document) and a rebuild (staging,
+    promote, discard: a reindex) raise store_read_only."""
 
     def __init__(self, inner: VectorStore) -> None:
         self.inner = inner
@@ -48,6 +50,9 @@ class ReadOnlyStore:
 
     async def ensure_collection(self, dense_model: str, dimensions: int, *, sparse: bool) -> None:
         await self.inner.ensure_collection(dense_model, dimensions, sparse=sparse)
+
+    async def recorded_model(self) -> str | None:
+        return await self.inner.recorded_model()
 
     async def ping(self) -> bool:
         return await self.inner.ping()
@@ -108,3 +113,15 @@ class ReadOnlyStore:
 
     async def count(self, tenant: str) -> int:
         return await self.inner.count(tenant)
+
+    def stream_chunks(self) -> AsyncIterator[list[StoredChunk]]:
+        return self.inner.stream_chunks()
+
+    def staging(self, label: str) -> VectorStore:
+        refuse()
+
+    async def promote(self, staged: VectorStore, on_switch: Callable[[], None]) -> None:
+        refuse()
+
+    async def discard(self, staged: VectorStore) -> None:
+        refuse()

@@ -102,7 +102,7 @@ def test_a_worker_count_out_of_range_is_refused(workers: str, capsys: pytest.Cap
 
 
 async def test_a_read_only_copy_answers_reads_and_refuses_writes() -> None:
-    """ReadOnlyStore: count and list go through; upsert, relabel and deletes get 409 store_read_only."""
+    """ReadOnlyStore: reads go through; upsert, relabel, deletes and a reindex get 409 store_read_only."""
     store = ReadOnlyStore(QdrantStore(QdrantSettings(path=":memory:", collection="copy")))
     await store.open()
     try:
@@ -113,6 +113,11 @@ async def test_a_read_only_copy_answers_reads_and_refuses_writes() -> None:
         assert await store.list_documents("t") == []
         assert await store.versions_of(["x"]) == {}
         assert await store.chunks("t", "d", 0, 3) == []
+        assert await store.recorded_model() == "m"
+        assert [c async for page in store.stream_chunks() for c in page] == []
+        with pytest.raises(ChatbotError) as staged:
+            store.staging("next")
+        assert staged.value.code == "store_read_only"
         record = ChunkRecord(
             tenant="t",
             doc_id="d",
@@ -129,6 +134,8 @@ async def test_a_read_only_copy_answers_reads_and_refuses_writes() -> None:
             store.set_version(["x"], "2"),
             store.delete_stale("t", "d", "2"),
             store.delete_document("t", "d"),
+            store.promote(store, lambda: None),
+            store.discard(store),
         ]
         for write in writes:
             with pytest.raises(ChatbotError) as refused:
