@@ -86,11 +86,14 @@ def unchanged(before: list[list[tuple[str, int, float]]], after: list[list[tuple
             assert [h[2] for h in now] == pytest.approx([h[2] for h in was], rel=1e-12), i
 
 
-@pytest.fixture(params=["mirror", "server-path"])
+@pytest.fixture(params=["mirror", "server-path", "edge"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[VectorStore]:
-    """Local mode with its in-memory mirror, or the QdrantStore that talks to servers."""
+    """Local mode with its in-memory mirror, the QdrantStore that talks to servers, or Qdrant Edge."""
+    engine = "edge" if request.param == "edge" else "qdrant-local"
     opened = vector_store(
-        QdrantSettings(path=":memory:", collection="stats", memory_index=request.param == "mirror")
+        QdrantSettings(
+            path=":memory:", collection="stats", memory_index=request.param != "server-path", engine=engine
+        )
     )
     await opened.open()
     await opened.ensure_collection("test/model", DIMS, sparse=True)
