@@ -74,7 +74,7 @@ class QdrantSettings(BaseModel):
         description="Local mode: answer searches from an exact in-memory numpy mirror (~1 ms, not ~76 ms at 10k).",
     )
     engine: Literal["edge", "qdrant-local"] = Field(
-        "qdrant-local",
+        "edge",
         description="Embedded engine for a local path: edge (Qdrant Edge, in-process, indexed) or qdrant-local "
         "(qdrant-client local mode, searched through the numpy mirror when memory_index is on).",
     )

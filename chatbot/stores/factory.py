@@ -24,6 +24,7 @@ from chatbot.stores.base import (
     FeedbackStore,
     VectorStore,
 )
+from chatbot.stores.edge.answer_cache import EdgeAnswerCache
 from chatbot.stores.edge.store import EdgeStore
 from chatbot.stores.memory import (
     MemoryConversationStore,
@@ -95,13 +96,15 @@ async def open_stores(
             max_turns=settings.limits.max_history_messages,
         )
         counters = MemoryCounters()
-    cache = None
+    cache: QdrantAnswerCache | EdgeAnswerCache | None = None
     if settings.cache.enabled:
-        if not isinstance(vectors, QdrantStore | MirroredStore):
+        similarity, ttl = settings.cache.similarity, settings.cache.ttl_seconds
+        if isinstance(vectors, EdgeStore):
+            cache = EdgeAnswerCache(vectors, similarity=similarity, ttl_seconds=ttl)
+        elif isinstance(vectors, QdrantStore | MirroredStore):
+            cache = QdrantAnswerCache(vectors.qdrant, similarity=similarity, ttl_seconds=ttl)
+        else:
             raise ConfigError("The answer cache needs the Qdrant vector store.")
-        cache = QdrantAnswerCache(
-            vectors.qdrant, similarity=settings.cache.similarity, ttl_seconds=settings.cache.ttl_seconds
-        )
         await cache.open(dimensions)
     return Stores(vectors, event_log, conversations, counters, feedback_store(settings, redis), cache, redis)
 

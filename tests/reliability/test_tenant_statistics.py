@@ -151,8 +151,9 @@ class TestHostileQuestions:
         words = [f"w{i}" for i in range(900)]
         question = " ".join(words)[:4000] + " zymurgy"
         server = InFlightRecorder(QdrantSettings(path=":memory:", collection="hostile"))
-        mirror = vector_store(QdrantSettings(path=":memory:", collection="hostile-m"))
-        stores: list[VectorStore] = [server, mirror]
+        mirror = vector_store(QdrantSettings(path=":memory:", collection="hostile-m", engine="qdrant-local"))
+        embedded = vector_store(QdrantSettings(path=":memory:", collection="hostile-e", engine="edge"))
+        stores: list[VectorStore] = [server, mirror, embedded]
         for s in stores:
             await s.open()
             await s.ensure_collection("test/model", DIMS, sparse=True)
@@ -171,6 +172,11 @@ class TestHostileQuestions:
             assert 2 < len(want) < 10  # every matching chunk is listed: the comparison ignores how ties break
             assert {(h.doc_id, h.chunk_index): h.score for h in got} == pytest.approx(
                 {(h.doc_id, h.chunk_index): h.score for h in want}, rel=1e-6
+            )
+            # Edge weighs all terms in one call, summing ~800 products in float32: equal within float32 error
+            by_edge = await embedded.search("a", [q], mode="sparse", limit=10)
+            assert {(h.doc_id, h.chunk_index): h.score for h in by_edge} == pytest.approx(
+                {(h.doc_id, h.chunk_index): h.score for h in want}, rel=2e-5
             )
         finally:
             for s in stores:

@@ -242,7 +242,7 @@ class TestDeletesById:
         first = await open_store("disk", mirror=True, path=path)
         await first.upsert(records, dense, sparse)
         await first.aclose()
-        opened = vector_store(QdrantSettings(path=path, collection="disk"))
+        opened = vector_store(QdrantSettings(path=path, collection="disk", engine="qdrant-local"))
         await opened.open()
         try:
             assert isinstance(opened, MirroredStore)

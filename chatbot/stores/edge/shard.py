@@ -29,14 +29,17 @@ class Folder:
     """The embedded store's folder, locked while this process holds it (':memory:': a temporary folder)."""
 
     def __init__(self, location: str) -> None:
+        self._location = location
         self._temporary: tempfile.TemporaryDirectory[str] | None = None
-        if location == ":memory:":
-            self._temporary = tempfile.TemporaryDirectory(prefix="chatbot-edge-")
-            location = self._temporary.name
         self.root = Path(location) / "edge"
         self._lock: IO[str] | None = None
 
     def acquire(self) -> None:
+        if (
+            self._location == ":memory:" and self._temporary is None
+        ):  # made on open: a store never opened owns nothing
+            self._temporary = tempfile.TemporaryDirectory(prefix="chatbot-edge-")
+            self.root = Path(self._temporary.name) / "edge"
         self.root.mkdir(parents=True, exist_ok=True)
         lock = (self.root / ".lock").open("a")
         try:

@@ -51,6 +51,7 @@ class EdgeStore:
         self.dense_model = ""
         self.dimensions = 0
         self._indexed: set[str] = set()
+        self._others: dict[str, edge.EdgeShard] = {}  # more shards in the folder (the answer cache)
 
     async def open(self) -> None:
         """Lock the folder and load the collection if it exists (a store only opened can read and delete)."""
@@ -65,10 +66,13 @@ class EdgeStore:
 
     async def aclose(self) -> None:
         shard, self.shard = self.shard, None
-        if shard is not None:
-            await self.worker.call(shard.close)
-        self.worker.close()
-        self.folder.release()
+        others, self._others = list(self._others.values()), {}
+        try:
+            for opened in [*others, shard] if shard is not None else others:
+                await self.worker.call(opened.close)
+        finally:
+            self.worker.close()
+            self.folder.release()
 
     async def ensure_collection(self, dense_model: str, dimensions: int, *, sparse: bool) -> None:
         """Create the collection on first use; refuse one that was filled by another embedding model."""
@@ -85,6 +89,27 @@ class EdgeStore:
             self.shard = created
         self.has_sparse = sparse
         self._save_meta()
+
+    async def open_shard(
+        self, name: str, shard_config: edge.EdgeConfig, *, indexes: Sequence[str] = ()
+    ) -> edge.EdgeShard:
+        """Another shard in this store's folder (loaded, or created with keyword `indexes` and the tenant
+        index), open until the store closes: every app sharing this store shares it."""
+        if name in self._others:
+            return self._others[name]
+        path = self.folder.shard_path(name)
+
+        def load_or_create() -> edge.EdgeShard:
+            if path.exists():
+                return edge.EdgeShard.load(str(path))
+            shard = edge.EdgeShard.create(str(path), shard_config)
+            shard.update(edge.UpdateOperation.create_field_index("tenant", SYSTEM_INDEXES["tenant"]))
+            for field in indexes:
+                shard.update(edge.UpdateOperation.create_field_index(field, edge.PayloadSchemaType.Keyword))
+            return shard
+
+        opened = self._others[name] = await self.worker.call(load_or_create)
+        return opened
 
     def _save_meta(self) -> None:
         write_meta(
