@@ -18,7 +18,7 @@ from chatbot.stores.base import MetadataFilter, QueryVectors
 from chatbot.stores.edge.fusion import dbsf, rrf
 from chatbot.stores.edge.store import EdgeStore
 from chatbot.stores.factory import vector_store
-from tests.service.test_local_index import DIMS, corpus, queries
+from tests.service.test_local_index import DIMS, TENANTS, corpus, queries, same
 
 ROOT = str(Path(__file__).resolve().parents[2])
 HOLD = """
@@ -160,6 +160,44 @@ class TestPersistence:
             assert sorted(h.chunk_index for h in found) == [1, 2]
         finally:
             await store.aclose()
+
+
+class TestLegacyFolders:
+    async def test_a_folder_of_qdrant_client_local_mode_is_copied_into_edge(self, tmp_path: Path) -> None:
+        """A store folder written before Edge keeps its documents: Edge copies them on first use and then
+        answers as qdrant-client did; the next start does not copy again."""
+        records, dense, sparse = corpus(seed=31)
+        old = vector_store(QdrantSettings(path=str(tmp_path), collection="docs", engine="qdrant-local"))
+        await old.open()
+        await old.ensure_collection("test/model", DIMS, sparse=True)
+        await old.upsert(records, dense, sparse)
+        want = [await old.search("b", [q], mode="hybrid", limit=5) for q in queries(32, 5)]
+        await old.aclose()
+        store = await opened(str(tmp_path))
+        try:
+            assert sum([await store.count(t) for t in TENANTS]) == len(records)
+            for q, hits in zip(queries(32, 5), want, strict=True):
+                same(await store.search("b", [q], mode="hybrid", limit=5), hits)
+            await store.delete_document("b", "doc1")
+        finally:
+            await store.aclose()
+        again = await opened(str(tmp_path))
+        try:
+            assert await again.count("b") == len([r for r in records if r.tenant == "b"]) - 6
+        finally:
+            await again.aclose()
+
+    async def test_an_interrupted_first_start_is_started_again(self, tmp_path: Path) -> None:
+        """A shard folder without the collection's record (a crash before it was written) is made anew."""
+        store = await opened(str(tmp_path))
+        await store.aclose()
+        (tmp_path / "edge" / "docs" / "chatbot.json").unlink()
+        again = await opened(str(tmp_path))
+        try:
+            assert await again.ping()
+            assert await again.count("a") == 0
+        finally:
+            await again.aclose()
 
 
 class TestFusion:

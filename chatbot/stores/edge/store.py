@@ -10,8 +10,11 @@ of the tenant's points that have BM25 terms), metadata filters as Qdrant evaluat
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import shutil
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import qdrant_edge as edge
@@ -31,6 +34,7 @@ from chatbot.stores.edge.conditions import (
     tenant_filter,
 )
 from chatbot.stores.edge.fusion import dbsf, rrf
+from chatbot.stores.edge.migrate import copy_legacy, legacy_collection
 from chatbot.stores.edge.shard import Folder, Worker, check_model, config, read_meta, write_meta
 from chatbot.stores.records import DocumentInfo, Fusion, one_per_index, search_probes
 
@@ -83,12 +87,15 @@ class EdgeStore:
             check_model(self.collection, meta, dense_model)
             return
         if self.shard is None:
-            created = edge.EdgeShard.create(str(path), config(dimensions, sparse=sparse))
-            for field, schema in SYSTEM_INDEXES.items():
-                created.update(edge.UpdateOperation.create_field_index(field, schema))
-            self.shard = created
+            self.shard = await self.worker.call(lambda: _create(path, dimensions, sparse=sparse))
         self.has_sparse = sparse
-        self._save_meta()
+        if legacy_collection(self.settings):  # written by the engine before Edge: keep its documents
+            await copy_legacy(self.settings, self._upsert_points, dense_model=dense_model, dimensions=dimensions,
+                              sparse=sparse)  # fmt: skip
+        self._save_meta()  # last: an interrupted copy is redone on the next start
+
+    async def _upsert_points(self, points: list[edge.Point]) -> None:
+        await self._update(edge.UpdateOperation.upsert_points(points))
 
     async def open_shard(
         self, name: str, shard_config: edge.EdgeConfig, *, indexes: Sequence[str] = ()
@@ -126,6 +133,9 @@ class EdgeStore:
     async def _update(self, operation: edge.UpdateOperation) -> None:
         await self._run(lambda s: s.update(operation))
 
+    async def _query(self, request: edge.QueryRequest) -> list[edge.ScoredPoint]:
+        return await self._run(lambda s: s.query(request))
+
     async def _scroll(self, request: edge.ScrollRequest) -> tuple[list[edge.Record], Any]:
         return await self._run(lambda s: s.scroll(request))
 
@@ -156,7 +166,7 @@ class EdgeStore:
         fusion: Fusion = "rrf",
         where: MetadataFilter | None = None,
     ) -> list[ScoredChunk]:
-        """A probe alone in one call; several in one batch call, fused here (fusion.py) by `fusion`."""
+        """A probe alone in one call; several in concurrent calls, fused here (fusion.py) by `fusion`."""
         extra = metadata_conditions(where) if where is not None else None
         flt = tenant_filter(tenant, extra=extra)
         probes = search_probes(queries, mode, has_sparse=self.has_sparse)
@@ -177,8 +187,9 @@ class EdgeStore:
             threshold = score_threshold if p.dense is not None else None
             requests.append(edge.QueryRequest(limit=prefetch_limit, query=query, filter=flt,
                                               score_threshold=threshold, params=params))  # fmt: skip
-        batch = edge.QueryBatchRequest(requests)
-        lists = await self._run(lambda s: s.query_batch(batch))
+        # the probes run side by side on the worker threads (Edge searches outside the GIL): as one batch call
+        # they ran one after the other, p50 6.9 / p90 17-42 ms against 6.5 / 8.5 at 100k on the loaded box
+        lists = await asyncio.gather(*(self._query(r) for r in requests))
         fuse = dbsf if fusion == "dbsf" else rrf
         fused = fuse([[(str(p.id), p.score) for p in hits] for hits in lists], limit)
         found = await self._run(lambda s: s.retrieve([pid for pid, _ in fused], True, False))
@@ -292,6 +303,17 @@ class EdgeStore:
         if count:
             await self._update(edge.UpdateOperation.delete_points_by_filter(flt))
         return count
+
+
+def _create(path: Path, dimensions: int, *, sparse: bool) -> edge.EdgeShard:
+    """A new shard with the system payload indexes. A folder without the collection's record is what an
+    interrupted first start left (the record is written last): it is started again."""
+    if path.exists():
+        shutil.rmtree(path)
+    created = edge.EdgeShard.create(str(path), config(dimensions, sparse=sparse))
+    for field, schema in SYSTEM_INDEXES.items():
+        created.update(edge.UpdateOperation.create_field_index(field, schema))
+    return created
 
 
 def _probe(probe: QueryVectors, tenant: str) -> tuple[edge.Query, edge.SearchParams | None]:
