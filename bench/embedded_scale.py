@@ -222,7 +222,7 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    chunks = args.chunks or (10_000 if args.quick else 100_000)
+    chunks = args.chunks or (5_000 if args.quick else 100_000)
     n_queries = args.queries or (200 if args.quick else 1000)
     engines = args.engine or list(ENGINES)
     if args.quick:
