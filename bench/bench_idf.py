@@ -56,7 +56,10 @@ async def measure(kind: str, n: int, tenants: int, queries: int, batch: int) -> 
     data = chunks(n, tenants)
     dense = [[rnd.gauss(0, 1) for _ in range(DIMS)] for _ in data]
     sparse = bm25.vectors([text for _, text in data], "document")
-    store = vector_store(QdrantSettings(path=":memory:", collection="idf", memory_index=kind == "mirror"))
+    settings = QdrantSettings(
+        path=":memory:", collection="idf", memory_index=kind == "mirror", engine="qdrant-local"
+    )
+    store = vector_store(settings)
     await store.open()
     result: dict[str, Any] = {"store": kind, "chunks": n, "tenants": tenants + 1}
     try:

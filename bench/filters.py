@@ -65,7 +65,8 @@ async def run(size: int, n_queries: int, with_qdrant: bool) -> dict[str, Any]:
     queries = [QueryVectors(dense=[rnd.gauss(0, 1) for _ in range(DIMS)]) for _ in range(n_queries)]
     out: dict[str, Any] = {"points": size}
     for mirror in (True, False) if with_qdrant else (True,):
-        store = vector_store(QdrantSettings(path=":memory:", collection="b", memory_index=mirror))
+        settings = QdrantSettings(path=":memory:", collection="b", memory_index=mirror, engine="qdrant-local")
+        store = vector_store(settings)
         await store.open()
         await store.ensure_collection("bench", DIMS, sparse=False)
         for start in range(0, size, 2000):

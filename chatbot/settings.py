@@ -72,7 +72,13 @@ class QdrantSettings(BaseModel):
     upsert_batch: int = Field(256, ge=1, le=10_000, description="Points per upsert call while ingesting.")
     memory_index: bool = Field(
         True,
-        description="Local mode: answer searches from an exact in-memory numpy mirror (~1 ms, not ~76 ms at 10k).",
+        description="Engine qdrant-local: answer searches from an exact in-memory numpy mirror (~1 ms, not ~76 ms "
+        "at 10k).",
+    )
+    engine: Literal["edge", "qdrant-local"] = Field(
+        "edge",
+        description="Embedded engine for a local path: edge (Qdrant Edge in process; a folder of the old engine is "
+        "copied on first use) or qdrant-local (qdrant-client's local mode, searched through the numpy mirror).",
     )
 
     @property

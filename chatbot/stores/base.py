@@ -1,11 +1,11 @@
 """What the rest of the app knows about storage: the Protocols every store implements.
 
-- VectorStore        chunks with dense (and BM25) vectors, searched per tenant  (qdrant/: QdrantStore,
-                     MirroredStore)
+- VectorStore        chunks with dense (and BM25) vectors, searched per tenant  (edge/: EdgeStore, the
+                     embedded engine; qdrant/: QdrantStore for servers, MirroredStore)
 - EventLog           per-answer event logs with sequence numbers                 (memory.py, redis/)
 - ConversationStore  conversation history per tenant                             (memory.py, redis/)
 - Counters           rate limits, budgets, concurrency slots                    (memory.py, redis/)
-- AnswerCache        finished answers under their question's vector              (qdrant/answer_cache.py)
+- AnswerCache        finished answers under their question's vector              (qdrant/, edge/answer_cache.py)
 - FeedbackStore      answered turns and their ratings                            (memory.py, redis/)
 
 The records they take and return live in records.py and feedback.py, ids and the tenant guard in ids.py;

@@ -1,7 +1,8 @@
 """open_stores(settings, stack): every store the app needs, built from settings in one place.
 
-- vectors        QdrantStore (a server, or local mode), wrapped in MirroredStore in local mode when
-                 settings.qdrant.memory_index is on
+- vectors        QdrantStore for a server; for a local path EdgeStore (Qdrant Edge in process), or with
+                 settings.qdrant.engine "qdrant-local" QdrantStore in local mode, wrapped in MirroredStore
+                 when settings.qdrant.memory_index is on
 - event_log, conversations, counters
                  in memory (one process), or on Redis when settings.redis.url is set (instances share them)
 - feedback       answered turns and their ratings: in memory (bounded), or on Redis when it is set
@@ -23,6 +24,8 @@ from chatbot.stores.base import (
     FeedbackStore,
     VectorStore,
 )
+from chatbot.stores.edge.answer_cache import EdgeAnswerCache
+from chatbot.stores.edge.store import EdgeStore
 from chatbot.stores.memory import (
     MemoryConversationStore,
     MemoryCounters,
@@ -37,8 +40,12 @@ from chatbot.stores.redis.client import RedisConnection
 from chatbot.stores.redis.feedback import RedisFeedbackStore
 
 
-def vector_store(settings: QdrantSettings) -> QdrantStore | MirroredStore:
-    """The configured vector store, not opened yet (`await store.open()`)."""
+def vector_store(settings: QdrantSettings) -> QdrantStore | MirroredStore | EdgeStore:
+    """The configured vector store, not opened yet (`await store.open()`): a server through AsyncQdrantClient;
+    a local path through Qdrant Edge, or qdrant-client's local mode (with the numpy mirror) when
+    settings.engine picks it."""
+    if settings.is_local and settings.engine == "edge":
+        return EdgeStore(settings)
     store = QdrantStore(settings)
     return MirroredStore(store) if settings.is_local and settings.memory_index else store
 
@@ -89,13 +96,15 @@ async def open_stores(
             max_turns=settings.limits.max_history_messages,
         )
         counters = MemoryCounters()
-    cache = None
+    cache: QdrantAnswerCache | EdgeAnswerCache | None = None
     if settings.cache.enabled:
-        if not isinstance(vectors, QdrantStore | MirroredStore):
+        similarity, ttl = settings.cache.similarity, settings.cache.ttl_seconds
+        if isinstance(vectors, EdgeStore):
+            cache = EdgeAnswerCache(vectors, similarity=similarity, ttl_seconds=ttl)
+        elif isinstance(vectors, QdrantStore | MirroredStore):
+            cache = QdrantAnswerCache(vectors.qdrant, similarity=similarity, ttl_seconds=ttl)
+        else:
             raise ConfigError("The answer cache needs the Qdrant vector store.")
-        cache = QdrantAnswerCache(
-            vectors.qdrant, similarity=settings.cache.similarity, ttl_seconds=settings.cache.ttl_seconds
-        )
         await cache.open(dimensions)
     return Stores(vectors, event_log, conversations, counters, feedback_store(settings, redis), cache, redis)
 

@@ -6,7 +6,7 @@ conversation turns. Plain data, no engine: every store implementation and every 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -140,6 +140,12 @@ class ScoredChunk:
             "text": self.text,
             "score": round(self.score, 6),
         }
+
+
+def one_per_index(hits: Iterable[ScoredChunk]) -> list[ScoredChunk]:
+    """Chunks in index order, one per chunk index (a passage read while a document is being replaced)."""
+    by_index = {h.chunk_index: h for h in hits}
+    return [by_index[i] for i in sorted(by_index)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,6 @@ import websockets
 
 from chatbot.providers.base import Embedder, EmbedKind
 from chatbot.stores.base import VectorStore
-from chatbot.stores.qdrant.mirror import MirroredStore
 from tests.fakes.scripting import Fault, Latency, Reply
 from tests.lifecycle.conftest import StackFactory
 from tests.transport.clients import collect_until_end
@@ -100,16 +99,19 @@ class SlowEmbedder:
         return await self.inner.embed(texts, kind)
 
 
-class SlowSearchStore(MirroredStore):
-    """The shared store, searching `delay` seconds slower (a slow vector store)."""
+class SlowSearchStore:
+    """The shared store, searching `delay` seconds slower (a slow vector store, whatever the engine)."""
 
     def __init__(self, inner: VectorStore, delay: float) -> None:
-        self.__dict__.update(inner.__dict__)
+        self.inner = inner
         self.delay = delay
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
     async def search(self, *args: Any, **kwargs: Any) -> Any:
         await asyncio.sleep(self.delay)
-        return await super().search(*args, **kwargs)
+        return await self.inner.search(*args, **kwargs)
 
 
 async def ask_with(providers: Any, store: VectorStore, **overrides: Any) -> list[dict[str, Any]]:

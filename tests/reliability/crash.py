@@ -72,6 +72,7 @@ def cli_env(qdrant_path: Path) -> dict[str, str]:
     env.update(
         CHATBOT_QDRANT__PATH=str(qdrant_path),
         CHATBOT_QDRANT__COLLECTION=COLLECTION,
+        CHATBOT_QDRANT__ENGINE="qdrant-local",  # these tests read the store with qdrant-client's local mode
         CHATBOT_EMBEDDING_PROVIDER="local",
         CHATBOT_CHAT_PROVIDER="extractive",
         CHATBOT_LOCAL__BATCH_SIZE="2",
@@ -215,7 +216,9 @@ class Lane:
 
     async def ingest_here(self) -> None:
         """What `python -m chatbot ingest DIR` does, in this process (the model is already loaded here)."""
-        store = vector_store(QdrantSettings(path=str(self.qdrant), collection=COLLECTION))
+        store = vector_store(
+            QdrantSettings(path=str(self.qdrant), collection=COLLECTION, engine="qdrant-local")
+        )
         await store.open()
         try:
             embedder = self.providers.embedder
@@ -233,7 +236,9 @@ class Lane:
             code, err, _ = await self.run_cli("documents", "delete", doc_id)
             assert code == 0, err[-2000:]
             return
-        store = vector_store(QdrantSettings(path=str(self.qdrant), collection=COLLECTION))
+        store = vector_store(
+            QdrantSettings(path=str(self.qdrant), collection=COLLECTION, engine="qdrant-local")
+        )
         await store.open()
         try:
             await store.delete_document(TENANT, doc_id)

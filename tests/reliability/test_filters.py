@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from chatbot.settings import QdrantSettings
 from chatbot.stores.base import ChunkRecord, Metadata, MetadataFilter, QueryVectors
+from chatbot.stores.edge.store import EdgeStore
 from chatbot.stores.factory import vector_store
 from chatbot.stores.qdrant.conditions import metadata_filter
 from chatbot.stores.qdrant.indexes import index_schemas
@@ -37,8 +38,12 @@ def metadata_of(d: int) -> dict[str, Any]:
     return meta
 
 
-async def filled(name: str, *, mirror: bool) -> QdrantStore | MirroredStore:
-    store = vector_store(QdrantSettings(path=":memory:", collection=name, memory_index=mirror))
+async def filled(
+    name: str, *, mirror: bool, engine: str = "qdrant-local"
+) -> QdrantStore | MirroredStore | EdgeStore:
+    """qdrant-client's local mode (mirror=False), its mirror, or Qdrant Edge (engine="edge")."""
+    settings = QdrantSettings(path=":memory:", collection=name, memory_index=mirror, engine=engine)  # type: ignore[arg-type]
+    store = vector_store(settings)
     await store.open()
     await store.ensure_collection("test/model", DIMS, sparse=False)
     rnd = random.Random(3)
@@ -146,12 +151,20 @@ class TestTheLanguage:
         assert '"key": "metadata.tenant"' in text
 
 
+ENGINES = ["mirror", "edge"]  # compared with qdrant-client's own filtering
+STORES = [(False, "qdrant-local"), (True, "qdrant-local"), (True, "edge")]  # (mirror, engine)
+
+
 class TestStores:
+    @pytest.mark.parametrize("engine", ENGINES)
     @pytest.mark.parametrize("raw", FILTERS, ids=[json.dumps(f) for f in FILTERS])
-    async def test_qdrant_and_the_mirror_select_the_same_chunks(self, raw: dict[str, Any]) -> None:
-        """For each filter, qdrant-client's own filtering and the mirror's predicate return the same hits,
-        and every hit is the caller's tenant and satisfies the filter."""
-        qdrant, mirror = await filled("q", mirror=False), await filled("m", mirror=True)
+    async def test_qdrant_and_the_mirror_select_the_same_chunks(
+        self, raw: dict[str, Any], engine: str
+    ) -> None:
+        """For each filter, qdrant-client's own filtering and the mirror's predicate (or Edge's filtering with
+        payload indexes) return the same hits, and every hit is the caller's tenant and satisfies the filter."""
+        qdrant = await filled("q", mirror=False)
+        mirror = await filled("m", mirror=True, engine="edge" if engine == "edge" else "qdrant-local")
         try:
             flt = MetadataFilter.model_validate(raw)
             query = [QueryVectors(dense=[1.0] * DIMS)]
@@ -170,10 +183,12 @@ class TestStores:
             await qdrant.aclose()
             await mirror.aclose()
 
-    @pytest.mark.parametrize("mirror", [False, True])
-    async def test_a_filter_naming_tenant_cannot_reach_another_tenant(self, mirror: bool) -> None:
+    @pytest.mark.parametrize(("mirror", "engine"), STORES)
+    async def test_a_filter_naming_tenant_cannot_reach_another_tenant(
+        self, mirror: bool, engine: str
+    ) -> None:
         """Tenant a filtering on tenant=b (or any of a, b) gets only a's chunks whose metadata says so."""
-        store = await filled("t", mirror=mirror)
+        store = await filled("t", mirror=mirror, engine=engine)
         try:
             for raw in ({"tenant": "b"}, {"tenant": {"any": ["a", "b"]}}):
                 hits = await store.search(
@@ -186,10 +201,10 @@ class TestStores:
         finally:
             await store.aclose()
 
-    @pytest.mark.parametrize("mirror", [False, True])
-    async def test_neighbouring_chunks_of_one_document(self, mirror: bool) -> None:
+    @pytest.mark.parametrize(("mirror", "engine"), STORES)
+    async def test_neighbouring_chunks_of_one_document(self, mirror: bool, engine: str) -> None:
         """chunks() returns a document's chunks in a range, in order; another tenant's document is empty."""
-        store = await filled("n", mirror=mirror)
+        store = await filled("n", mirror=mirror, engine=engine)
         try:
             found = await store.chunks("a", "doc1", 0, 5)
             assert [c.chunk_index for c in found] == [0, 1, 2]

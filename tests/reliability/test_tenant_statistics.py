@@ -86,11 +86,14 @@ def unchanged(before: list[list[tuple[str, int, float]]], after: list[list[tuple
             assert [h[2] for h in now] == pytest.approx([h[2] for h in was], rel=1e-12), i
 
 
-@pytest.fixture(params=["mirror", "server-path"])
+@pytest.fixture(params=["mirror", "server-path", "edge"])
 async def store(request: pytest.FixtureRequest) -> AsyncIterator[VectorStore]:
-    """Local mode with its in-memory mirror, or the QdrantStore that talks to servers."""
+    """Local mode with its in-memory mirror, the QdrantStore that talks to servers, or Qdrant Edge."""
+    engine = "edge" if request.param == "edge" else "qdrant-local"
     opened = vector_store(
-        QdrantSettings(path=":memory:", collection="stats", memory_index=request.param == "mirror")
+        QdrantSettings(
+            path=":memory:", collection="stats", memory_index=request.param != "server-path", engine=engine
+        )
     )
     await opened.open()
     await opened.ensure_collection("test/model", DIMS, sparse=True)
@@ -148,8 +151,9 @@ class TestHostileQuestions:
         words = [f"w{i}" for i in range(900)]
         question = " ".join(words)[:4000] + " zymurgy"
         server = InFlightRecorder(QdrantSettings(path=":memory:", collection="hostile"))
-        mirror = vector_store(QdrantSettings(path=":memory:", collection="hostile-m"))
-        stores: list[VectorStore] = [server, mirror]
+        mirror = vector_store(QdrantSettings(path=":memory:", collection="hostile-m", engine="qdrant-local"))
+        embedded = vector_store(QdrantSettings(path=":memory:", collection="hostile-e", engine="edge"))
+        stores: list[VectorStore] = [server, mirror, embedded]
         for s in stores:
             await s.open()
             await s.ensure_collection("test/model", DIMS, sparse=True)
@@ -168,6 +172,11 @@ class TestHostileQuestions:
             assert 2 < len(want) < 10  # every matching chunk is listed: the comparison ignores how ties break
             assert {(h.doc_id, h.chunk_index): h.score for h in got} == pytest.approx(
                 {(h.doc_id, h.chunk_index): h.score for h in want}, rel=1e-6
+            )
+            # Edge weighs all terms in one call, summing ~800 products in float32: equal within float32 error
+            by_edge = await embedded.search("a", [q], mode="sparse", limit=10)
+            assert {(h.doc_id, h.chunk_index): h.score for h in by_edge} == pytest.approx(
+                {(h.doc_id, h.chunk_index): h.score for h in want}, rel=2e-5
             )
         finally:
             for s in stores:

@@ -1,4 +1,5 @@
-"""The in-memory mirror answers exactly as qdrant-client's local mode does (same ids, order and scores).
+"""The in-memory mirror and Qdrant Edge answer exactly as qdrant-client's local mode does (same ids, order and
+scores): the congruence tests run for both engines against it.
 
 Sparse scores on both sides use the searching tenant's IDF: Qdrant computes the sparse dot product of the
 query weighted by per-tenant IDF (statistics.py) with the stored BM25 weights; the mirror computes it in numpy."""
@@ -16,6 +17,7 @@ from qdrant_client import models
 from chatbot.providers.base import SparseVector
 from chatbot.settings import QdrantSettings
 from chatbot.stores.base import ChunkRecord, QueryVectors, ScoredChunk, SearchMode, VectorStore
+from chatbot.stores.edge.store import EdgeStore
 from chatbot.stores.factory import vector_store
 from chatbot.stores.qdrant.local_index import Hit, LocalIndex
 from chatbot.stores.qdrant.mirror import MirroredStore
@@ -60,8 +62,15 @@ def queries(seed: int, n: int = 25) -> list[QueryVectors]:
     return out
 
 
-async def open_store(name: str, *, mirror: bool, path: str = ":memory:") -> QdrantStore | MirroredStore:
-    store = vector_store(QdrantSettings(path=path, collection=name, memory_index=mirror))
+ENGINES = ("mirror", "edge")  # the stores compared with qdrant-client's local mode
+
+
+async def open_store(
+    name: str, *, mirror: bool, path: str = ":memory:", engine: str = "mirror"
+) -> QdrantStore | MirroredStore | EdgeStore:
+    """qdrant-client's local mode (mirror=False), or the engine compared with it: its mirror, or Edge."""
+    kind = "edge" if mirror and engine == "edge" else "qdrant-local"
+    store = vector_store(QdrantSettings(path=path, collection=name, memory_index=mirror, engine=kind))  # type: ignore[arg-type]
     await store.open()
     await store.ensure_collection("test/model", DIMS, sparse=True)
     return store
@@ -81,19 +90,21 @@ async def compare(mirrored: VectorStore, native: VectorStore, seed: int, fusion:
     for tenant in TENANTS:
         for i, q in enumerate(qs):
             mode: SearchMode
-            for mode, qlist, threshold in (
-                ("dense", [q], None),
-                ("dense", [q], 0.2),
-                ("sparse", [q], None),
-                ("hybrid", [q], None),
-                ("hybrid", [q, qs[(i + 1) % len(qs)]], None),
+            fuse: Fusion
+            for mode, qlist, threshold, fuse in (
+                ("dense", [q], None, fusion),
+                ("dense", [q], 0.2, fusion),
+                ("sparse", [q], None, fusion),
+                ("hybrid", [q], None, fusion),
+                ("hybrid", [q, qs[(i + 1) % len(qs)]], None, fusion),
+                ("hybrid", [q], None, "dbsf"),
             ):
                 kwargs = {
                     "mode": mode,
                     "limit": 7,
                     "prefetch_limit": 15,
                     "score_threshold": threshold,
-                    "fusion": fusion,
+                    "fusion": fuse,
                 }
                 same(
                     await mirrored.search(tenant, qlist, **kwargs),
@@ -103,50 +114,57 @@ async def compare(mirrored: VectorStore, native: VectorStore, seed: int, fusion:
     return checked
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 class TestMirror:
-    async def test_same_answers_as_qdrant_local_mode(self) -> None:
+    async def test_same_answers_as_qdrant_local_mode(self, engine: str) -> None:
         """Dense (with and without threshold), sparse (tenant IDF), RRF over 2 and 4 prefetches match Qdrant."""
         records, dense, sparse = corpus()
-        mirrored, native = await open_store("m1", mirror=True), await open_store("n1", mirror=False)
+        mirrored = await open_store("m1", mirror=True, engine=engine)
+        native = await open_store("n1", mirror=False)
         try:
-            assert isinstance(mirrored, MirroredStore)
+            assert isinstance(mirrored, MirroredStore if engine == "mirror" else EdgeStore)
             assert isinstance(native, QdrantStore)
             for store in (mirrored, native):
                 await store.upsert(records, dense, sparse)
-            assert await compare(mirrored, native, seed=1) == 375
+            assert await compare(mirrored, native, seed=1) == 450
         finally:
             await mirrored.aclose()
             await native.aclose()
 
-    async def test_dbsf_same_as_qdrant_local_mode(self) -> None:
+    async def test_dbsf_same_as_qdrant_local_mode(self, engine: str) -> None:
         """DBSF over 2 and 4 prefetches (with a threshold narrowing the dense lists) matches Qdrant's Fusion.DBSF."""
         records, dense, sparse = corpus(seed=3)
-        mirrored, native = await open_store("m7", mirror=True), await open_store("n7", mirror=False)
+        mirrored, native = (
+            await open_store("m7", mirror=True, engine=engine),
+            await open_store("n7", mirror=False),
+        )
         try:
             for store in (mirrored, native):
                 await store.upsert(records, dense, sparse)
-            assert await compare(mirrored, native, seed=4, fusion="dbsf") == 375
+            assert await compare(mirrored, native, seed=4, fusion="dbsf") == 450
         finally:
             await mirrored.aclose()
             await native.aclose()
 
-    async def test_chunks_without_terms_count_on_neither_side(self) -> None:
+    async def test_chunks_without_terms_count_on_neither_side(self, engine: str) -> None:
         """Chunks whose BM25 vector is empty (stopwords only) are not in a tenant's N, for Qdrant nor the mirror."""
         records, dense, sparse = corpus(seed=11)
         sparse = [SparseVector([], []) if i % 4 == 0 else v for i, v in enumerate(sparse)]
-        mirrored, native = await open_store("m5", mirror=True), await open_store("n5", mirror=False)
+        mirrored = await open_store("m5", mirror=True, engine=engine)
+        native = await open_store("n5", mirror=False)
         try:
             for store in (mirrored, native):
                 await store.upsert(records, dense, sparse)
-            assert await compare(mirrored, native, seed=12) == 375
+            assert await compare(mirrored, native, seed=12) == 450
         finally:
             await mirrored.aclose()
             await native.aclose()
 
-    async def test_stays_exact_through_deletes_and_new_versions(self) -> None:
+    async def test_stays_exact_through_deletes_and_new_versions(self, engine: str) -> None:
         """After a re-ingest (new version, stale chunks deleted) and a document delete, answers still match."""
         records, dense, sparse = corpus()
-        mirrored, native = await open_store("m2", mirror=True), await open_store("n2", mirror=False)
+        mirrored = await open_store("m2", mirror=True, engine=engine)
+        native = await open_store("n2", mirror=False)
         try:
             for store in (mirrored, native):
                 await store.upsert(records, dense, sparse)
@@ -156,35 +174,35 @@ class TestMirror:
                 await store.delete_stale("a", "doc3", "v2")
                 replaced = [r for r in records if r.doc_id == "doc6"]
                 await store.upsert(replaced, dense[: len(replaced)], sparse[-len(replaced) :])
-            assert await compare(mirrored, native, seed=2) == 375
-            assert isinstance(mirrored, MirroredStore)
-            assert len(mirrored.index) == await native.count("a") + await native.count(
-                "b"
-            ) + await native.count("c")
+            assert await compare(mirrored, native, seed=2) == 450
+            assert [await mirrored.count(t) for t in TENANTS] == [await native.count(t) for t in TENANTS]
+            assert await mirrored.list_documents("a") == await native.list_documents("a")
         finally:
             await mirrored.aclose()
             await native.aclose()
 
-    async def test_loads_an_existing_collection_from_disk(self, tmp_path: Path) -> None:
-        """A restarted server mirrors what is on disk and answers as before."""
+    async def test_loads_an_existing_collection_from_disk(self, engine: str, tmp_path: Path) -> None:
+        """A restarted server loads what is on disk and answers as before (as qdrant-client answered)."""
         records, dense, sparse = corpus(seed=3)
-        first = await open_store("disk", mirror=False, path=str(tmp_path / "q"))
+        native = await open_store("disk", mirror=False, path=str(tmp_path / "q"))
+        await native.upsert(records, dense, sparse)
+        expected = [await native.search(t, queries(4, 5), mode="hybrid", limit=5) for t in TENANTS]
+        await native.aclose()
+        first = await open_store("disk", mirror=True, path=str(tmp_path / engine), engine=engine)
         await first.upsert(records, dense, sparse)
-        expected = [await first.search(t, queries(4, 5), mode="hybrid", limit=5) for t in TENANTS]
         await first.aclose()
-        again = await open_store("disk", mirror=True, path=str(tmp_path / "q"))
+        again = await open_store("disk", mirror=True, path=str(tmp_path / engine), engine=engine)
         try:
-            assert isinstance(again, MirroredStore)
-            assert len(again.index) == len(records)
+            assert sum([await again.count(t) for t in TENANTS]) == len(records)
             for t, want in zip(TENANTS, expected, strict=True):
                 same(await again.search(t, queries(4, 5), mode="hybrid", limit=5), want)
         finally:
             await again.aclose()
 
-    async def test_tenants_stay_apart(self) -> None:
-        """The mirror never returns another tenant's chunk, and a search needs a tenant."""
+    async def test_tenants_stay_apart(self, engine: str) -> None:
+        """The engine never returns another tenant's chunk, and a search needs a tenant."""
         records, dense, sparse = corpus()
-        store = await open_store("m3", mirror=True)
+        store = await open_store("m3", mirror=True, engine=engine)
         try:
             await store.upsert(records, dense, sparse)
             for tenant in TENANTS:
@@ -286,7 +304,7 @@ class TestDeletesById:
         first = await open_store("disk", mirror=True, path=path)
         await first.upsert(records, dense, sparse)
         await first.aclose()
-        opened = vector_store(QdrantSettings(path=path, collection="disk"))
+        opened = vector_store(QdrantSettings(path=path, collection="disk", engine="qdrant-local"))
         await opened.open()
         try:
             assert isinstance(opened, MirroredStore)
@@ -326,7 +344,7 @@ class TestCollectionIdfMigration:
             await mirrored.open()
             await mirrored.ensure_collection("test/model", DIMS, sparse=True)
             await mirrored.upsert(records, dense, sparse)
-            assert await compare(mirrored, native, seed=10) == 375
+            assert await compare(mirrored, native, seed=10) == 450
             await mirrored.aclose()
         finally:
             await native.aclose()

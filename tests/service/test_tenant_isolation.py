@@ -14,13 +14,15 @@ from chatbot.events import SourcesEvent
 from chatbot.ingest.service import Ingestor, IngestResult
 from chatbot.providers.registry import Providers
 from chatbot.rag.pipeline import AnswerRequest
+from chatbot.settings import QdrantSettings
 from chatbot.stores.base import QueryVectors, SearchMode, VectorStore
+from chatbot.stores.edge.store import EdgeStore
 from chatbot.stores.ids import document_id
 from chatbot.stores.qdrant.conditions import tenant_filter
 from chatbot.stores.qdrant.mirror import MirroredStore
 from chatbot.stores.qdrant.store import QdrantStore
 from chatbot.wiring import build_services
-from tests.conftest import make_settings
+from tests.conftest import GUIDE, make_settings
 
 MODES: tuple[SearchMode, ...] = ("dense", "sparse", "hybrid")
 QUESTION = "What is the vault code, and who may open the vault?"
@@ -80,15 +82,35 @@ class TestTenantIsRequired:
         with pytest.raises(ValueError, match="tenant is required"):
             tenant_filter(missing)  # type: ignore[arg-type]
 
-    @pytest.mark.parametrize("layer", ["mirrored", "qdrant"])
+    @pytest.mark.parametrize("layer", ["edge", "mirrored", "qdrant"])
     async def test_every_read_and_delete_refuses_an_empty_tenant(
         self, guide_store: VectorStore, offline_providers: Providers, layer: str
     ) -> None:
-        """search (even with nothing to search), list, count and both deletes raise on an empty tenant, through
-        the mirror and on Qdrant itself, and nothing is deleted."""
-        assert isinstance(guide_store, MirroredStore)
-        store: VectorStore = guide_store if layer == "mirrored" else guide_store.qdrant
+        """search (even with nothing to search), list, count and both deletes raise on an empty tenant, on
+        Qdrant Edge (the default), through the mirror and on qdrant-client itself, and nothing is deleted."""
+        async with contextlib.AsyncExitStack() as stack:
+            if layer == "edge":
+                assert isinstance(guide_store, EdgeStore)
+                store: VectorStore = guide_store
+            else:
+                mirrored = MirroredStore(
+                    QdrantStore(QdrantSettings(path=":memory:", collection="empty-tenant"))
+                )
+                await mirrored.open()
+                stack.push_async_callback(mirrored.aclose)
+                await mirrored.ensure_collection(
+                    offline_providers.embedder.name, offline_providers.embedder.dimensions, sparse=True
+                )
+                ingestor = Ingestor(
+                    embedder=offline_providers.embedder, sparse=offline_providers.sparse, store=mirrored
+                )
+                await ingestor.ingest_paths("public", [GUIDE / "websocket.md"], root=GUIDE)
+                store = mirrored if layer == "mirrored" else mirrored.qdrant
+            await self.refuses_an_empty_tenant(store, offline_providers)
+
+    async def refuses_an_empty_tenant(self, store: VectorStore, offline_providers: Providers) -> None:
         before = await store.count("public")
+        assert before
         vectors = await query(offline_providers, QUESTION)
         calls = [
             store.search("", [vectors], mode="hybrid", limit=5),
@@ -103,15 +125,16 @@ class TestTenantIsRequired:
                 await call
         assert await store.count("public") == before
 
-    @pytest.mark.parametrize("store_class", [VectorStore, QdrantStore, MirroredStore])
+    @pytest.mark.parametrize("store_class", [VectorStore, QdrantStore, MirroredStore, EdgeStore])
     def test_every_public_method_that_reads_or_deletes_takes_a_tenant_first(self, store_class: type) -> None:
         """Each public store coroutine takes `tenant` first, except lifecycle and writes by point id.
 
         versions_of, set_version and delete_points address points by id, and ids are uuid5(tenant, source,
         ...): a caller cannot name another tenant's point without knowing its tenant. upsert writes records
         that carry their tenant. QdrantStore.run runs one client call for the answer cache (its own
-        collection, its own tenant filters). recorded_model, promote and discard are the collection's
-        lifecycle (start-up and the admin's reindex), reading or dropping whole collections."""
+        collection, its own tenant filters); EdgeStore.open_shard opens the answer cache's shard. recorded_model,
+        promote and discard are the collection's lifecycle (start-up and the admin's reindex), reading or dropping
+        whole collections."""
         by_id_or_lifecycle = {
             "open",
             "aclose",
@@ -125,6 +148,7 @@ class TestTenantIsRequired:
             "set_version",
             "delete_points",
             "upsert",
+            "open_shard",  # EdgeStore: another shard of its folder (the answer cache)
         }
         for name, method in inspect.getmembers(store_class, inspect.iscoroutinefunction):
             if name.startswith("_") or name in by_id_or_lifecycle:

@@ -42,7 +42,7 @@ class QdrantAnswerCache:
             await self.store.run(lambda c: c.create_collection(name, vectors_config=vectors, metadata=meta))
 
     async def generation(self, tenant: str) -> str:
-        ids = [_generation_id(tenant)]
+        ids = [generation_id(tenant)]
         found = await self.store.run(lambda c: c.retrieve(self.collection, ids=ids, with_payload=True))
         return str((found[0].payload or {}).get("generation", "0")) if found else "0"
 
@@ -79,7 +79,7 @@ class QdrantAnswerCache:
         return CachedAnswer(
             question=str(pl.get("question", "")),
             answer=str(pl.get("answer", "")),
-            sources=tuple(_chunk(s) for s in pl.get("sources", [])),
+            sources=tuple(source_chunk(s) for s in pl.get("sources", [])),
             model=str(pl.get("model", "")),
             score=float(point.score),
         )
@@ -107,7 +107,7 @@ class QdrantAnswerCache:
                 "variant": variant,
                 "question": question,
                 "answer": answer,
-                "sources": [_entry(n, s) for n, s in enumerate(sources, start=1)],
+                "sources": [entry(n, s) for n, s in enumerate(sources, start=1)],
                 "model": model,
                 "created": time.time(),
             },
@@ -117,7 +117,7 @@ class QdrantAnswerCache:
     async def invalidate(self, tenant: str) -> None:
         """A tenant's documents changed: a new generation, and its old entries are dropped."""
         marker = models.PointStruct(
-            id=_generation_id(tenant),
+            id=generation_id(tenant),
             vector={DENSE: [1.0] + [0.0] * (self.store.dimensions - 1)},
             payload={"tenant": "\x00marker", "generation": uuid.uuid4().hex},  # never matches a tenant filter
         )
@@ -126,11 +126,11 @@ class QdrantAnswerCache:
         await self.store.run(lambda c: c.delete(self.collection, points_selector=selector))
 
 
-def _generation_id(tenant: str) -> str:
+def generation_id(tenant: str) -> str:
     return str(uuid.uuid5(POINT_NAMESPACE, f"generation\x00{tenant}"))
 
 
-def _entry(n: int, chunk: ScoredChunk) -> dict[str, Any]:
+def entry(n: int, chunk: ScoredChunk) -> dict[str, Any]:
     """A source as stored: the chunk's fields with its citation number (the layout of a wire source)."""
     return {
         "n": n,
@@ -148,5 +148,5 @@ def _entry(n: int, chunk: ScoredChunk) -> dict[str, Any]:
     }
 
 
-def _chunk(entry: dict[str, Any]) -> ScoredChunk:
+def source_chunk(entry: dict[str, Any]) -> ScoredChunk:
     return ScoredChunk.from_payload(entry, float(entry.get("score", 0.0)))

@@ -28,8 +28,8 @@ from chatbot.stores.base import (
 from chatbot.stores.ids import check_tenant
 from chatbot.stores.qdrant.conditions import METADATA
 from chatbot.stores.qdrant.local_index import Allow, LocalIndex
-from chatbot.stores.qdrant.store import QdrantStore, one_per_index
-from chatbot.stores.records import DocumentInfo, Fusion, search_probes
+from chatbot.stores.qdrant.store import QdrantStore
+from chatbot.stores.records import DocumentInfo, Fusion, one_per_index, search_probes
 
 
 class MirroredStore:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 from qdrant_client import AsyncQdrantClient, models
@@ -42,7 +42,7 @@ from chatbot.stores.qdrant.points import (
     stored_record,
 )
 from chatbot.stores.qdrant.statistics import CountedStatistics, TermStatistics, weigh
-from chatbot.stores.records import DocumentInfo, Fusion, search_probes
+from chatbot.stores.records import DocumentInfo, Fusion, one_per_index, search_probes
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -381,12 +381,6 @@ class QdrantStore:
     async def count(self, tenant: str) -> int:
         flt = tenant_filter(tenant)
         return (await self.run(lambda c: c.count(self.collection, count_filter=flt, exact=True))).count
-
-
-def one_per_index(hits: Iterable[ScoredChunk]) -> list[ScoredChunk]:
-    """Chunks in index order, one per chunk index."""
-    by_index = {h.chunk_index: h for h in hits}
-    return [by_index[i] for i in sorted(by_index)]
 
 
 async def _call(
