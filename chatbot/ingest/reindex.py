@@ -19,7 +19,7 @@ from typing import Any
 
 from chatbot.errors import BadRequest
 from chatbot.ingest.chunking import Chunk
-from chatbot.providers.base import Embedder
+from chatbot.providers.base import Embedder, SparseVector
 from chatbot.providers.registry import build_embedder, configured_embedder, embedder_name
 from chatbot.settings import Settings
 from chatbot.stores.base import ChunkRecord, VectorStore
@@ -113,9 +113,9 @@ class Reindexer:
                     records = [record for record, _ in part]
                     progress.chunks += len(part)
                     dense = await embedder.embed([embed_text(r) for r in records], "document")
-                    bm25 = [vector for _, vector in part]
-                    sparse = bm25 if staged.has_sparse and all(v is not None for v in bm25) else None
-                    await staged.upsert(records, dense, sparse)  # type: ignore[arg-type]  # None-free above
+                    # a chunk without BM25 terms was stored without a sparse vector: it stays without one
+                    bm25 = [vector or SparseVector([], []) for _, vector in part]
+                    await staged.upsert(records, dense, bm25 if staged.has_sparse else None)
                     progress.written += len(part)
                     await notify()
             promote = asyncio.ensure_future(self.store.promote(staged, switch))

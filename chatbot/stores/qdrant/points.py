@@ -57,23 +57,3 @@ def stored_point(point: models.Record) -> StoredPoint | None:
     )
     payload = point.payload or {}
     return StoredPoint(str(point.id), str(payload.get("tenant", "")), dense, sparse, payload)  # type: ignore[arg-type]
-
-
-def stored_record(payload: dict[str, Any]) -> ChunkRecord:
-    """The ChunkRecord a point's payload was written from (ChunkRecord.payload's inverse)."""
-    return ChunkRecord(
-        tenant=str(payload["tenant"]),
-        doc_id=str(payload["doc_id"]),
-        source=str(payload["source"]),
-        title=str(payload.get("title", "")),
-        heading_path=tuple(str(h) for h in payload.get("heading_path") or ()),
-        chunk_index=int(payload["chunk_index"]),
-        text=str(payload["text"]),
-        content_hash=str(payload["content_hash"]),
-        version=str(payload["version"]),
-        page_start=payload.get("page_start"),
-        page_end=payload.get("page_end"),
-        char_start=int(payload.get("char_start") or 0),
-        char_end=int(payload.get("char_end") or 0),
-        metadata=payload.get("metadata") or {},
-    )

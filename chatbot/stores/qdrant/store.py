@@ -39,7 +39,6 @@ from chatbot.stores.qdrant.points import (
     StoredPoint,
     build_points,
     stored_point,
-    stored_record,
 )
 from chatbot.stores.qdrant.statistics import CountedStatistics, TermStatistics, weigh
 from chatbot.stores.records import DocumentInfo, Fusion, one_per_index, search_probes
@@ -253,7 +252,7 @@ class QdrantStore:
     async def stream_chunks(self) -> AsyncIterator[list[StoredChunk]]:
         """Every chunk of every tenant with its BM25 vector, a page at a time (reindex)."""
         async for page in self.stream_points(page=256):
-            yield [(stored_record(p.payload), p.sparse) for p in page]
+            yield [(ChunkRecord.from_payload(p.payload), p.sparse) for p in page]
 
     # -- rebuilding: a staged collection promoted under this store's name (an alias) ----------------------
 
