@@ -9,6 +9,7 @@ from typing import Literal
 
 import pytest
 
+from chatbot.eval.refusal import Probe, probe_questions
 from chatbot.events import ChatEvent, SourcesEvent, TokenEvent
 from chatbot.providers.base import ChatChunk, ChatRequest, EmbedKind, RankedPassage
 from chatbot.providers.extractive import NOT_FOUND
@@ -194,3 +195,19 @@ class TestSignals:
             assert signals.score is not None
             assert check.calibration.threshold <= signals.score
             assert await check.passes("small-tenant", [], "What does the windmill grind?")
+
+    async def test_probes_for_the_calibration(
+        self, offline_providers: Providers, guide_store: VectorStore
+    ) -> None:
+        """probe_questions gives the check's cosine and gap and the term coverage; an empty tenant probes 0."""
+        assert offline_providers.sparse is not None
+        check = ConfidenceCheck(
+            store=guide_store, embedder=offline_providers.embedder, settings=RetrievalSettings()
+        )
+        [probe] = await probe_questions(check, offline_providers.sparse, "public", [IN_SCOPE], gap_rank=20)
+        signals = await check.signals("public", [], IN_SCOPE, gap_rank=20)
+        assert (probe.cosine, probe.gap) == (signals.score, signals.gap)
+        assert 0 < probe.coverage <= 1
+        assert await probe_questions(
+            check, offline_providers.sparse, "nobody-here", [IN_SCOPE], gap_rank=20
+        ) == [Probe(0.0, None, 0.0)]
