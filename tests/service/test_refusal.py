@@ -9,6 +9,7 @@ from typing import Literal
 
 import pytest
 
+from chatbot.eval.refusal import Probe, probe_questions
 from chatbot.events import ChatEvent, SourcesEvent, TokenEvent
 from chatbot.providers.base import ChatChunk, ChatRequest, EmbedKind, RankedPassage
 from chatbot.providers.extractive import NOT_FOUND
@@ -16,7 +17,7 @@ from chatbot.providers.registry import Providers
 from chatbot.rag.confidence import CALIBRATIONS, ConfidenceCheck
 from chatbot.rag.pipeline import AnswerRequest
 from chatbot.settings import RetrievalSettings
-from chatbot.stores.base import VectorStore
+from chatbot.stores.base import QueryVectors, VectorStore
 from chatbot.wiring import build_services
 from tests.conftest import make_settings
 
@@ -156,3 +157,57 @@ class TestRefusal:
                 async with contextlib.aclosing(services.pipeline.stream_answer(request)) as events:
                     got = [e async for e in events]
                 assert sources_of(got).no_relevant_sources is refused, question
+
+
+class TestSignals:
+    async def test_the_gap_is_over_the_20th_best_cosine(
+        self, offline_providers: Providers, guide_store: VectorStore
+    ) -> None:
+        """The gap is the top cosine minus the 20th best of one dense search; the top chunk is the best hit."""
+        check = ConfidenceCheck(
+            store=guide_store, embedder=offline_providers.embedder, settings=RetrievalSettings()
+        )
+        signals = await check.signals("public", [], IN_SCOPE, gap_rank=20)
+        [vector] = await offline_providers.embedder.embed([IN_SCOPE], "query")
+        hits = await guide_store.search("public", [QueryVectors(dense=vector)], mode="dense", limit=20)
+        assert signals.top is not None
+        assert signals.score == hits[0].score == signals.top.score
+        assert signals.gap == pytest.approx(hits[0].score - hits[19].score)
+        assert await check.top_similarity("public", [], IN_SCOPE) == signals.score
+
+    async def test_a_small_tenant_is_judged_on_the_cosine_alone(
+        self, offline_providers: Providers, guide_store: VectorStore
+    ) -> None:
+        """A tenant with fewer chunks than the gap rank has no gap: a match above the threshold is answered."""
+        async with build_services(
+            make_settings(), providers=offline_providers, store=guide_store
+        ) as services:
+            await services.ingestor.ingest_bytes(
+                "small-tenant",
+                "mill.md",
+                b"# Mill\n\nThe windmill grinds barley every morning with reed sails.\n",
+            )
+            check = services.pipeline.confidence
+            signals = await check.signals("small-tenant", [], "What does the windmill grind?")
+            assert check.calibration is not None
+            assert check.calibration.ceiling is not None
+            assert signals.gap is None
+            assert signals.score is not None
+            assert check.calibration.threshold <= signals.score
+            assert await check.passes("small-tenant", [], "What does the windmill grind?")
+
+    async def test_probes_for_the_calibration(
+        self, offline_providers: Providers, guide_store: VectorStore
+    ) -> None:
+        """probe_questions gives the check's cosine and gap and the term coverage; an empty tenant probes 0."""
+        assert offline_providers.sparse is not None
+        check = ConfidenceCheck(
+            store=guide_store, embedder=offline_providers.embedder, settings=RetrievalSettings()
+        )
+        [probe] = await probe_questions(check, offline_providers.sparse, "public", [IN_SCOPE], gap_rank=20)
+        signals = await check.signals("public", [], IN_SCOPE, gap_rank=20)
+        assert (probe.cosine, probe.gap) == (signals.score, signals.gap)
+        assert 0 < probe.coverage <= 1
+        assert await probe_questions(
+            check, offline_providers.sparse, "nobody-here", [IN_SCOPE], gap_rank=20
+        ) == [Probe(0.0, None, 0.0)]

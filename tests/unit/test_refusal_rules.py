@@ -9,9 +9,18 @@ import pytest
 
 from chatbot.errors import ConfigError
 from chatbot.eval.answers import judge, matches, pair_cases
-from chatbot.eval.refusal import fit_threshold, rates, refused
+from chatbot.eval.refusal import band_refused, fit_minimum, fit_threshold, rates, refused, term_coverage
 from chatbot.events import Source
-from chatbot.rag.confidence import CALIBRATIONS, Calibration, confident, threshold_for
+from chatbot.providers.base import SparseVector
+from chatbot.rag.confidence import (
+    CALIBRATIONS,
+    Calibration,
+    Signals,
+    calibration_for,
+    confident,
+    refuses,
+    threshold_for,
+)
 from chatbot.settings import RetrievalSettings
 
 
@@ -52,6 +61,47 @@ class TestThreshold:
         assert not confident(0.49, 0.5)
 
 
+class TestGapRule:
+    RULE = Calibration(0.25, 0.0, 0.0, "test", ceiling=0.35, min_gap=0.1, gap_rank=20)
+
+    def test_refuses_below_the_threshold_whatever_the_gap(self) -> None:
+        """Below the threshold the gap does not matter: a peaked match is refused too."""
+        assert refuses(self.RULE, Signals(None, 0.2, 0.5))
+        assert refuses(self.RULE, Signals(None, 0.2, None))
+
+    def test_refuses_a_flat_field_under_the_ceiling(self) -> None:
+        """Between threshold and ceiling, a top cosine barely above the 20th best is refused, a peak is not."""
+        assert refuses(self.RULE, Signals(None, 0.3, 0.05))
+        assert not refuses(self.RULE, Signals(None, 0.3, 0.1))
+        assert not refuses(self.RULE, Signals(None, 0.35, 0.0))  # at the ceiling: answered
+
+    def test_no_gap_or_no_match_is_not_refused_on_it(self) -> None:
+        """Fewer chunks than the gap rank (no gap) or nothing matched: only the threshold can refuse."""
+        assert not refuses(self.RULE, Signals(None, 0.3, None))
+        assert not refuses(self.RULE, Signals(None, None, None))
+
+    def test_without_a_ceiling_the_cosine_alone_decides(self) -> None:
+        """A rule without a ceiling (a threshold setting) ignores the gap."""
+        alone = Calibration(0.25, 0.0, 0.0, "test")
+        assert not refuses(alone, Signals(None, 0.3, 0.0))
+        assert refuses(alone, Signals(None, 0.24, 0.9))
+
+    def test_a_threshold_setting_replaces_the_calibration(self) -> None:
+        """CHATBOT_RETRIEVAL__REFUSAL_THRESHOLD gives a cosine-only rule; 0 turns refusals off."""
+        rule = calibration_for(next(iter(CALIBRATIONS)), RetrievalSettings(refusal_threshold=0.4))
+        assert rule is not None
+        assert (rule.threshold, rule.ceiling) == (0.4, None)
+        assert calibration_for(next(iter(CALIBRATIONS)), RetrievalSettings(refusal_threshold=0)) is None
+
+    def test_the_offline_calibration_uses_the_gap(self) -> None:
+        """The MiniLM entry refuses flat fields under a ceiling above its threshold."""
+        rule = CALIBRATIONS["local/all-MiniLM-L6-v2-int8"]
+        assert rule.ceiling is not None
+        assert rule.threshold < rule.ceiling < 1
+        assert 0 < rule.min_gap < 1
+        assert rule.gap_rank > 1
+
+
 class TestFitting:
     def test_fit_takes_the_strictest_set(self) -> None:
         """The threshold lets at most 5% of each set's answerable scores fall below it (3 decimals, down)."""
@@ -73,6 +123,30 @@ class TestFitting:
         assert rates(0.5, [], []).refusal_rate == 0.0
         assert refused(0.49, 0.5)
         assert not refused(None, 0.5)
+
+    def test_band_rule(self) -> None:
+        """Refused below the floor; between floor and ceiling only when the signal is below the minimum."""
+        assert band_refused(0.1, 0.9, 0.2, 0.3, 0.5)
+        assert band_refused(0.25, 0.4, 0.2, 0.3, 0.5)
+        assert not band_refused(0.25, 0.5, 0.2, 0.3, 0.5)
+        assert not band_refused(0.25, None, 0.2, 0.3, 0.5)
+        assert not band_refused(0.3, 0.0, 0.2, 0.3, 0.5)
+
+    def test_fit_minimum_stops_at_the_first_set_over_budget(self) -> None:
+        """The minimum rises while every set keeps its false refusals within the budget."""
+        # 20 answerable questions in the band with signals 0.00..0.19: one may be refused -> minimum 0.01
+        a = [(0.25, i / 100) for i in range(20)]
+        assert fit_minimum({"a": a}, floor=0.2, ceiling=0.3, max_false_refusal=0.05) == 0.01
+        above = [(0.5, 0.0)] * 20  # over the ceiling: never refused, any minimum fits
+        assert fit_minimum({"b": above}, floor=0.2, ceiling=0.3, max_false_refusal=0.0) == 0.0
+        b = [(0.25, 0.0), *[(0.5, 0.0)] * 19]  # one question refused by any minimum above 0
+        assert fit_minimum({"a": a, "b": b}, floor=0.2, ceiling=0.3, max_false_refusal=0.0) == 0.0
+
+    def test_term_coverage(self) -> None:
+        """The share of the query's terms in the chunk; an empty query covers nothing."""
+        chunk = SparseVector(indices=[1, 2, 3], values=[1.0, 1.0, 1.0])
+        assert term_coverage(SparseVector(indices=[1, 4], values=[1.0, 1.0]), chunk) == 0.5
+        assert term_coverage(SparseVector(indices=[], values=[]), chunk) == 0.0
 
 
 class TestJudging:
