@@ -15,9 +15,9 @@ from chatbot.errors import EmbeddingMismatch, StoreInUse, VectorStoreUnavailable
 from chatbot.providers.base import SparseVector
 from chatbot.settings import QdrantSettings
 from chatbot.stores.base import MetadataFilter, QueryVectors
-from chatbot.stores.edge.fusion import dbsf, rrf
 from chatbot.stores.edge.store import EdgeStore
 from chatbot.stores.factory import vector_store
+from chatbot.stores.fusion import dbsf, rrf
 from tests.service.test_local_index import DIMS, TENANTS, corpus, queries, same
 
 ROOT = str(Path(__file__).resolve().parents[2])

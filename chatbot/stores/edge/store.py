@@ -41,9 +41,9 @@ from chatbot.stores.edge.conditions import (
     metadata_conditions,
     tenant_filter,
 )
-from chatbot.stores.edge.fusion import dbsf, rrf
 from chatbot.stores.edge.migrate import copy_legacy, legacy_collection
 from chatbot.stores.edge.shard import Folder, Worker, check_model, config, read_meta, write_meta
+from chatbot.stores.fusion import dbsf, rrf
 from chatbot.stores.records import DocumentInfo, Fusion, one_per_index, search_probes
 
 log = logging.getLogger(__name__)

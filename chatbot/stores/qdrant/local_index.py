@@ -24,9 +24,9 @@ import numpy as np
 import numpy.typing as npt
 
 from chatbot.providers.base import SparseVector
+from chatbot.stores import fusion
 from chatbot.stores.qdrant.statistics import idf
 
-RRF_K = 2  # qdrant's default ranking constant
 MAX_MASKS = 32  # cached filter masks per tenant
 
 
@@ -262,26 +262,13 @@ class LocalIndex:
 
     @staticmethod
     def rrf(lists: Sequence[list[Hit]], limit: int) -> list[Hit]:
-        scores: dict[str, float] = {}
-        first: dict[str, Hit] = {}
-        for hits in lists:
-            for rank, hit in enumerate(hits):
-                scores[hit.point_id] = scores.get(hit.point_id, 0.0) + 1.0 / (rank + RRF_K)
-                first.setdefault(hit.point_id, hit)
-        ordered = sorted(scores, key=lambda pid: -scores[pid])[:limit]
-        return [Hit(pid, scores[pid], first[pid].payload) for pid in ordered]
+        """Qdrant's Fusion.RRF (stores/fusion.py)."""
+        return _fused(fusion.rrf, lists, limit)
 
     @staticmethod
     def dbsf(lists: Sequence[list[Hit]], limit: int) -> list[Hit]:
-        """Qdrant's Fusion.DBSF, with the same arithmetic in the same order (qdrant_client.hybrid.fusion)."""
-        scores: dict[str, float] = {}
-        first: dict[str, Hit] = {}
-        for hits in lists:
-            for hit, normalised in zip(hits, _normalised([h.score for h in hits]), strict=True):
-                scores[hit.point_id] = scores.get(hit.point_id, 0.0) + normalised
-                first.setdefault(hit.point_id, hit)
-        ordered = sorted(scores, key=lambda pid: scores[pid], reverse=True)[:limit]
-        return [Hit(pid, scores[pid], first[pid].payload) for pid in ordered]
+        """Qdrant's Fusion.DBSF (stores/fusion.py)."""
+        return _fused(fusion.dbsf, lists, limit)
 
     # -- internals -------------------------------------------------------------------------------------
 
@@ -311,16 +298,15 @@ class LocalIndex:
                 t.add_terms(row, terms)
 
 
-def _normalised(scores: list[float]) -> list[float]:
-    """One list's scores on [0, 1]: (score - low) / (high - low) with low/high = mean -+ 3 sample std."""
-    if not scores:  # a probe that found nothing (qdrant-client skips it)
-        return []
-    if len(scores) == 1:
-        return [0.5]
-    mean = sum(scores) / len(scores)
-    variance = sum((x - mean) ** 2 for x in scores) / (len(scores) - 1)
-    if variance == 0:
-        return [0.5] * len(scores)
-    std = variance**0.5
-    low, high = mean - 3 * std, mean + 3 * std
-    return [(x - low) / (high - low) for x in scores]
+def _fused(
+    fuse: Callable[[Sequence[fusion.Hits], int], list[tuple[str, float]]],
+    lists: Sequence[list[Hit]],
+    limit: int,
+) -> list[Hit]:
+    """`fuse` over the lists' (id, score) pairs, each fused hit with the payload of its first appearance."""
+    first: dict[str, Hit] = {}
+    for hits in lists:
+        for hit in hits:
+            first.setdefault(hit.point_id, hit)
+    fused = fuse([[(h.point_id, h.score) for h in hits] for hits in lists], limit)
+    return [Hit(pid, score, first[pid].payload) for pid, score in fused]

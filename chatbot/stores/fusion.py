@@ -1,7 +1,8 @@
-"""Fusing the hit lists of several probes, in Python, exactly as qdrant-client's local mode and the mirror do:
-the same scores and the same order, ties in order of first appearance. Edge fuses in Rust too, but orders
-tied points by where they sit in its segments, which another tenant's writes can change; fusing a few dozen
-hits here costs microseconds and keeps every engine's answers identical."""
+"""Fusing the hit lists of several probes (RRF, DBSF) with qdrant-client's formulas (qdrant_client.hybrid.fusion):
+the same scores and the same order, ties in order of first appearance. The one implementation for the numpy
+mirror (qdrant/local_index.py) and Qdrant Edge (edge/store.py). Edge fuses in Rust too, but orders tied points
+by where they sit in its segments, which another tenant's writes can change; fusing a few dozen hits here costs
+microseconds and keeps every engine's answers identical."""
 
 from __future__ import annotations
 
@@ -31,11 +32,14 @@ def dbsf(lists: Sequence[Hits], limit: int) -> list[tuple[str, float]]:
 
 
 def _normalised(hits: Hits) -> list[tuple[str, float]]:
+    """One list's scores on [0, 1]: (score - low) / (high - low) with low/high = mean -+ 3 sample std (a probe
+    that found nothing adds nothing, as qdrant-client skips it)."""
     if len(hits) <= 1:
         return [(pid, 0.5) for pid, _ in hits]
     mean = sum(s for _, s in hits) / len(hits)
     variance = sum((s - mean) ** 2 for _, s in hits) / (len(hits) - 1)
     if variance == 0:
         return [(pid, 0.5) for pid, _ in hits]
-    low, high = mean - 3 * variance**0.5, mean + 3 * variance**0.5
+    std = variance**0.5
+    low, high = mean - 3 * std, mean + 3 * std
     return [(pid, (s - low) / (high - low)) for pid, s in hits]
