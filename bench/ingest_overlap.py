@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import procs
 from bench.corpus import documents
-from bench.run import _fast_tmp
 from bench.targets import Figure, Target, table
 from chatbot.ingest.parsing import ParserPool, parse_and_chunk
 from chatbot.ingest.service import Ingestor
@@ -79,7 +79,7 @@ async def ingest_round(ingestor: Ingestor, folder: Path, tenant: str) -> tuple[f
 async def main_async(quick: bool) -> dict[str, Any]:
     settings = LocalModelSettings(threads=min(2, os.cpu_count() or 1))
     docs = documents(12 if quick else 60, sections=12, seed=29)
-    run_dir = Path(tempfile.mkdtemp(prefix="chatbot-bench-ingest-", dir=_fast_tmp()))
+    run_dir = Path(tempfile.mkdtemp(prefix="chatbot-bench-ingest-", dir=procs.fast_tmp()))
     folder = run_dir / "docs"
     folder.mkdir()
     for name, data in docs:

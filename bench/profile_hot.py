@@ -134,7 +134,7 @@ def main() -> None:
     if args.b_root is not None or args.b_env or args.b_no_compression:
         b_plain = args.no_compression or args.b_no_compression
         variants.append(("B", (args.b_root or ROOT).resolve(), _env_pairs(args.b_env), b_plain))
-    run_dir = Path(tempfile.mkdtemp(prefix="chatbot-hot-", dir=run._fast_tmp()))
+    run_dir = Path(tempfile.mkdtemp(prefix="chatbot-hot-", dir=procs.fast_tmp()))
     log = run_dir / "servers.log"
     fake_port = procs.free_port()
     rows: dict[tuple[str, int], list[dict[str, Any]]] = {}

@@ -215,7 +215,12 @@ def main() -> None:
                     "PEER_TENANT": "public",
                     "OPENBLAS_NUM_THREADS": "1",
                 }
-                shutil.copytree(store, run_dir / "peer-qdrant")
+                # the peer reads qdrant-client's local-mode files; the server's cached store is Qdrant Edge's
+                legacy = {**env, "CHATBOT_QDRANT__ENGINE": "qdrant-local"}
+                peer_store, _ = procs.cached_store(
+                    f"{name}-qdrant-local", legacy, args.chunks, log, args.rebuild
+                )
+                shutil.copytree(peer_store, run_dir / "peer-qdrant")
                 gunicorn = [
                     PYTHON,
                     "-m",

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import procs
+from bench.levels import run_level
 from bench.procs import PYTHON, ROOT
-from bench.run import _fast_tmp, ensure_store, fake_args, run_level, server_env
+from bench.run import STORE_VERSION, fake_args, server_env
 from bench.targets import Figure, Target, table
 
 TTFT_BOUND_MS = 250.0
@@ -91,7 +92,7 @@ def main() -> None:
     redis_bin = shutil.which("redis-server")
     if redis_bin is None:
         raise SystemExit("redis-server is not installed (bash scripts/provision.sh)")
-    run_dir = Path(tempfile.mkdtemp(prefix="chatbot-bench-workers-", dir=_fast_tmp()))
+    run_dir = Path(tempfile.mkdtemp(prefix="chatbot-bench-workers-", dir=procs.fast_tmp()))
     log = run_dir / "bench.log"
     fake_port, redis_port, port = procs.free_port(), procs.free_port(), procs.free_port()
     report: dict[str, Any] = {"load_average_at_start": os.getloadavg(), "ttft_bound_ms": TTFT_BOUND_MS}
@@ -100,7 +101,8 @@ def main() -> None:
         with procs.started(redis, log=log), procs.started(fake_args(fake_port), log=log):
             procs.wait_port(redis_port)
             procs.wait_port(fake_port)
-            store, _ = ensure_store(chunks, fake_port, log, rebuild=False)
+            env = server_env(fake_port, Path("unused"), 0)
+            store, _ = procs.cached_store(f"store-{chunks}-v{STORE_VERSION}", env, chunks, log, rebuild=False)
             shared = {
                 "CHATBOT_REDIS__URL": f"redis://127.0.0.1:{redis_port}",
                 "CHATBOT_JOBS__BACKEND": "redis",

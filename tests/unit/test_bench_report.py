@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 from typing import Any
@@ -134,3 +135,11 @@ class TestReadmeTable:
     def test_an_empty_results_file_gives_only_the_heading(self) -> None:
         """A results file without levels, sections or targets still renders a heading, nothing else."""
         assert readme_table.markdown({}) == "`make bench`, , ? vCPU, ? GiB, Python ? (git ?):\n"
+
+
+@pytest.mark.parametrize(
+    "module", sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "bench").glob("*.py"))
+)
+def test_every_bench_module_imports(module: str) -> None:
+    """Each bench module imports (a section that cannot import prints NOT MEASURED only at bench time)."""
+    importlib.import_module(f"bench.{module}")
