@@ -65,6 +65,11 @@ class InferenceQueue(Generic[T, R]):
         self._closed = False
         self.runs = 0
 
+    @property
+    def saturated(self) -> bool:
+        """True while calls wait for a worker (every worker is busy and more work is queued)."""
+        return bool(self._urgent or self._bulk)
+
     async def urgent(self, items: Sequence[T]) -> list[R]:
         """Results for `items`, run together with every other urgent call waiting for a worker."""
         return await asyncio.wrap_future(self._put(self._urgent, list(items)))

@@ -155,6 +155,12 @@ class LocalEmbedder:
         """Inference runs so far (merged queries count once)."""
         return self._queue.runs
 
+    @property
+    def saturated(self) -> bool:
+        """True while texts wait for an inference thread: optional work (the extractive answer's sentence
+        vectors) is skipped then, so it never queues behind, or in front of, questions."""
+        return self._queue.saturated
+
     def close(self) -> None:
         """Stop accepting work and fail waiting calls with ShuttingDown; a running batch finishes on its own."""
         self._closed = True

@@ -113,6 +113,20 @@ class TestMerging:
         await held
         assert [len(b) for b in run.batches] == [1, 9, 1]
 
+    async def test_saturated_while_calls_wait_for_a_worker(self, gated: Gated) -> None:
+        """Saturated only while a call waits: not when idle, not while the one worker runs alone."""
+        run, queue = gated
+        assert not queue.saturated
+        held = await run.hold(queue)
+        assert not queue.saturated
+        waiting = asyncio.create_task(queue.urgent(["a"]))
+        await settle()
+        assert queue.saturated
+        run.release()
+        assert await waiting == ["A"]
+        await held
+        assert not queue.saturated
+
     async def test_an_idle_worker_runs_a_call_at_once(self, gated: Gated) -> None:
         """With nothing running, an urgent call is its own run: no timer holds it back."""
         run, queue = gated

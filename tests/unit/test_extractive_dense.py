@@ -136,6 +136,19 @@ class TestSentenceVectors:
         assert dense.similarity("c three.") is None
         assert vectors.embedded == 2
 
+    async def test_a_saturated_embedder_embeds_no_new_sentence(self) -> None:
+        """While questions wait for the embedder, new sentences get no vector; remembered ones keep theirs."""
+        embedder = ConceptEmbedder()
+        vectors = SentenceVectors(embedder, budget=8)
+        await vectors.lookup("q", ["a one."])
+        embedder.saturated = True  # type: ignore[attr-defined]  # what LocalEmbedder says under load
+        dense = await vectors.lookup("q", ["a one.", "b two."])
+        assert dense.similarity("a one.") is not None
+        assert dense.similarity("b two.") is None
+        assert vectors.embedded == 1
+        embedder.saturated = False  # type: ignore[attr-defined]
+        assert (await vectors.lookup("q", ["b two."])).similarity("b two.") is not None
+
     async def test_capacity_evicts_the_least_recently_used(self) -> None:
         """The LRU never holds more than its capacity; a recently used vector survives."""
         vectors = SentenceVectors(ConceptEmbedder(), capacity=3)

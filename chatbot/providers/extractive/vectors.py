@@ -4,7 +4,11 @@ Embedding sentences is the expensive part of the extractive answer (MiniLM int8:
 sentence in a batch of 30, ~3.5 ms for a question, measured on the 2-core dev box), so vectors are kept in
 an LRU keyed by the text's hash (the same sentence in any chunk is one entry): a popular passage costs
 nothing after the first answer that read it. Each answer embeds at most `budget` new sentences (those of
-the best-ranked passages first); a sentence left out is scored lexically only. Vectors are unit length,
+the best-ranked passages first), and none while the embedder is saturated (`saturated`: questions are
+waiting for its inference threads): a sentence left out is scored lexically only. Under the offline
+bench's 50 closed-loop conversations, embedding up to 16 new sentences per answer on the ingestion lane
+cost 22 ms CPU per turn and a TTFT p99 of 2.1 s (the sentences waited behind every question); skipped under
+saturation, the load keeps the cached vectors and the lexical score. Vectors are unit length,
 so the similarity is a dot product (cosine for both MiniLM and the API embedders).
 """
 
@@ -56,7 +60,7 @@ def _key(kind: str, text: str) -> bytes:
 class SentenceVectors:
     """Question-to-sentence similarities from an Embedder, remembering up to `capacity` vectors."""
 
-    def __init__(self, embedder: Embedder, *, capacity: int = 4096, budget: int = 16) -> None:
+    def __init__(self, embedder: Embedder, *, capacity: int = 4096, budget: int = 8) -> None:
         self.embedder = embedder
         self.capacity = capacity
         self.budget = budget
@@ -79,11 +83,12 @@ class SentenceVectors:
             query = await self._vector("query", question)
         found: dict[str, Vector] = {}
         missing: list[str] = []
+        budget = 0 if getattr(self.embedder, "saturated", False) else self.budget
         for text in dict.fromkeys(texts):
             vector = self._get(_key("document", text))
             if vector is not None:
                 found[text] = vector
-            elif len(missing) < self.budget:
+            elif len(missing) < budget:
                 missing.append(text)
         if missing:
             vectors = await self.embedder.embed(missing, "document")
