@@ -5,8 +5,11 @@ peak RSS sampled at the measured window's edges; the row printer shared by every
 from __future__ import annotations
 
 import json
+import os
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from bench import procs
@@ -38,6 +41,9 @@ def run_level(
     TTFT figures are the excess over `floor_ms` (the upstream's own latency; 0 offline). `think` seconds
     pass between a conversation's answer and its next question (0: closed loop).
     """
+    handle, name = tempfile.mkstemp(prefix="chatbot-load-", suffix=".json")
+    os.close(handle)
+    out = Path(name)
     args = [
         PYTHON,
         "-m",
@@ -55,6 +61,8 @@ def run_level(
         "--max-turns",
         str(int(level * duration * 10 + 100)),
         *(["--think", str(think)] if think else []),
+        "--out",
+        str(out),
         *extra,
     ]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)  # noqa: S603
@@ -73,13 +81,14 @@ def run_level(
                 cpu1, t1 = procs.cpu(pids), time.perf_counter()
                 if looplag:
                     lag = procs.http_json("GET", url + "/debug/looplag")
-            elif line.startswith("result "):
-                result = json.loads(line[7:])
         proc.wait(timeout=warmup + duration + 120)
+        if proc.returncode == 0:
+            result = json.loads(out.read_text())
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        out.unlink(missing_ok=True)
     turns = result.get("completed", 0)
     ttft_ms = [x * 1000 - floor_ms for x in result.get("ttft", [])]
     gaps_ms = [x * 1000 for x in result.get("gaps", [])]

@@ -1,7 +1,7 @@
 """Closed-loop chat clients in their own process: N conversations, each asks, reads the streamed answer to
 its end, and asks again. Over the native websocket (/v1/ws) or SSE (POST /v1/chat with stream=true).
 
-    python -m bench.load --url http://127.0.0.1:8000 --transport ws --concurrency 10 --warmup 3 --duration 10
+    python -m bench.load --url http://127.0.0.1:8000 --transport ws --concurrency 10 --duration 10 --out f.json
 
 Prints `measure-start` when the warm-up ends and `measure-end` when the measured window ends (the caller
 samples the server then), and finally one JSON line of figures for the turns asked inside the window:
@@ -16,9 +16,9 @@ import asyncio
 import contextlib
 import itertools
 import json
-import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -241,6 +241,7 @@ def main() -> None:
     parser.add_argument(
         "--think", type=float, default=0.0, help="seconds each conversation pauses between turns"
     )
+    parser.add_argument("--out", required=True, help="write the figures (JSON) to this file")
     args = parser.parse_args()
     global NO_COMPRESSION, THINK
     NO_COMPRESSION = args.no_compression
@@ -251,8 +252,8 @@ def main() -> None:
         result = uvloop.run(run(args))
     except ImportError:
         result = asyncio.run(run(args))
-    sys.stdout.write("result " + json.dumps(result) + "\n")
-    sys.stdout.flush()
+    # a file, not a stdout line: a 70 KB line read from the pipe once arrived cut (JSONDecodeError mid-run)
+    Path(args.out).write_text(json.dumps(result))
 
 
 if __name__ == "__main__":
