@@ -30,7 +30,7 @@ from typing import Any
 from bench import procs
 from bench.levels import run_level
 from bench.procs import PYTHON, ROOT
-from bench.run import STORE_VERSION, fake_args, server_env
+from bench.run import STORE_VERSION, UPSTREAM_MS, fake_args, server_env
 from bench.targets import Figure, Target, table
 
 TTFT_BOUND_MS = 250.0
@@ -55,16 +55,24 @@ def capacity(rows: list[dict[str, Any]]) -> float | None:
 
 
 def serve_and_load(
-    env: Mapping[str, str], port: int, levels: list[int], warmup: float, duration: float, log: Path
+    env: Mapping[str, str],
+    port: int,
+    levels: list[int],
+    warmup: float,
+    duration: float,
+    log: Path,
+    *,
+    floor_ms: float,
 ) -> list[dict[str, Any]]:
-    """One server (supervisor and workers) for every level, websocket clients; CPU of every process."""
+    """One server (supervisor and workers) for every level, websocket clients; CPU of every process. TTFT
+    figures are the excess over `floor_ms` (the fake upstream's own latency; 0 offline)."""
     url = f"http://127.0.0.1:{port}"
     rows = []
     with procs.started([PYTHON, "-m", "chatbot", "serve"], env, log=log) as server:
         procs.wait_http(url + "/readyz", within=120, proc=server)
         pids = [server.pid, *procs.children(server.pid)]
         for level in levels:
-            row = run_level(url, "ws", level, warmup, duration, pids, looplag=False)
+            row = run_level(url, "ws", level, warmup, duration, pids, looplag=False, floor_ms=floor_ms)
             row["workers"] = int(env.get("CHATBOT_SERVER__WORKERS", "1"))
             row["threads"] = env.get("CHATBOT_LOCAL__THREADS")
             rows.append(row)
@@ -113,7 +121,9 @@ def main() -> None:
                 qdrant = run_dir / f"fake-{workers}"
                 shutil.copytree(store, qdrant)
                 env = server_env(fake_port, qdrant, port) | shared | {"CHATBOT_SERVER__WORKERS": str(workers)}
-                fake_rows[workers] = serve_and_load(env, port, levels, warmup, duration, log)
+                fake_rows[workers] = serve_and_load(
+                    env, port, levels, warmup, duration, log, floor_ms=UPSTREAM_MS
+                )
             offline_rows = offline(run_dir, shared, port, warmup, duration, log)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -166,7 +176,7 @@ def offline(
     rows = []
     for workers, threads in ((1, 1), (1, 2), (2, 1)):
         env = base | {"CHATBOT_SERVER__WORKERS": str(workers), "CHATBOT_LOCAL__THREADS": str(threads)}
-        rows += serve_and_load(env, port, [50], warmup, duration, log)
+        rows += serve_and_load(env, port, [50], warmup, duration, log, floor_ms=0)
     return rows
 
 
