@@ -12,11 +12,10 @@ from collections.abc import Sequence
 
 import qdrant_edge as edge
 
+from chatbot.stores.answer_entries import cached_answer, entry_id, entry_payload, generation_id
 from chatbot.stores.base import ScoredChunk
 from chatbot.stores.edge.conditions import DENSE, tenant_filter
 from chatbot.stores.edge.store import EdgeStore
-from chatbot.stores.ids import POINT_NAMESPACE
-from chatbot.stores.qdrant.answer_cache import entry, generation_id, source_chunk
 from chatbot.stores.records import CachedAnswer
 
 
@@ -63,14 +62,7 @@ class EdgeAnswerCache:
         points = await self.store.worker.call(lambda: shard.query(request))
         if not points:
             return None
-        pl = points[0].payload or {}
-        return CachedAnswer(
-            question=str(pl.get("question", "")),
-            answer=str(pl.get("answer", "")),
-            sources=tuple(source_chunk(s) for s in pl.get("sources", [])),
-            model=str(pl.get("model", "")),
-            score=float(points[0].score),
-        )
+        return cached_answer(points[0].payload or {}, points[0].score)
 
     async def store_answer(
         self,
@@ -85,19 +77,10 @@ class EdgeAnswerCache:
         model: str,
     ) -> None:
         shard = self._shard()
-        pid = str(
-            uuid.uuid5(POINT_NAMESPACE, f"answer\x00{tenant}\x00{generation}\x00{variant}\x00{question}")
+        pid = entry_id(tenant, generation, variant, question)
+        payload = entry_payload(
+            tenant, generation, variant, question=question, answer=answer, sources=sources, model=model
         )
-        payload = {
-            "tenant": tenant,
-            "generation": generation,
-            "variant": variant,
-            "question": question,
-            "answer": answer,
-            "sources": [entry(n, s) for n, s in enumerate(sources, start=1)],
-            "model": model,
-            "created": time.time(),
-        }
         point = edge.Point(pid, {DENSE: list(vector)}, payload)
         await self.store.worker.call(lambda: shard.update(edge.UpdateOperation.upsert_points([point])))
 

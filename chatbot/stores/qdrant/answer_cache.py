@@ -15,12 +15,11 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
 
 from qdrant_client import models
 
+from chatbot.stores.answer_entries import cached_answer, entry_id, entry_payload, generation_id
 from chatbot.stores.base import ScoredChunk
-from chatbot.stores.ids import POINT_NAMESPACE
 from chatbot.stores.qdrant.conditions import tenant_filter
 from chatbot.stores.qdrant.points import DENSE
 from chatbot.stores.qdrant.store import QdrantStore
@@ -75,14 +74,7 @@ class QdrantAnswerCache:
         if not response.points:
             return None
         point = response.points[0]
-        pl = point.payload or {}
-        return CachedAnswer(
-            question=str(pl.get("question", "")),
-            answer=str(pl.get("answer", "")),
-            sources=tuple(source_chunk(s) for s in pl.get("sources", [])),
-            model=str(pl.get("model", "")),
-            score=float(point.score),
-        )
+        return cached_answer(point.payload or {}, point.score)
 
     async def store_answer(
         self,
@@ -96,21 +88,11 @@ class QdrantAnswerCache:
         sources: Sequence[ScoredChunk],
         model: str,
     ) -> None:
+        payload = entry_payload(
+            tenant, generation, variant, question=question, answer=answer, sources=sources, model=model
+        )
         point = models.PointStruct(
-            id=str(
-                uuid.uuid5(POINT_NAMESPACE, f"answer\x00{tenant}\x00{generation}\x00{variant}\x00{question}")
-            ),
-            vector={DENSE: list(vector)},
-            payload={
-                "tenant": tenant,
-                "generation": generation,
-                "variant": variant,
-                "question": question,
-                "answer": answer,
-                "sources": [entry(n, s) for n, s in enumerate(sources, start=1)],
-                "model": model,
-                "created": time.time(),
-            },
+            id=entry_id(tenant, generation, variant, question), vector={DENSE: list(vector)}, payload=payload
         )
         await self.store.run(lambda c: c.upsert(self.collection, points=[point], wait=True))
 
@@ -124,29 +106,3 @@ class QdrantAnswerCache:
         selector = models.FilterSelector(filter=tenant_filter(tenant))
         await self.store.run(lambda c: c.upsert(self.collection, points=[marker], wait=True))
         await self.store.run(lambda c: c.delete(self.collection, points_selector=selector))
-
-
-def generation_id(tenant: str) -> str:
-    return str(uuid.uuid5(POINT_NAMESPACE, f"generation\x00{tenant}"))
-
-
-def entry(n: int, chunk: ScoredChunk) -> dict[str, Any]:
-    """A source as stored: the chunk's fields with its citation number (the layout of a wire source)."""
-    return {
-        "n": n,
-        "doc_id": chunk.doc_id,
-        "source": chunk.source,
-        "title": chunk.title,
-        "heading_path": list(chunk.heading_path),
-        "chunk_index": chunk.chunk_index,
-        "text": chunk.text,
-        "score": round(chunk.score, 6),
-        "page_start": chunk.page_start,
-        "page_end": chunk.page_end,
-        "char_start": chunk.char_start,
-        "char_end": chunk.char_end,
-    }
-
-
-def source_chunk(entry: dict[str, Any]) -> ScoredChunk:
-    return ScoredChunk.from_payload(entry, float(entry.get("score", 0.0)))
